@@ -1,0 +1,171 @@
+/*
+ * popbsmtp-postlogin — Dovecot post-login hook (script-login). Reads IP and USER from
+ * the environment, writes a lease to Redis, then execs the rest of its argv so the
+ * login goes on. It must never break or stall a login: every failure is logged in one
+ * line and the exec still happens; a timer execs anyway if Redis takes too long.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "popbsmtp/config.h"
+#include "popbsmtp/lease.h"
+#include "popbsmtp/log.h"
+#include "popbsmtp/store.h"
+#include "popbsmtp/version.h"
+
+#define PROG "popbsmtp-postlogin"
+
+/* The command to exec once done; the SIGALRM handler uses it too. */
+static char **next_argv;
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: " PROG " [-c FILE] [-s SERVICE] [-t] [command [args...]]\n");
+}
+
+/* Continue the login. Only returns if exec failed (the login is then lost anyway). */
+static void continue_login(void)
+{
+	if (next_argv == NULL || next_argv[0] == NULL)
+		return;
+	execv(next_argv[0], next_argv);
+	pbs_log(LOG_ERR, "cannot exec %s: %s", next_argv[0], strerror(errno));
+}
+
+/* Hard bound on the hook's time: exec the login now, whatever Redis is doing. The Redis
+ * socket is close-on-exec, so nothing leaks. execv is async-signal-safe. */
+static void on_deadline(int sig)
+{
+	(void)sig;
+	if (next_argv != NULL && next_argv[0] != NULL)
+		execv(next_argv[0], next_argv);
+	_exit(75);
+}
+
+/* Arm the deadline at twice the Redis timeout: connect plus one round trip. */
+static void arm_deadline(int timeout_ms)
+{
+	struct itimerval it = {{0, 0}, {0, 0}};
+	long ms = 2L * timeout_ms;
+
+	it.it_value.tv_sec = ms / 1000;
+	it.it_value.tv_usec = (ms % 1000) * 1000;
+	signal(SIGALRM, on_deadline);
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static void disarm_deadline(void)
+{
+	struct itimerval it = {{0, 0}, {0, 0}};
+
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/* Load the config; on any problem log it in one line and return NULL. */
+static pbs_config *load_config(const char *path)
+{
+	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg = pbs_config_load(path, &report);
+
+	if (cfg == NULL)
+		pbs_log(LOG_ERR, "no lease granted: bad configuration: %s%s",
+			report.errors.count ? report.errors.items[0] : path,
+			report.errors.count > 1 ? " (and more; run with -t)" : "");
+	pbs_config_report_free(&report);
+	return cfg;
+}
+
+/* Write the lease for IP/USER. Returns 0 when written, -1 when not (already logged). */
+static int grant(const pbs_config *cfg, const char *ip, const char *user, const char *service)
+{
+	char safe_user[PBS_LOG_SAFE_MAX], safe_ip[PBS_LOG_SAFE_MAX], subject[PBS_ADDR_STRLEN];
+	const char *problem;
+	pbs_store *store;
+	pbs_lease lease;
+	pbs_addr addr;
+	int rc;
+
+	pbs_log_safe(user, safe_user);
+	pbs_log_safe(ip, safe_ip);
+	if (pbs_addr_parse(ip, &addr) != 0) {
+		pbs_log(LOG_WARNING, "no lease granted: IP '%s' is not an address (user %s)",
+			safe_ip, safe_user);
+		return -1;
+	}
+	if ((problem = pbs_lease_make(&lease, user, service, (long long)time(NULL))) != NULL) {
+		pbs_log(LOG_WARNING, "no lease granted: %s (user '%s', ip %s)", problem, safe_user,
+			safe_ip);
+		return -1;
+	}
+	if (pbs_cidr_list_contains(&cfg->lease.never, &addr)) {
+		pbs_log(LOG_INFO, "no lease granted: %s is in lease.never (user %s)", safe_ip,
+			safe_user);
+		return 0;
+	}
+	pbs_lease_subject(&addr, (unsigned)cfg->lease.ipv4_prefix, (unsigned)cfg->lease.ipv6_prefix,
+			  subject);
+	if ((store = pbs_store_new(&cfg->redis)) == NULL) {
+		pbs_log(LOG_ERR, "no lease granted: out of memory");
+		return -1;
+	}
+	rc = pbs_store_grant(store, subject, &lease, cfg->lease.ttl);
+	if (rc == 0)
+		pbs_log(LOG_INFO, "lease granted: %s user=%s service=%s ttl=%d", subject, safe_user,
+			service[0] ? service : "-", cfg->lease.ttl);
+	else
+		pbs_log(LOG_ERR, "no lease granted: %s (user %s, %s)", pbs_store_error(store),
+			safe_user, subject);
+	pbs_store_free(store);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = PBS_DEFAULT_CONFIG, *service = "";
+	pbs_config *cfg;
+	int opt, check = 0, rc = -1;
+
+	/* Stop at the first non-option: it is the command Dovecot wants us to exec. */
+	while ((opt = getopt(argc, argv, "+c:s:tV")) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 's':
+			service = optarg;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'V':
+			fprintf(stderr, PROG " " PBS_VERSION "\n");
+			return 0;
+		default:
+			usage();
+			/* A bad option must not refuse the login: go on with what is left. */
+			break;
+		}
+	}
+	if (check)
+		return pbs_config_check(path);
+	next_argv = argv + optind;
+	/* stdout is the client's socket: never write there. */
+	pbs_log_open(PROG, true);
+	signal(SIGPIPE, SIG_IGN);
+	if (pbs_lease_service_problem(service) != NULL)
+		service = "";
+	if ((cfg = load_config(path)) != NULL) {
+		arm_deadline(cfg->redis.timeout_ms);
+		rc = grant(cfg, getenv("IP"), getenv("USER"), service);
+		disarm_deadline();
+		pbs_config_free(cfg);
+	}
+	continue_login();
+	return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,89 @@
+/*
+ * config.h — popbsmtp.conf, the one libconfig file all programs read. The file is
+ * checked against a table of known keys (type, default, bounds); every problem is
+ * reported as "FILE:LINE: what is wrong", and all of them, not only the first.
+ */
+#ifndef POPBSMTP_CONFIG_H
+#define POPBSMTP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "popbsmtp/addr.h"
+
+#define PBS_EX_CONFIG 78 /* sysexits.h EX_CONFIG: what every program exits with on bad config */
+
+typedef struct pbs_strlist {
+	char **items;
+	size_t count;
+} pbs_strlist;
+
+enum pbs_on_store_error { PBS_ON_ERROR_TEMPFAIL, PBS_ON_ERROR_REJECT, PBS_ON_ERROR_ACCEPT };
+
+struct pbs_redis_config {
+	char *host;
+	int port;
+	char *socket; /* unix socket path; exclusive with host */
+	char *password;
+	char *username;
+	int database;
+	char *prefix;
+	int timeout_ms;
+};
+
+struct pbs_lease_config {
+	int ttl;
+	int ipv4_prefix;
+	int ipv6_prefix;
+	pbs_cidr_list never;
+};
+
+struct pbs_milter_config {
+	char *socket;
+	char *socket_group;
+	int socket_mode; /* from the string "0660" */
+	char *user;
+	char *pidfile;
+	pbs_cidr_list trusted;
+	pbs_strlist relay_mailers; /* empty: the MTA's defaults */
+	pbs_strlist local_mailers; /* empty: the MTA's defaults */
+	pbs_strlist local_domains;
+	int on_store_error; /* enum pbs_on_store_error */
+	char *reject_text;
+	int pool_size;
+};
+
+typedef struct pbs_config {
+	char *path;
+	struct pbs_redis_config redis;
+	struct pbs_lease_config lease;
+	struct pbs_milter_config milter;
+} pbs_config;
+
+/* Collected problems, each "FILE:LINE: text" (errors) or "FILE: warning: text". */
+typedef struct pbs_config_report {
+	pbs_strlist errors;
+	pbs_strlist warnings;
+} pbs_config_report;
+
+/* Read and check PATH. Returns the config, or NULL with REPORT->errors filled.
+ * Warnings (e.g. a readable password) are added to REPORT either way. */
+pbs_config *pbs_config_load(const char *path, pbs_config_report *report);
+
+/* A config with every default, as if from an empty file (used when no file can be read). */
+pbs_config *pbs_config_defaults(void);
+
+void pbs_config_free(pbs_config *cfg);
+void pbs_config_report_free(pbs_config_report *report);
+
+/* Print every warning and error of REPORT to stderr, one per line. */
+void pbs_config_report_print(const pbs_config_report *report);
+
+/* Shared "-t" behaviour: load PATH, print "configuration OK" or the problems.
+ * Returns the exit status (0 or PBS_EX_CONFIG). */
+int pbs_config_check(const char *path);
+
+/* The names of every key the table knows, "group.key", NULL-terminated (for doc tests). */
+const char *const *pbs_config_key_names(void);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * lease.h — the one place that knows how a lease looks in Redis: which key covers an
+ * address, the per-user index key, and the versioned value "1|<granted>|<service>|<user>".
+ * docs/lease-schema.md describes the same format for other tools.
+ */
+#ifndef POPBSMTP_LEASE_H
+#define POPBSMTP_LEASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "popbsmtp/addr.h"
+
+#define PBS_LEASE_VERSION 1
+#define PBS_USER_MAX 256    /* longest user name a lease records */
+#define PBS_SERVICE_MAX 32  /* longest service name ("imap", "pop3", "ctl") */
+#define PBS_PREFIX_MAX 64   /* longest redis.prefix */
+#define PBS_KEY_MAX (PBS_PREFIX_MAX + PBS_USER_MAX + 16)
+#define PBS_LEASE_VALUE_MAX (PBS_USER_MAX + PBS_SERVICE_MAX + 32)
+
+typedef struct pbs_lease {
+	char user[PBS_USER_MAX + 1];
+	char service[PBS_SERVICE_MAX + 1]; /* "" when unknown */
+	long long granted;                 /* Unix seconds */
+} pbs_lease;
+
+/* The network a lease for CLIENT covers, as text: the bare address at full length,
+ * "NETWORK/BITS" otherwise. OUT has PBS_ADDR_STRLEN bytes. Returns OUT. */
+const char *pbs_lease_subject(const pbs_addr *client, unsigned ipv4_bits, unsigned ipv6_bits,
+			      char out[PBS_ADDR_STRLEN]);
+
+/* "<prefix>lease:<subject>" into OUT (PBS_KEY_MAX bytes). Returns 0, -1 if too long. */
+int pbs_lease_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]);
+
+/* "<prefix>user:<user>" into OUT (PBS_KEY_MAX bytes). Returns 0, -1 if too long. */
+int pbs_lease_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
+
+/* NULL when USER may hold a lease, else why not (empty, too long, control bytes). */
+const char *pbs_lease_user_problem(const char *user);
+
+/* NULL when SERVICE is a valid service name ([a-z0-9-], short), else why not. */
+const char *pbs_lease_service_problem(const char *service);
+
+/* Fill LEASE from its parts, after checking them. Returns NULL or why they are invalid. */
+const char *pbs_lease_make(pbs_lease *lease, const char *user, const char *service,
+			   long long granted);
+
+/* Encode LEASE into OUT (PBS_LEASE_VALUE_MAX bytes). Returns the length. */
+size_t pbs_lease_encode(const pbs_lease *lease, char out[PBS_LEASE_VALUE_MAX]);
+
+/* Decode a stored value of LEN bytes. Returns 0, or -1 when it is not a version-1 lease. */
+int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease);
+
+#endif

@@ -1,0 +1,26 @@
+/*
+ * log.h — one logging sink for every popbsmtp program: syslog (mail facility) and,
+ * when asked, stderr. Values that come from the network or from users go through
+ * pbs_log_safe() first so a log line stays one line and cannot be forged.
+ */
+#ifndef POPBSMTP_LOG_H
+#define POPBSMTP_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <syslog.h>
+
+/* Longest sanitized value pbs_log_safe() produces, with its terminating NUL. */
+#define PBS_LOG_SAFE_MAX 200
+
+/* Start logging as IDENT; also copy every line to stderr when TO_STDERR. */
+void pbs_log_open(const char *ident, bool to_stderr);
+
+/* Log one line at PRIORITY (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */
+void pbs_log(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Copy IN into OUT (PBS_LOG_SAFE_MAX bytes) with control and non-ASCII bytes as \xHH,
+ * truncated with "..." when long; NULL becomes "(none)". Returns OUT. */
+const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX]);
+
+#endif

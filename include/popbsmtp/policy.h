@@ -1,0 +1,55 @@
+/*
+ * policy.h — the relay decision as a pure function, and the classification of a
+ * recipient from the MTA's own routing ({rcpt_mailer}). No I/O: the milter gathers
+ * the facts, asks pbs_policy_decide(), and maps the verdict to SMFIS_* and a reply.
+ */
+#ifndef POPBSMTP_POLICY_H
+#define POPBSMTP_POLICY_H
+
+#include <stdbool.h>
+
+#include "popbsmtp/config.h"
+
+enum pbs_verdict {
+	PBS_VERDICT_ALLOW,
+	PBS_VERDICT_REJECT,
+	PBS_VERDICT_TEMPFAIL,
+	PBS_VERDICT_NEED_LEASE /* ask the store, set facts.lease, decide again */
+};
+
+enum pbs_lease_state {
+	PBS_LEASE_UNKNOWN, /* not looked up yet */
+	PBS_LEASE_LIVE,
+	PBS_LEASE_NONE,
+	PBS_LEASE_STORE_ERROR
+};
+
+enum pbs_mta { PBS_MTA_UNKNOWN, PBS_MTA_POSTFIX, PBS_MTA_SENDMAIL };
+
+struct pbs_policy_facts {
+	bool trusted;       /* client in milter.trusted */
+	bool authenticated; /* {auth_authen} set */
+	bool relay;         /* the recipient leaves this site */
+	bool never_lease;   /* client in lease.never */
+	enum pbs_lease_state lease;
+	enum pbs_on_store_error on_store_error;
+};
+
+/* The verdict for one recipient, and a short reason for the log ("lease", "trusted"…). */
+enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *facts, const char **reason);
+
+/* Which MTA is talking, from the "v" macro (NULL or unrecognised: unknown). */
+enum pbs_mta pbs_policy_mta(const char *v_macro);
+
+const char *pbs_policy_mta_name(enum pbs_mta mta);
+
+/* True when a recipient routed to MAILER for DOMAIN leaves this site. Domains in
+ * milter.local_domains are local; then milter.relay_mailers / local_mailers (or the MTA's
+ * defaults) decide; an unknown or missing mailer counts as relay, so doubt fails closed. */
+bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *domain,
+			 const struct pbs_milter_config *cfg);
+
+/* The domain of a recipient "<local@domain>" (or without brackets) into OUT; "" if none. */
+void pbs_policy_rcpt_domain(const char *rcpt, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * store.h — leases in Redis behind an opaque handle. The handle connects lazily,
+ * bounds every step by redis.timeout_ms, drops a broken connection and makes a new
+ * one on the next call. Errors travel with the handle (pbs_store_error), never exit.
+ * Commands go through hiredis' argv API only.
+ */
+#ifndef POPBSMTP_STORE_H
+#define POPBSMTP_STORE_H
+
+#include <stddef.h>
+
+#include "popbsmtp/config.h"
+#include "popbsmtp/lease.h"
+
+typedef struct pbs_store pbs_store;
+struct redisReply;
+
+enum pbs_lookup { PBS_LOOKUP_FOUND, PBS_LOOKUP_NONE, PBS_LOOKUP_ERROR };
+
+/* A handle for CFG (copied). Connects on first use. NULL only when out of memory. */
+pbs_store *pbs_store_new(const struct pbs_redis_config *cfg);
+
+/* Close the connection (if any) and free the handle. */
+void pbs_store_free(pbs_store *store);
+
+/* Close the connection but keep the handle; the next call reconnects. */
+void pbs_store_disconnect(pbs_store *store);
+
+/* Why the last call failed. */
+const char *pbs_store_error(const pbs_store *store);
+
+/* Make sure a connection is up (connect, AUTH, SELECT). Returns 0 or -1. */
+int pbs_store_connect(pbs_store *store);
+
+/* Write LEASE for SUBJECT with TTL seconds and add SUBJECT to its user's index, in one
+ * round trip (MULTI/EXEC). Returns 0 or -1. */
+int pbs_store_grant(pbs_store *store, const char *subject, const pbs_lease *lease, int ttl);
+
+/* One GET of SUBJECT's lease. On FOUND fills LEASE; a value that does not decode is an error. */
+enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);
+
+/* Run one command given as ARGC strings (lengths ARGVLEN, or NULL for C strings).
+ * Returns the reply (free with freeReplyObject) or NULL on a connection error. A server
+ * error reply is returned as is; READONLY/MASTERDOWN/LOADING also drop the connection. */
+struct redisReply *pbs_store_command(pbs_store *store, int argc, const char **argv,
+				     const size_t *argvlen);
+
+/* The prefix this store's keys start with. */
+const char *pbs_store_prefix(const pbs_store *store);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * log.c — syslog (mail facility) plus an optional copy on stderr, and the sanitizer
+ * that keeps user-supplied values from breaking or forging log lines.
+ */
+#include "popbsmtp/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *log_ident = "popbsmtp";
+static bool log_to_stderr;
+
+void pbs_log_open(const char *ident, bool to_stderr)
+{
+	log_ident = ident;
+	log_to_stderr = to_stderr;
+	/* LOG_NDELAY: connect now, so a later chroot or privilege drop cannot cut us off. */
+	openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void pbs_log(int priority, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	syslog(priority, "%s", line);
+	if (log_to_stderr)
+		fprintf(stderr, "%s: %s\n", log_ident, line);
+}
+
+const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX])
+{
+	static const char hex[] = "0123456789abcdef";
+	const size_t room = PBS_LOG_SAFE_MAX - sizeof "...";
+	size_t o = 0;
+
+	if (in == NULL) {
+		strcpy(out, "(none)");
+		return out;
+	}
+	for (; *in != '\0'; in++) {
+		unsigned char c = (unsigned char)*in;
+		size_t need = (c < 0x20 || c >= 0x7f || c == '\\') ? 4 : 1;
+
+		if (o + need > room) {
+			strcpy(out + o, "...");
+			return out;
+		}
+		if (need == 1) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+	return out;
+}

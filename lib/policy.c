@@ -1,0 +1,147 @@
+/*
+ * policy.c — the relay decision, pure: facts in, verdict and reason out. When in doubt
+ * (unknown mailer, store trouble) the answer never lets an unleased relay through,
+ * unless the administrator chose on_store_error = accept.
+ */
+#include "popbsmtp/policy.h"
+
+#include <string.h>
+#include <strings.h>
+
+/* Ordered as the documentation lists the rules; the first that applies decides. */
+enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *f, const char **reason)
+{
+	if (f->trusted) {
+		*reason = "trusted network";
+		return PBS_VERDICT_ALLOW;
+	}
+	if (f->authenticated) {
+		*reason = "SMTP AUTH";
+		return PBS_VERDICT_ALLOW;
+	}
+	if (!f->relay) {
+		*reason = "local recipient";
+		return PBS_VERDICT_ALLOW;
+	}
+	if (f->never_lease) {
+		*reason = "client in lease.never";
+		return PBS_VERDICT_REJECT;
+	}
+	switch (f->lease) {
+	case PBS_LEASE_UNKNOWN:
+		*reason = "lease lookup needed";
+		return PBS_VERDICT_NEED_LEASE;
+	case PBS_LEASE_LIVE:
+		*reason = "lease";
+		return PBS_VERDICT_ALLOW;
+	case PBS_LEASE_NONE:
+		*reason = "no lease";
+		return PBS_VERDICT_REJECT;
+	case PBS_LEASE_STORE_ERROR:
+		break;
+	}
+	*reason = "lease store unavailable";
+	switch (f->on_store_error) {
+	case PBS_ON_ERROR_ACCEPT:
+		return PBS_VERDICT_ALLOW;
+	case PBS_ON_ERROR_REJECT:
+		return PBS_VERDICT_REJECT;
+	default:
+		return PBS_VERDICT_TEMPFAIL;
+	}
+}
+
+enum pbs_mta pbs_policy_mta(const char *v)
+{
+	if (v == NULL)
+		return PBS_MTA_UNKNOWN;
+	if (strncasecmp(v, "Postfix", 7) == 0)
+		return PBS_MTA_POSTFIX;
+	/* Sendmail's v is its bare version number, "8.17.1.9". */
+	if (v[0] == '8' && v[1] == '.')
+		return PBS_MTA_SENDMAIL;
+	return PBS_MTA_UNKNOWN;
+}
+
+const char *pbs_policy_mta_name(enum pbs_mta mta)
+{
+	switch (mta) {
+	case PBS_MTA_POSTFIX:
+		return "Postfix";
+	case PBS_MTA_SENDMAIL:
+		return "Sendmail";
+	default:
+		return "unknown MTA";
+	}
+}
+
+/* Mailer names that mean "leaves this site" and "stays here", per MTA. The same word
+ * differs: Postfix's "relay" is inbound relay_domains, Sendmail's "relay" is the smart host. */
+static const char *const postfix_relay[] = {"smtp", NULL};
+static const char *const postfix_local[] = {"local", "virtual", "lmtp", "relay", "error", NULL};
+static const char *const sendmail_relay[] = {"esmtp", "smtp", "smtp8", "dsmtp", "relay", NULL};
+static const char *const sendmail_local[] = {"local", "prog", "error", NULL};
+static const char *const unknown_relay[] = {"smtp", "esmtp", "smtp8", "dsmtp", "relay", NULL};
+static const char *const unknown_local[] = {"local", NULL};
+
+static bool in_words(const char *const *words, const char *w)
+{
+	for (; *words != NULL; words++)
+		if (strcasecmp(*words, w) == 0)
+			return true;
+	return false;
+}
+
+static bool in_strlist(const pbs_strlist *list, const char *w)
+{
+	size_t i;
+
+	for (i = 0; i < list->count; i++)
+		if (strcasecmp(list->items[i], w) == 0)
+			return true;
+	return false;
+}
+
+/* W is in the configured LIST, or in DEFAULTS when the list is not configured. */
+static bool in_mailers(const pbs_strlist *list, const char *const *defaults, const char *w)
+{
+	return list->count > 0 ? in_strlist(list, w) : in_words(defaults, w);
+}
+
+bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *domain,
+			 const struct pbs_milter_config *cfg)
+{
+	const char *const *relay = unknown_relay, *const *local = unknown_local;
+
+	if (mta == PBS_MTA_POSTFIX) {
+		relay = postfix_relay;
+		local = postfix_local;
+	} else if (mta == PBS_MTA_SENDMAIL) {
+		relay = sendmail_relay;
+		local = sendmail_local;
+	}
+	if (domain != NULL && domain[0] != '\0' && in_strlist(&cfg->local_domains, domain))
+		return false;
+	if (mailer == NULL || mailer[0] == '\0')
+		return true;
+	if (in_mailers(&cfg->relay_mailers, relay, mailer))
+		return true;
+	/* A mailer in neither list counts as relay: doubt fails closed. */
+	return !in_mailers(&cfg->local_mailers, local, mailer);
+}
+
+void pbs_policy_rcpt_domain(const char *rcpt, char *out, size_t outlen)
+{
+	const char *at = rcpt ? strrchr(rcpt, '@') : NULL;
+	size_t len;
+
+	out[0] = '\0';
+	if (at == NULL || outlen == 0)
+		return;
+	at++;
+	len = strcspn(at, ">");
+	if (len >= outlen)
+		return;
+	memcpy(out, at, len);
+	out[len] = '\0';
+}

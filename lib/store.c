@@ -1,0 +1,284 @@
+/*
+ * store.c — the Redis side of leases, over hiredis' blocking API. Every step is
+ * bounded: the connect by redisConnectWithTimeout, reads and writes by SO_RCVTIMEO/
+ * SO_SNDTIMEO set with redisSetTimeout. After any I/O error the hiredis context is
+ * unusable, so it is freed and the next call connects afresh.
+ */
+#include "popbsmtp/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "popbsmtp/log.h"
+
+struct pbs_store {
+	struct pbs_redis_config cfg; /* own copies of the strings */
+	redisContext *ctx;           /* NULL while disconnected */
+	char where[300];             /* "127.0.0.1:6379" or "unix:/path", for messages */
+	char err[512];
+};
+
+/* Record why the last call failed; returns -1 for convenience. */
+static int store_fail(pbs_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int store_fail(pbs_store *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->err, sizeof s->err, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static char *dup_or_null(const char *v)
+{
+	return v ? strdup(v) : NULL;
+}
+
+pbs_store *pbs_store_new(const struct pbs_redis_config *cfg)
+{
+	pbs_store *s = calloc(1, sizeof *s);
+
+	if (s == NULL)
+		return NULL;
+	s->cfg = *cfg;
+	s->cfg.host = dup_or_null(cfg->host);
+	s->cfg.socket = dup_or_null(cfg->socket);
+	s->cfg.password = dup_or_null(cfg->password ? cfg->password : "");
+	s->cfg.username = dup_or_null(cfg->username ? cfg->username : "");
+	s->cfg.prefix = dup_or_null(cfg->prefix ? cfg->prefix : "");
+	if (s->cfg.socket)
+		snprintf(s->where, sizeof s->where, "unix:%s", s->cfg.socket);
+	else
+		snprintf(s->where, sizeof s->where, "%s:%d",
+			 s->cfg.host ? s->cfg.host : "127.0.0.1", s->cfg.port);
+	if (!s->cfg.password || !s->cfg.username || !s->cfg.prefix) {
+		pbs_store_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void pbs_store_disconnect(pbs_store *s)
+{
+	if (s->ctx != NULL) {
+		redisFree(s->ctx);
+		s->ctx = NULL;
+	}
+}
+
+void pbs_store_free(pbs_store *s)
+{
+	if (s == NULL)
+		return;
+	pbs_store_disconnect(s);
+	free(s->cfg.host);
+	free(s->cfg.socket);
+	free(s->cfg.password);
+	free(s->cfg.username);
+	free(s->cfg.prefix);
+	free(s);
+}
+
+const char *pbs_store_error(const pbs_store *s)
+{
+	return s->err;
+}
+
+const char *pbs_store_prefix(const pbs_store *s)
+{
+	return s->cfg.prefix;
+}
+
+/* Describe a context error; hiredis reports a receive timeout as EAGAIN's text. */
+static int store_io_fail(pbs_store *s, const char *what)
+{
+	const char *why = s->ctx ? s->ctx->errstr : "out of memory";
+
+	if (s->ctx && s->ctx->err == REDIS_ERR_IO &&
+	    strstr(why, strerror(EAGAIN)) != NULL)
+		store_fail(s, "Redis at %s: %s timed out after %d ms", s->where, what,
+			   s->cfg.timeout_ms);
+	else
+		store_fail(s, "Redis at %s: %s failed: %s", s->where, what, why);
+	pbs_store_disconnect(s);
+	return -1;
+}
+
+/* Server error replies that mean this connection must go: the server is not a usable
+ * master right now (failover, loading) or we are no longer authenticated. */
+static bool error_drops_connection(const char *msg)
+{
+	static const char *const fatal[] = {"READONLY", "MASTERDOWN", "LOADING", "NOAUTH",
+					    "WRONGPASS", NULL};
+	int i;
+
+	for (i = 0; fatal[i] != NULL; i++)
+		if (strncmp(msg, fatal[i], strlen(fatal[i])) == 0)
+			return true;
+	return false;
+}
+
+/* Turn an error reply into the handle's error. Returns -1. */
+static int store_reply_fail(pbs_store *s, const char *what, const redisReply *r)
+{
+	char safe[PBS_LOG_SAFE_MAX];
+
+	store_fail(s, "Redis at %s: %s refused: %s", s->where, what, pbs_log_safe(r->str, safe));
+	if (error_drops_connection(r->str))
+		pbs_store_disconnect(s);
+	return -1;
+}
+
+/* Read COUNT pipelined replies; the last one goes to *LAST (may be NULL to discard).
+ * The first error reply makes the whole sequence fail, but all replies are read. */
+static int store_read_replies(pbs_store *s, const char *what, int count, redisReply **last)
+{
+	int i, rc = 0;
+
+	for (i = 0; i < count; i++) {
+		redisReply *r = NULL;
+
+		if (redisGetReply(s->ctx, (void **)&r) != REDIS_OK)
+			return store_io_fail(s, what);
+		if (r->type == REDIS_REPLY_ERROR && rc == 0)
+			rc = store_reply_fail(s, what, r);
+		if (i == count - 1 && last != NULL && rc == 0)
+			*last = r;
+		else
+			freeReplyObject(r);
+		if (s->ctx == NULL)
+			return -1;
+	}
+	return rc;
+}
+
+/* AUTH and SELECT as one pipelined round trip, when configured. */
+static int store_handshake(pbs_store *s)
+{
+	char db[16];
+	const char *auth[3] = {"AUTH", s->cfg.username, s->cfg.password};
+	const char *select[2] = {"SELECT", db};
+	int sent = 0;
+
+	if (s->cfg.password[0] != '\0') {
+		/* AUTH user pass (ACL) when a user is set, else the classic AUTH pass. */
+		if (s->cfg.username[0] != '\0')
+			redisAppendCommandArgv(s->ctx, 3, auth, NULL);
+		else
+			redisAppendCommandArgv(s->ctx, 2, (const char *[]){"AUTH", s->cfg.password},
+					       NULL);
+		sent++;
+	}
+	if (s->cfg.database != 0) {
+		snprintf(db, sizeof db, "%d", s->cfg.database);
+		redisAppendCommandArgv(s->ctx, 2, select, NULL);
+		sent++;
+	}
+	return sent ? store_read_replies(s, "AUTH/SELECT", sent, NULL) : 0;
+}
+
+int pbs_store_connect(pbs_store *s)
+{
+	struct timeval tv = {s->cfg.timeout_ms / 1000, (s->cfg.timeout_ms % 1000) * 1000};
+
+	if (s->ctx != NULL)
+		return 0;
+	if (s->cfg.socket)
+		s->ctx = redisConnectUnixWithTimeout(s->cfg.socket, tv);
+	else
+		s->ctx = redisConnectWithTimeout(s->cfg.host, s->cfg.port, tv);
+	if (s->ctx == NULL || s->ctx->err)
+		return store_io_fail(s, "connect");
+	/* The connect timeout does not cover reads and writes: bound those too. */
+	if (redisSetTimeout(s->ctx, tv) != REDIS_OK)
+		return store_io_fail(s, "setting the timeout");
+	/* Never leak the socket into a program we exec (the Dovecot hook execs the login). */
+	fcntl(s->ctx->fd, F_SETFD, FD_CLOEXEC);
+	return store_handshake(s);
+}
+
+struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,
+				     const size_t *argvlen)
+{
+	redisReply *r;
+
+	if (pbs_store_connect(s) != 0)
+		return NULL;
+	r = redisCommandArgv(s->ctx, argc, argv, argvlen);
+	if (r == NULL) {
+		store_io_fail(s, argv[0]);
+		return NULL;
+	}
+	if (r->type == REDIS_REPLY_ERROR)
+		store_reply_fail(s, argv[0], r);
+	return r;
+}
+
+int pbs_store_grant(pbs_store *s, const char *subject, const pbs_lease *lease, int ttl)
+{
+	char key[PBS_KEY_MAX], ukey[PBS_KEY_MAX], value[PBS_LEASE_VALUE_MAX], ttls[16];
+	size_t vlen = pbs_lease_encode(lease, value);
+	redisReply *exec = NULL;
+	size_t i;
+	int rc;
+
+	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0 ||
+	    pbs_lease_user_key(s->cfg.prefix, lease->user, ukey) != 0)
+		return store_fail(s, "lease key too long");
+	if (pbs_store_connect(s) != 0)
+		return -1;
+	snprintf(ttls, sizeof ttls, "%d", ttl);
+	/* One round trip: the lease and its index entry change together or not at all. The
+	 * index only ever gains time (NX sets a fresh one, GT extends), never loses it. */
+	redisAppendCommand(s->ctx, "MULTI");
+	redisAppendCommandArgv(s->ctx, 5, (const char *[]){"SET", key, value, "EX", ttls},
+			       (const size_t[]){3, strlen(key), vlen, 2, strlen(ttls)});
+	redisAppendCommandArgv(s->ctx, 3, (const char *[]){"SADD", ukey, subject}, NULL);
+	redisAppendCommandArgv(s->ctx, 4, (const char *[]){"EXPIRE", ukey, ttls, "NX"}, NULL);
+	redisAppendCommandArgv(s->ctx, 4, (const char *[]){"EXPIRE", ukey, ttls, "GT"}, NULL);
+	redisAppendCommand(s->ctx, "EXEC");
+	rc = store_read_replies(s, "grant", 6, &exec);
+	if (rc != 0)
+		return -1;
+	if (exec->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(exec);
+		return store_fail(s, "Redis at %s: grant: transaction aborted", s->where);
+	}
+	for (i = 0; i < exec->elements && rc == 0; i++)
+		if (exec->element[i]->type == REDIS_REPLY_ERROR)
+			rc = store_reply_fail(s, "grant", exec->element[i]);
+	freeReplyObject(exec);
+	return rc;
+}
+
+enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *lease)
+{
+	char key[PBS_KEY_MAX];
+	redisReply *r;
+	enum pbs_lookup result = PBS_LOOKUP_ERROR;
+
+	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0) {
+		store_fail(s, "lease key too long");
+		return PBS_LOOKUP_ERROR;
+	}
+	r = pbs_store_command(s, 2, (const char *[]){"GET", key}, NULL);
+	if (r == NULL)
+		return PBS_LOOKUP_ERROR;
+	if (r->type == REDIS_REPLY_NIL)
+		result = PBS_LOOKUP_NONE;
+	else if (r->type == REDIS_REPLY_STRING && pbs_lease_decode(r->str, r->len, lease) == 0)
+		result = PBS_LOOKUP_FOUND;
+	else if (r->type == REDIS_REPLY_STRING)
+		store_fail(s, "Redis at %s: %s holds no valid lease", s->where, key);
+	else if (r->type != REDIS_REPLY_ERROR)
+		store_fail(s, "Redis at %s: GET gave an unexpected reply", s->where);
+	freeReplyObject(r);
+	return result;
+}
