@@ -86,6 +86,11 @@ void pbs_store_free(pbs_store *s)
 	free(s);
 }
 
+bool pbs_store_connected(const pbs_store *s)
+{
+	return s->ctx != NULL;
+}
+
 const char *pbs_store_error(const pbs_store *s)
 {
 	return s->err;

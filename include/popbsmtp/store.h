@@ -7,6 +7,7 @@
 #ifndef POPBSMTP_STORE_H
 #define POPBSMTP_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "popbsmtp/config.h"
@@ -25,6 +26,9 @@ void pbs_store_free(pbs_store *store);
 
 /* Close the connection but keep the handle; the next call reconnects. */
 void pbs_store_disconnect(pbs_store *store);
+
+/* True while the handle holds a live connection. */
+bool pbs_store_connected(const pbs_store *store);
 
 /* Why the last call failed. */
 const char *pbs_store_error(const pbs_store *store);

@@ -1,0 +1,237 @@
+/*
+ * callbacks.c — libmilter events in, pbs_policy_decide() verdicts out. Nothing here
+ * decides: it gathers the facts (client address, AUTH, the MTA's routing of the
+ * recipient, the lease), asks the policy, and maps the verdict to SMFIS_* and a reply.
+ * Allowed recipients get SMFIS_CONTINUE, never SMFIS_ACCEPT: ACCEPT would wave the rest
+ * of the message through, so a local first recipient would open the door for a relay.
+ */
+#include "callbacks.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "popbsmtp/addr.h"
+#include "popbsmtp/lease.h"
+#include "popbsmtp/log.h"
+#include "popbsmtp/policy.h"
+#include "runtime.h"
+
+/* Per-connection state, kept through smfi_setpriv (callbacks of one connection may run
+ * on different worker threads). */
+struct session {
+	struct pbs_runtime *rt;
+	bool has_addr;
+	pbs_addr addr;
+	char addr_text[PBS_ADDR_STRLEN];
+	bool never_lease;
+	enum pbs_mta mta;
+	bool authenticated;
+	enum pbs_lease_state lease; /* asked at most once per connection */
+	char lease_user[PBS_LOG_SAFE_MAX];
+};
+
+/* Say once per process that the MTA was not recognised and safe defaults apply. */
+static void note_unknown_mta(const char *v)
+{
+	static int said;
+	char safe[PBS_LOG_SAFE_MAX];
+
+	if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED) == 0)
+		pbs_log(LOG_WARNING, "MTA version '%s' not recognised (is 'v' in the connect macros?);"
+			" treating every mailer except 'local' as relay", pbs_log_safe(v, safe));
+}
+
+/* The client address: hostaddr if it is IP, else the {client_addr} macro if sent. */
+static bool client_address(SMFICTX *ctx, const struct sockaddr *hostaddr, pbs_addr *out)
+{
+	if (pbs_addr_from_sockaddr(hostaddr, out) == 0)
+		return true;
+	return pbs_addr_parse(smfi_getsymval(ctx, "{client_addr}"), out) == 0;
+}
+
+static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *hostaddr)
+{
+	struct session *s = calloc(1, sizeof *s);
+	const pbs_config *cfg;
+	const char *v;
+
+	(void)hostname;
+	if (s == NULL) {
+		pbs_log(LOG_ERR, "out of memory at connect");
+		return SMFIS_TEMPFAIL;
+	}
+	pbs_runtime_session_begin();
+	s->rt = pbs_runtime_acquire();
+	cfg = s->rt->cfg;
+	smfi_setpriv(ctx, s);
+	v = smfi_getsymval(ctx, "v");
+	s->mta = pbs_policy_mta(v);
+	if (s->mta == PBS_MTA_UNKNOWN)
+		note_unknown_mta(v);
+	s->has_addr = client_address(ctx, hostaddr, &s->addr);
+	if (!s->has_addr) {
+		strcpy(s->addr_text, "(no IP address)");
+		return SMFIS_CONTINUE;
+	}
+	pbs_addr_format(&s->addr, s->addr_text);
+	/* A trusted client may relay anything: let the whole connection through now. */
+	if (pbs_cidr_list_contains(&cfg->milter.trusted, &s->addr))
+		return SMFIS_ACCEPT;
+	s->never_lease = pbs_cidr_list_contains(&cfg->lease.never, &s->addr);
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
+{
+	struct session *s = smfi_getpriv(ctx);
+	const char *authen = smfi_getsymval(ctx, "{auth_authen}");
+
+	(void)argv;
+	if (s == NULL)
+		return SMFIS_TEMPFAIL;
+	/* A new transaction may follow AUTH, so take the macro afresh each time. */
+	s->authenticated = authen != NULL && authen[0] != '\0';
+	return SMFIS_CONTINUE;
+}
+
+/* Ask Redis once per connection whether a lease covers the client. */
+static void look_up_lease(struct session *s)
+{
+	const pbs_config *cfg = s->rt->cfg;
+	char subject[PBS_ADDR_STRLEN], why[512];
+	pbs_lease lease;
+
+	if (!s->has_addr) {
+		s->lease = PBS_LEASE_NONE;
+		return;
+	}
+	pbs_lease_subject(&s->addr, (unsigned)cfg->lease.ipv4_prefix,
+			  (unsigned)cfg->lease.ipv6_prefix, subject);
+	switch (pbs_pool_lookup(s->rt->pool, subject, &lease, why, sizeof why)) {
+	case PBS_LOOKUP_FOUND:
+		s->lease = PBS_LEASE_LIVE;
+		pbs_log_safe(lease.user, s->lease_user);
+		break;
+	case PBS_LOOKUP_NONE:
+		s->lease = PBS_LEASE_NONE;
+		break;
+	case PBS_LOOKUP_ERROR:
+		s->lease = PBS_LEASE_STORE_ERROR;
+		pbs_log(LOG_ERR, "lease lookup for %s failed: %s", s->addr_text, why);
+		break;
+	}
+}
+
+/* Append SRC to OUT at *O for smfi_setreply: printable ASCII only ('?' for the rest),
+ * '%' doubled (libmilter's reply is a format), at most MAX source bytes. */
+static void reply_append(char *out, size_t *o, size_t outlen, const char *src, size_t max)
+{
+	size_t shown;
+
+	for (shown = 0; src != NULL && src[shown] != '\0' && shown < max; shown++) {
+		unsigned char c = (unsigned char)src[shown];
+		if (*o + 3 >= outlen)
+			break;
+		if (c < 0x20 || c >= 0x7f)
+			c = '?';
+		if (c == '%')
+			out[(*o)++] = '%';
+		out[(*o)++] = (char)c;
+	}
+	out[*o] = '\0';
+}
+
+/* "<rcpt>: TEXT", safe to hand to smfi_setreply. */
+static void reply_text(const char *rcpt, const char *text, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	reply_append(out, &o, outlen, rcpt, 200);
+	reply_append(out, &o, outlen, ": ", 2);
+	reply_append(out, &o, outlen, text, 400);
+}
+
+/* One log line per relay decision, with what an administrator needs to follow it. */
+static void log_decision(SMFICTX *ctx, const struct session *s, const char *what,
+			 const char *rcpt, const char *reason)
+{
+	char safe_rcpt[PBS_LOG_SAFE_MAX], safe_qid[PBS_LOG_SAFE_MAX];
+	const char *qid = smfi_getsymval(ctx, "i");
+
+	pbs_log(LOG_INFO, "relay %s: client=%s rcpt=%s reason=%s%s%s queue=%s", what,
+		s->addr_text, pbs_log_safe(rcpt, safe_rcpt), reason,
+		s->lease == PBS_LEASE_LIVE ? " user=" : "",
+		s->lease == PBS_LEASE_LIVE ? s->lease_user : "",
+		qid ? pbs_log_safe(qid, safe_qid) : "-");
+}
+
+static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
+{
+	struct session *s = smfi_getpriv(ctx);
+	const pbs_config *cfg;
+	struct pbs_policy_facts facts;
+	const char *rcpt = argv != NULL ? argv[0] : NULL, *reason;
+	char domain[256], text[512];
+	enum pbs_verdict verdict;
+
+	if (s == NULL)
+		return SMFIS_TEMPFAIL;
+	cfg = s->rt->cfg;
+	pbs_policy_rcpt_domain(rcpt, domain, sizeof domain);
+	facts.trusted = false; /* trusted clients were accepted at connect */
+	facts.authenticated = s->authenticated;
+	facts.relay = pbs_policy_is_relay(s->mta, smfi_getsymval(ctx, "{rcpt_mailer}"), domain,
+					  &cfg->milter);
+	facts.never_lease = s->never_lease;
+	facts.lease = s->lease;
+	facts.on_store_error = (enum pbs_on_store_error)cfg->milter.on_store_error;
+	verdict = pbs_policy_decide(&facts, &reason);
+	if (verdict == PBS_VERDICT_NEED_LEASE) {
+		look_up_lease(s);
+		facts.lease = s->lease;
+		verdict = pbs_policy_decide(&facts, &reason);
+	}
+	switch (verdict) {
+	case PBS_VERDICT_ALLOW:
+		if (facts.relay)
+			log_decision(ctx, s, "allowed", rcpt, reason);
+		return SMFIS_CONTINUE;
+	case PBS_VERDICT_TEMPFAIL:
+		log_decision(ctx, s, "deferred", rcpt, reason);
+		reply_text(rcpt, "Relay authorization temporarily unavailable, try again later",
+			   text, sizeof text);
+		smfi_setreply(ctx, "451", "4.3.0", text);
+		return SMFIS_TEMPFAIL;
+	default:
+		log_decision(ctx, s, "denied", rcpt, reason);
+		reply_text(rcpt, cfg->milter.reject_text, text, sizeof text);
+		smfi_setreply(ctx, "550", "5.7.1", text);
+		return SMFIS_REJECT;
+	}
+}
+
+static sfsistat on_close(SMFICTX *ctx)
+{
+	struct session *s = smfi_getpriv(ctx);
+
+	if (s == NULL)
+		return SMFIS_CONTINUE;
+	smfi_setpriv(ctx, NULL);
+	pbs_runtime_release(s->rt);
+	free(s);
+	pbs_runtime_session_end();
+	return SMFIS_CONTINUE;
+}
+
+struct smfiDesc pbs_milter_desc = {
+	.xxfi_name = "popbsmtp",
+	.xxfi_version = SMFI_VERSION,
+	.xxfi_flags = 0, /* a relay gate changes nothing in the message */
+	.xxfi_connect = on_connect,
+	.xxfi_envfrom = on_envfrom,
+	.xxfi_envrcpt = on_envrcpt,
+	.xxfi_close = on_close,
+	/* header, eoh, body, eom, abort, unknown, data: NULL, so the MTA skips them. */
+};

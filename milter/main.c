@@ -1,0 +1,201 @@
+/*
+ * popbsmtp-milter — the relay gate. Startup order matters and follows milter-regex and
+ * the OpenBSD daemons: check the config, open the socket (as root, so it can live in
+ * /run), daemonize and write the pidfile, drop privileges, check Redis (warn only), serve.
+ * Errors before serving are fatal; after that, everything is logged and survived.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+
+#include "callbacks.h"
+#include "popbsmtp/config.h"
+#include "popbsmtp/log.h"
+#include "popbsmtp/version.h"
+#include "privsep.h"
+#include "runtime.h"
+
+#define PROG "popbsmtp-milter"
+#define DRAIN_SECONDS 10
+
+static const char *config_path = PBS_DEFAULT_CONFIG;
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: " PROG " [-c FILE] [-f] [-t] [-V]\n"
+			"  -c FILE  configuration file (default " PBS_DEFAULT_CONFIG ")\n"
+			"  -f       stay in the foreground, log to stderr too, no pidfile\n"
+			"  -t       check the configuration and exit (0 OK, 78 errors)\n"
+			"  -V       print the version\n");
+}
+
+/* Load PATH, logging every problem. Returns NULL when it has errors. */
+static pbs_config *load_logged(const char *path)
+{
+	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg = pbs_config_load(path, &report);
+	size_t i;
+
+	for (i = 0; i < report.warnings.count; i++)
+		pbs_log(LOG_WARNING, "%s", report.warnings.items[i]);
+	for (i = 0; i < report.errors.count; i++)
+		pbs_log(LOG_ERR, "%s", report.errors.items[i]);
+	pbs_config_report_free(&report);
+	return cfg;
+}
+
+/* SIGUSR1: read the file again; keep serving with the old config if the new one is bad. */
+static void reload(void)
+{
+	struct pbs_runtime *old = pbs_runtime_acquire();
+	pbs_config *cfg = load_logged(config_path);
+
+	if (cfg == NULL) {
+		pbs_log(LOG_ERR, "reload of %s failed; keeping the previous configuration",
+			config_path);
+	} else {
+		if (strcmp(cfg->milter.socket, old->cfg->milter.socket) != 0 ||
+		    strcmp(cfg->milter.user, old->cfg->milter.user) != 0)
+			pbs_log(LOG_WARNING, "milter.socket and milter.user changes take effect "
+					     "only after a restart");
+		if (pbs_runtime_install(cfg) == 0)
+			pbs_log(LOG_INFO, "configuration reloaded from %s", config_path);
+		else
+			pbs_config_free(cfg);
+	}
+	pbs_runtime_release(old);
+}
+
+/* The reload thread: waits for SIGUSR1, which every other thread blocks. */
+static void *reload_thread(void *arg)
+{
+	sigset_t set;
+	int sig;
+
+	(void)arg;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	for (;;)
+		if (sigwait(&set, &sig) == 0 && sig == SIGUSR1)
+			reload();
+	return NULL;
+}
+
+/* Block the signals libmilter's own thread waits for (SIGHUP/TERM/INT) and ours (USR1)
+ * before any thread exists, so no thread ever takes them with the default action. */
+static void block_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+static void warn_about_policy(const pbs_config *cfg)
+{
+	if (cfg->milter.on_store_error == PBS_ON_ERROR_ACCEPT)
+		pbs_log(LOG_WARNING, "milter.on_store_error = accept: while Redis is unavailable "
+				     "EVERY client may relay (open relay). Use tempfail.");
+}
+
+/* Say at start whether Redis answers; a dead Redis is survivable, so only warn. */
+static void check_redis(void)
+{
+	struct pbs_runtime *rt = pbs_runtime_acquire();
+	char why[512];
+
+	if (pbs_pool_ping(rt->pool, why, sizeof why) != 0)
+		pbs_log(LOG_WARNING, "Redis not reachable at start (%s); relays will be deferred "
+				     "until it is", why);
+	pbs_runtime_release(rt);
+}
+
+/* Open the listening socket with the configured ownership and mode. */
+static int open_socket(const pbs_config *cfg)
+{
+	static char *conn;
+
+	conn = strdup(cfg->milter.socket);
+	if (conn == NULL || smfi_setconn(conn) != MI_SUCCESS) {
+		pbs_log(LOG_ERR, "bad milter.socket '%s'", cfg->milter.socket);
+		return -1;
+	}
+	if (smfi_register(pbs_milter_desc) != MI_SUCCESS) {
+		pbs_log(LOG_ERR, "smfi_register failed");
+		return -1;
+	}
+	return pbs_privsep_open_socket(&cfg->milter);
+}
+
+int main(int argc, char **argv)
+{
+	pbs_config *cfg;
+	pthread_t reloader;
+	int opt, foreground = 0, rc, left;
+
+	while ((opt = getopt(argc, argv, "c:ftVh")) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'f':
+			foreground = 1;
+			break;
+		case 't':
+			return pbs_config_check(config_path);
+		case 'V':
+			printf(PROG " " PBS_VERSION "\n");
+			return 0;
+		case 'h':
+			usage();
+			return 0;
+		default:
+			usage();
+			return 64;
+		}
+	}
+	if (optind != argc) {
+		usage();
+		return 64;
+	}
+	pbs_log_open(PROG, true);
+	if ((cfg = load_logged(config_path)) == NULL)
+		return PBS_EX_CONFIG;
+	warn_about_policy(cfg);
+	if (open_socket(cfg) != 0)
+		return 71;
+	if (!foreground && pbs_privsep_daemonize(cfg->milter.pidfile) != 0)
+		return 71;
+	pbs_log_open(PROG, foreground);
+	if (pbs_privsep_drop(cfg->milter.user) != 0)
+		return 71;
+	block_signals();
+	if (pbs_runtime_install(cfg) != 0) {
+		pbs_log(LOG_ERR, "out of memory");
+		return 71;
+	}
+	if (pthread_create(&reloader, NULL, reload_thread, NULL) != 0) {
+		pbs_log(LOG_ERR, "cannot start the reload thread: %s", strerror(errno));
+		return 71;
+	}
+	check_redis();
+	pbs_log(LOG_INFO, "%s %s serving on %s", PROG, PBS_VERSION, cfg->milter.socket);
+	rc = smfi_main();
+	left = pbs_runtime_drain(DRAIN_SECONDS);
+	pbs_log(LOG_INFO, "stopping%s", left ? " with sessions still open" : "");
+	if (!foreground)
+		pbs_privsep_remove_pidfile();
+	if (left == 0)
+		pbs_runtime_shutdown();
+	return rc == MI_SUCCESS ? 0 : 1;
+}

@@ -1,0 +1,25 @@
+/*
+ * privsep.h — the privileged part of startup: the listening socket's ownership and mode,
+ * daemonizing with a pidfile, and dropping to the unprivileged milter.user.
+ */
+#ifndef POPBSMTP_MILTER_PRIVSEP_H
+#define POPBSMTP_MILTER_PRIVSEP_H
+
+#include "popbsmtp/config.h"
+
+/* Open the socket set with smfi_setconn (removing a stale unix socket) and apply
+ * milter.socket_mode and milter.socket_group to a unix socket. 0 or -1 (logged). */
+int pbs_privsep_open_socket(const struct pbs_milter_config *cfg);
+
+/* Fork into the background, detach, write PIDFILE. Refuses when PIDFILE names a live
+ * process. The parent exits 0. Returns 0 in the child or -1 (logged). */
+int pbs_privsep_daemonize(const char *pidfile);
+
+/* Remove the pidfile written by pbs_privsep_daemonize, if it is still ours. */
+void pbs_privsep_remove_pidfile(void);
+
+/* When root and USER is not empty: become USER (its groups, gid, uid), for good.
+ * Returns 0 or -1 (logged). */
+int pbs_privsep_drop(const char *user);
+
+#endif
