@@ -226,6 +226,25 @@ struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,
 	return r;
 }
 
+int pbs_store_pipeline(pbs_store *s, int count, const int *argcs, const char **const *argvs,
+		       struct redisReply **replies)
+{
+	int i, j;
+
+	if (pbs_store_connect(s) != 0)
+		return -1;
+	for (i = 0; i < count; i++)
+		redisAppendCommandArgv(s->ctx, argcs[i], argvs[i], NULL);
+	for (i = 0; i < count; i++) {
+		if (redisGetReply(s->ctx, (void **)&replies[i]) != REDIS_OK) {
+			for (j = 0; j < i; j++)
+				freeReplyObject(replies[j]);
+			return store_io_fail(s, argvs[i][0]);
+		}
+	}
+	return 0;
+}
+
 int pbs_store_grant(pbs_store *s, const char *subject, const pbs_lease *lease, int ttl)
 {
 	char key[PBS_KEY_MAX], ukey[PBS_KEY_MAX], value[PBS_LEASE_VALUE_MAX], ttls[16];

@@ -49,6 +49,12 @@ enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_leas
 struct redisReply *pbs_store_command(pbs_store *store, int argc, const char **argv,
 				     const size_t *argvlen);
 
+/* Send COUNT commands (ARGCS[i] strings in ARGVS[i]) in one round trip and store each
+ * reply in REPLIES[i] (free each with freeReplyObject). Server error replies are returned
+ * as replies. Returns 0, or -1 on a connection error (no replies are left to free). */
+int pbs_store_pipeline(pbs_store *store, int count, const int *argcs, const char **const *argvs,
+		       struct redisReply **replies);
+
 /* The prefix this store's keys start with. */
 const char *pbs_store_prefix(const pbs_store *store);
 

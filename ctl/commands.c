@@ -1,0 +1,447 @@
+/*
+ * commands.c — popbsmtpctl's subcommands. Each parses its own arguments, changes
+ * nothing on bad input, and returns one of the documented exit statuses.
+ */
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+#include "popbsmtp/policy.h"
+
+/* "--name VALUE" at ARGV[*I]: take VALUE and advance. NULL if absent (reported). */
+static const char *option_value(int argc, char **argv, int *i)
+{
+	if (*i + 1 >= argc) {
+		ctl_fail(CTL_USAGE, "%s needs a value", argv[*i]);
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+/* Split ARGV into at most MAX positional words; options are handled by the caller. */
+static int positional(int argc, char **argv, const char **words, int max, int *n)
+{
+	int i;
+
+	*n = 0;
+	for (i = 1; i < argc; i++) {
+		if (argv[i][0] == '-' && argv[i][1] == '-')
+			return ctl_fail(CTL_USAGE, "%s: unknown option %s", argv[0], argv[i]);
+		if (*n == max)
+			return ctl_fail(CTL_USAGE, "%s: too many arguments", argv[0]);
+		words[(*n)++] = argv[i];
+	}
+	return CTL_OK;
+}
+
+/* ---- list ---- */
+
+struct list_state {
+	long long count;
+	const char *user; /* only this user's leases, or NULL */
+};
+
+static void list_one(const struct ctl *c, const struct ctl_lease *l, void *arg)
+{
+	struct list_state *st = arg;
+
+	if (st->user != NULL && strcmp(l->lease.user, st->user) != 0)
+		return;
+	if (c->json && st->count > 0)
+		putchar(',');
+	ctl_print_lease(c, l);
+	st->count++;
+}
+
+/* The leases named in USER's index that still belong to USER. */
+static int list_user(const struct ctl *c, struct list_state *st)
+{
+	char ukey[PBS_KEY_MAX];
+	redisReply *r;
+	size_t i;
+	int rc = CTL_OK;
+
+	if (pbs_lease_user_key(pbs_store_prefix(c->store), st->user, ukey) != 0)
+		return ctl_fail(CTL_USAGE, "user name too long");
+	r = pbs_store_command(c->store, 2, (const char *[]){"SMEMBERS", ukey}, NULL);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	}
+	for (i = 0; i < r->elements && rc != CTL_STORE; i++) {
+		struct ctl_lease l;
+
+		rc = ctl_fetch(c, r->element[i]->str, &l);
+		if (rc == CTL_OK)
+			list_one(c, &l, st);
+	}
+	freeReplyObject(r);
+	return rc == CTL_STORE ? CTL_STORE : CTL_OK;
+}
+
+int ctl_cmd_list(struct ctl *c, int argc, char **argv)
+{
+	struct list_state st = {0, NULL};
+	int i, rc;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--user") == 0) {
+			if ((st.user = option_value(argc, argv, &i)) == NULL)
+				return CTL_USAGE;
+		} else {
+			return ctl_fail(CTL_USAGE, "list: unexpected argument '%s'", argv[i]);
+		}
+	}
+	if (c->json)
+		printf("{\"leases\":[");
+	else
+		printf("%-40s %-24s %-6s %-20s %6s\n", "SUBJECT", "USER", "SVC", "GRANTED", "TTL");
+	rc = st.user ? list_user(c, &st) : ctl_scan_leases(c, list_one, &st);
+	if (c->json)
+		printf("],\"count\":%lld}\n", st.count);
+	return rc;
+}
+
+/* ---- check ---- */
+
+int ctl_cmd_check(struct ctl *c, int argc, char **argv)
+{
+	const char *words[1];
+	char subject[PBS_ADDR_STRLEN];
+	struct ctl_lease l;
+	pbs_addr addr;
+	int n, rc;
+
+	if ((rc = positional(argc, argv, words, 1, &n)) != CTL_OK)
+		return rc;
+	if (n != 1)
+		return ctl_fail(CTL_USAGE, "usage: check ADDR");
+	if ((rc = ctl_subject(c, words[0], &addr, subject)) != CTL_OK)
+		return rc;
+	/* The milter ignores leases for lease.never clients; so does check. */
+	if (pbs_cidr_list_contains(&c->cfg->lease.never, &addr))
+		rc = CTL_NO;
+	else
+		rc = ctl_fetch(c, subject, &l);
+	if (rc == CTL_STORE)
+		return rc;
+	if (c->json) {
+		printf("{\"address\":");
+		ctl_json_string(stdout, words[0]);
+		printf(",\"subject\":");
+		ctl_json_string(stdout, subject);
+		printf(",\"lease\":");
+		if (rc == CTL_OK)
+			ctl_print_lease(c, &l);
+		else
+			printf("null");
+		printf("}\n");
+	} else if (rc == CTL_OK) {
+		ctl_print_lease(c, &l);
+	} else {
+		printf("no lease covers %s (%s)\n", words[0], subject);
+	}
+	return rc;
+}
+
+/* ---- grant ---- */
+
+int ctl_cmd_grant(struct ctl *c, int argc, char **argv)
+{
+	const char *words[2], *service = "ctl", *problem;
+	char subject[PBS_ADDR_STRLEN], *end;
+	int n = 0, i, rc, ttl = c->cfg->lease.ttl;
+	pbs_lease lease;
+	pbs_addr addr;
+	long v;
+
+	for (i = 1; i < argc; i++) {
+		const char *value;
+		if (strcmp(argv[i], "--ttl") == 0 || strcmp(argv[i], "--service") == 0) {
+			if ((value = option_value(argc, argv, &i)) == NULL)
+				return CTL_USAGE;
+			if (argv[i - 1][2] == 's') {
+				service = value;
+				continue;
+			}
+			v = strtol(value, &end, 10);
+			if (*value == '\0' || *end != '\0' || v < 1 || v > 31 * 86400)
+				return ctl_fail(CTL_USAGE, "--ttl: '%s' is not 1..2678400 seconds",
+						value);
+			ttl = (int)v;
+		} else if (n < 2 && strncmp(argv[i], "--", 2) != 0) {
+			words[n++] = argv[i];
+		} else {
+			return ctl_fail(CTL_USAGE, "grant: unexpected argument '%s'", argv[i]);
+		}
+	}
+	if (n != 2)
+		return ctl_fail(CTL_USAGE, "usage: grant ADDR USER [--ttl SECONDS]");
+	if ((rc = ctl_subject(c, words[0], &addr, subject)) != CTL_OK)
+		return rc;
+	if (pbs_cidr_list_contains(&c->cfg->lease.never, &addr))
+		return ctl_fail(CTL_USAGE, "%s is in lease.never: it cannot hold a lease", words[0]);
+	if ((problem = pbs_lease_make(&lease, words[1], service, (long long)time(NULL))) != NULL)
+		return ctl_fail(CTL_USAGE, "%s", problem);
+	if (pbs_store_grant(c->store, subject, &lease, ttl) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	printf("granted %s to %s for %d s\n", subject, words[1], ttl);
+	return CTL_OK;
+}
+
+/* ---- revoke ---- */
+
+/* Remove SUBJECT's lease (and its index entry) if it belongs to ONLY_USER (any user when
+ * NULL). WATCH makes it atomic: a login that re-grants meanwhile is not undone. */
+static int revoke_subject(const struct ctl *c, const char *subject, const char *only_user)
+{
+	char key[PBS_KEY_MAX], ukey[PBS_KEY_MAX];
+	struct ctl_lease l;
+	redisReply *r[4];
+	int rc, i;
+
+	if (pbs_lease_key(pbs_store_prefix(c->store), subject, key) != 0)
+		return ctl_fail(CTL_USAGE, "key too long");
+	freeReplyObject(pbs_store_command(c->store, 2, (const char *[]){"WATCH", key}, NULL));
+	rc = ctl_fetch(c, subject, &l);
+	if (rc == CTL_OK && only_user != NULL && strcmp(l.lease.user, only_user) != 0)
+		rc = CTL_NO;
+	if (rc != CTL_OK || pbs_lease_user_key(pbs_store_prefix(c->store), l.lease.user, ukey)) {
+		freeReplyObject(pbs_store_command(c->store, 1, (const char *[]){"UNWATCH"}, NULL));
+		return rc;
+	}
+	{
+		const char *multi[1] = {"MULTI"}, *del[2] = {"DEL", key},
+			   *srem[3] = {"SREM", ukey, subject}, *exec[1] = {"EXEC"};
+		const char **argvs[4] = {multi, del, srem, exec};
+		const int argcs[4] = {1, 2, 3, 1};
+
+		if (pbs_store_pipeline(c->store, 4, argcs, argvs, r) != 0)
+			return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	}
+	rc = r[3]->type == REDIS_REPLY_ARRAY ? CTL_OK : CTL_NO;
+	for (i = 0; i < 4; i++)
+		freeReplyObject(r[i]);
+	return rc;
+}
+
+/* Every lease of USER, through the per-user index; other users' leases stay. */
+static int revoke_user(const struct ctl *c, const char *user)
+{
+	char ukey[PBS_KEY_MAX];
+	redisReply *r;
+	size_t i;
+	int removed = 0, rc = CTL_OK;
+
+	if (pbs_lease_user_problem(user) != NULL || 
+	    pbs_lease_user_key(pbs_store_prefix(c->store), user, ukey) != 0)
+		return ctl_fail(CTL_USAGE, "'%s': %s", user,
+				pbs_lease_user_problem(user) ? pbs_lease_user_problem(user)
+							    : "too long");
+	r = pbs_store_command(c->store, 2, (const char *[]){"SMEMBERS", ukey}, NULL);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	}
+	for (i = 0; i < r->elements && rc != CTL_STORE; i++) {
+		rc = revoke_subject(c, r->element[i]->str, user);
+		if (rc == CTL_OK) {
+			printf("revoked %s\n", r->element[i]->str);
+			removed++;
+		}
+	}
+	freeReplyObject(r);
+	if (rc == CTL_STORE)
+		return rc;
+	freeReplyObject(pbs_store_command(c->store, 2, (const char *[]){"DEL", ukey}, NULL));
+	printf("%d lease%s of %s revoked\n", removed, removed == 1 ? "" : "s", user);
+	return removed ? CTL_OK : CTL_NO;
+}
+
+int ctl_cmd_revoke(struct ctl *c, int argc, char **argv)
+{
+	char subject[PBS_ADDR_STRLEN];
+	pbs_addr addr;
+	int rc;
+
+	if (argc == 3 && strcmp(argv[1], "--user") == 0)
+		return revoke_user(c, argv[2]);
+	if (argc != 2 || argv[1][0] == '-')
+		return ctl_fail(CTL_USAGE, "usage: revoke ADDR | revoke --user USER");
+	if ((rc = ctl_subject(c, argv[1], &addr, subject)) != CTL_OK)
+		return rc;
+	rc = revoke_subject(c, subject, NULL);
+	if (rc == CTL_OK)
+		printf("revoked %s\n", subject);
+	else if (rc == CTL_NO)
+		printf("no lease covers %s (%s)\n", argv[1], subject);
+	return rc;
+}
+
+/* ---- explain ---- */
+
+int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
+{
+	const struct pbs_milter_config *m = &c->cfg->milter;
+	struct pbs_policy_facts f = {false, false, true, false, PBS_LEASE_UNKNOWN,
+				     (enum pbs_on_store_error)m->on_store_error};
+	const char *words[2], *reason;
+	char subject[PBS_ADDR_STRLEN];
+	struct ctl_lease l;
+	enum pbs_verdict v;
+	pbs_addr addr;
+	int n, rc;
+
+	if ((rc = positional(argc, argv, words, 2, &n)) != CTL_OK)
+		return rc;
+	if (n < 1)
+		return ctl_fail(CTL_USAGE, "usage: explain ADDR [RECIPIENT-DOMAIN]");
+	if ((rc = ctl_subject(c, words[0], &addr, subject)) != CTL_OK)
+		return rc;
+	f.trusted = pbs_cidr_list_contains(&m->trusted, &addr);
+	f.never_lease = pbs_cidr_list_contains(&c->cfg->lease.never, &addr);
+	/* Without the MTA's routing only local_domains can mark a domain local. */
+	f.relay = n < 2 || pbs_policy_is_relay(PBS_MTA_UNKNOWN, "smtp", words[1], m);
+	v = pbs_policy_decide(&f, &reason);
+	if (v == PBS_VERDICT_NEED_LEASE) {
+		rc = ctl_fetch(c, subject, &l);
+		f.lease = rc == CTL_OK ? PBS_LEASE_LIVE
+				       : rc == CTL_NO ? PBS_LEASE_NONE : PBS_LEASE_STORE_ERROR;
+		v = pbs_policy_decide(&f, &reason);
+	}
+	printf("client %s (lease subject %s)%s%s: ", words[0], subject, n > 1 ? " to " : "",
+	       n > 1 ? words[1] : "");
+	printf("%s", v == PBS_VERDICT_ALLOW ? "relay allowed"
+		     : v == PBS_VERDICT_TEMPFAIL ? "relay deferred (451 4.3.0)"
+						 : "relay refused (550 5.7.1)");
+	printf(" — %s", reason);
+	if (f.lease == PBS_LEASE_LIVE)
+		printf(" of %s, %lld s left", l.lease.user, l.ttl);
+	if (v != PBS_VERDICT_ALLOW)
+		printf("; SMTP AUTH sessions may still relay");
+	printf("\n");
+	if (f.lease == PBS_LEASE_STORE_ERROR)
+		return CTL_STORE;
+	return v == PBS_VERDICT_ALLOW ? CTL_OK : CTL_NO;
+}
+
+/* ---- stats ---- */
+
+#define MEMORY_SAMPLE 100
+
+struct stats_state {
+	long long leases;
+	long long sampled, sampled_bytes;
+};
+
+static void stats_one(const struct ctl *c, const struct ctl_lease *l, void *arg)
+{
+	struct stats_state *st = arg;
+	char key[PBS_KEY_MAX];
+	redisReply *r;
+
+	st->leases++;
+	if (st->sampled >= MEMORY_SAMPLE ||
+	    pbs_lease_key(pbs_store_prefix(c->store), l->subject, key) != 0)
+		return;
+	r = pbs_store_command(c->store, 3, (const char *[]){"MEMORY", "USAGE", key}, NULL);
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
+		st->sampled++;
+		st->sampled_bytes += r->integer;
+	}
+	freeReplyObject(r);
+}
+
+/* The median of five PING round trips, in microseconds; -1 on error. */
+static long long ping_us(const struct ctl *c)
+{
+	long long t[5], tmp;
+	int i, j;
+
+	for (i = 0; i < 5; i++) {
+		struct timespec a, b;
+		redisReply *r;
+
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		r = pbs_store_command(c->store, 1, (const char *[]){"PING"}, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+			freeReplyObject(r);
+			return -1;
+		}
+		freeReplyObject(r);
+		t[i] = (b.tv_sec - a.tv_sec) * 1000000LL + (b.tv_nsec - a.tv_nsec) / 1000;
+		for (j = i; j > 0 && t[j] < t[j - 1]; j--) {
+			tmp = t[j];
+			t[j] = t[j - 1];
+			t[j - 1] = tmp;
+		}
+	}
+	return t[2];
+}
+
+/* Field NAME of an INFO section, into OUT; "?" when absent. */
+static void info_field(const struct ctl *c, const char *section, const char *name, char *out,
+		       size_t len)
+{
+	redisReply *r = pbs_store_command(c->store, 2, (const char *[]){"INFO", section}, NULL);
+	const char *p = (r && r->type == REDIS_REPLY_STRING) ? strstr(r->str, name) : NULL;
+
+	snprintf(out, len, "?");
+	if (p != NULL && p[strlen(name)] == ':')
+		snprintf(out, len, "%.*s", (int)strcspn(p + strlen(name) + 1, "\r\n"),
+			 p + strlen(name) + 1);
+	freeReplyObject(r);
+}
+
+int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
+{
+	struct stats_state st = {0, 0, 0};
+	char version[64], memory[64];
+	long long rtt, per_lease;
+	int rc;
+
+	if (argc != 1)
+		return ctl_fail(CTL_USAGE, "stats: unexpected argument '%s'", argv[1]);
+	if ((rtt = ping_us(c)) < 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	info_field(c, "server", "redis_version", version, sizeof version);
+	info_field(c, "memory", "used_memory", memory, sizeof memory);
+	if ((rc = ctl_scan_leases(c, stats_one, &st)) != CTL_OK)
+		return rc;
+	per_lease = st.sampled ? st.sampled_bytes / st.sampled : 0;
+	if (c->json) {
+		printf("{\"leases\":%lld,\"rtt_us\":%lld,\"redis_version\":", st.leases, rtt);
+		ctl_json_string(stdout, version);
+		printf(",\"used_memory\":%s,\"lease_key_bytes\":%lld}\n",
+		       strcmp(memory, "?") ? memory : "null", per_lease);
+	} else {
+		printf("leases:          %lld\n", st.leases);
+		printf("redis rtt:       %lld us (median of 5 PINGs)\n", rtt);
+		printf("redis version:   %s\n", version);
+		printf("redis memory:    %s bytes in all\n", memory);
+		printf("lease key size:  %lld bytes (MEMORY USAGE, mean of %lld)\n", per_lease,
+		       st.sampled);
+	}
+	return CTL_OK;
+}
+
+/* ---- flush ---- */
+
+int ctl_cmd_flush(struct ctl *c, int argc, char **argv)
+{
+	long long leases = 0, users = 0;
+	int rc;
+
+	if (argc != 2 || strcmp(argv[1], "--yes") != 0)
+		return ctl_fail(CTL_USAGE, "flush removes every lease under prefix '%s'; "
+					   "confirm with: flush --yes",
+				pbs_store_prefix(c->store));
+	if ((rc = ctl_unlink_matching(c, "lease:", &leases)) != CTL_OK ||
+	    (rc = ctl_unlink_matching(c, "user:", &users)) != CTL_OK)
+		return rc;
+	printf("removed %lld leases and %lld user indexes\n", leases, users);
+	return CTL_OK;
+}

@@ -1,0 +1,70 @@
+/*
+ * ctl.h — shared pieces of popbsmtpctl: the context every command gets, exit statuses,
+ * and the output helpers (text or JSON) the commands print through.
+ */
+#ifndef POPBSMTP_CTL_H
+#define POPBSMTP_CTL_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "popbsmtp/config.h"
+#include "popbsmtp/lease.h"
+#include "popbsmtp/store.h"
+
+/* Exit statuses, documented in popbsmtpctl(8); stable. */
+enum {
+	CTL_OK = 0,        /* done / a lease covers the address */
+	CTL_NO = 1,        /* no lease covers the address / nothing to revoke */
+	CTL_USAGE = 2,     /* bad command line or bad input (address, user, ttl) */
+	CTL_STORE = 3,     /* Redis unreachable, refusing, or holding garbage */
+	CTL_CONFIG = PBS_EX_CONFIG
+};
+
+struct ctl {
+	const pbs_config *cfg;
+	pbs_store *store;
+	bool json;
+};
+
+/* One lease as listed: where, what, and how long it has left. */
+struct ctl_lease {
+	char subject[PBS_ADDR_STRLEN];
+	pbs_lease lease;
+	long long ttl; /* seconds left; -1 none, -2 gone */
+};
+
+/* Report a failure on stderr as "popbsmtpctl: ..." and return STATUS. */
+int ctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print a string as a JSON string literal (any bytes in, valid JSON out). */
+void ctl_json_string(FILE *out, const char *s);
+
+/* Print one lease as a text row or a JSON object. */
+void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l);
+
+/* Parse ADDR and compute the subject a lease for it has; CTL_OK or CTL_USAGE (reported). */
+int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
+		char subject[PBS_ADDR_STRLEN]);
+
+/* Fetch the lease and TTL of SUBJECT in one round trip. CTL_OK, CTL_NO or CTL_STORE. */
+int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out);
+
+/* Call EACH for every live lease (SCAN, never KEYS). Returns CTL_OK or CTL_STORE. */
+int ctl_scan_leases(const struct ctl *c, void (*each)(const struct ctl *, const struct ctl_lease *,
+						      void *),
+		    void *arg);
+
+/* Delete every key matching "<prefix>KIND*" (SCAN + UNLINK); counts into *N. */
+int ctl_unlink_matching(const struct ctl *c, const char *kind, long long *n);
+
+/* The commands. ARGV[0] is the command name. */
+int ctl_cmd_list(struct ctl *c, int argc, char **argv);
+int ctl_cmd_check(struct ctl *c, int argc, char **argv);
+int ctl_cmd_grant(struct ctl *c, int argc, char **argv);
+int ctl_cmd_revoke(struct ctl *c, int argc, char **argv);
+int ctl_cmd_explain(struct ctl *c, int argc, char **argv);
+int ctl_cmd_stats(struct ctl *c, int argc, char **argv);
+int ctl_cmd_flush(struct ctl *c, int argc, char **argv);
+
+#endif

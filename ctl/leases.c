@@ -1,0 +1,248 @@
+/*
+ * leases.c — how popbsmtpctl reads many leases at once: SCAN with a cursor (never KEYS,
+ * which would block a Redis holding a million leases), then one pipelined round trip
+ * of GET+TTL per batch. Also the output of a lease, as text or JSON.
+ */
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+
+#define SCAN_BATCH "1000"
+
+void ctl_json_string(FILE *out, const char *s)
+{
+	const unsigned char *p;
+
+	fputc('"', out);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			/* Bytes, not characters: a user name need not be UTF-8, JSON must be. */
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+/* A user name safe for a one-line text row: control bytes as '?'. */
+static void text_safe(const char *in, char *out, size_t len)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < len; i++)
+		out[i] = ((unsigned char)in[i] < 0x20 || in[i] == 0x7f) ? '?' : in[i];
+	out[i] = '\0';
+}
+
+void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l)
+{
+	char when[32], user[PBS_USER_MAX + 1];
+	time_t t = (time_t)l->lease.granted;
+	struct tm tm;
+
+	if (c->json) {
+		printf("{\"subject\":");
+		ctl_json_string(stdout, l->subject);
+		printf(",\"user\":");
+		ctl_json_string(stdout, l->lease.user);
+		printf(",\"service\":");
+		ctl_json_string(stdout, l->lease.service);
+		printf(",\"granted\":%lld,\"ttl\":%lld}", l->lease.granted, l->ttl);
+		return;
+	}
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+	text_safe(l->lease.user, user, sizeof user);
+	printf("%-40s %-24s %-6s %s %6lld\n", l->subject, user,
+	       l->lease.service[0] ? l->lease.service : "-", when, l->ttl);
+}
+
+int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
+		char subject[PBS_ADDR_STRLEN])
+{
+	if (pbs_addr_parse(addr_text, addr) != 0)
+		return ctl_fail(CTL_USAGE, "'%s' is not an IPv4 or IPv6 address", addr_text);
+	pbs_lease_subject(addr, (unsigned)c->cfg->lease.ipv4_prefix,
+			  (unsigned)c->cfg->lease.ipv6_prefix, subject);
+	return CTL_OK;
+}
+
+/* Fill OUT from a GET reply and a TTL reply. CTL_OK, CTL_NO, or CTL_STORE (reported). */
+static int lease_from_replies(const char *key, const redisReply *get, const redisReply *ttl,
+			      struct ctl_lease *out)
+{
+	if (get->type == REDIS_REPLY_ERROR)
+		return ctl_fail(CTL_STORE, "Redis: %s", get->str);
+	if (get->type == REDIS_REPLY_NIL)
+		return CTL_NO;
+	if (get->type != REDIS_REPLY_STRING ||
+	    pbs_lease_decode(get->str, get->len, &out->lease) != 0)
+		return ctl_fail(CTL_STORE, "%s does not hold a valid lease", key);
+	out->ttl = ttl->type == REDIS_REPLY_INTEGER ? ttl->integer : -2;
+	return CTL_OK;
+}
+
+/* GET and TTL of COUNT keys in one round trip; EACH gets the live ones. */
+static int fetch_batch(const struct ctl *c, char **keys, size_t count,
+		       void (*each)(const struct ctl *, const struct ctl_lease *, void *),
+		       void *arg)
+{
+	size_t prefix_len = strlen(pbs_store_prefix(c->store)) + strlen("lease:"), i;
+	int *argcs = calloc(count * 2, sizeof *argcs), rc = CTL_OK;
+	const char ***argvs = calloc(count * 2, sizeof *argvs);
+	const char **words = calloc(count * 4, sizeof *words);
+	redisReply **replies = calloc(count * 2, sizeof *replies);
+
+	if (!argcs || !argvs || !words || !replies) {
+		rc = ctl_fail(CTL_STORE, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < count * 2; i++) {
+		argcs[i] = 2;
+		words[i * 2] = (i % 2) ? "TTL" : "GET";
+		words[i * 2 + 1] = keys[i / 2];
+		argvs[i] = &words[i * 2];
+	}
+	if (pbs_store_pipeline(c->store, (int)count * 2, argcs, argvs, replies) != 0) {
+		rc = ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+		goto out;
+	}
+	for (i = 0; i < count; i++) {
+		struct ctl_lease l;
+		int got;
+
+		snprintf(l.subject, sizeof l.subject, "%s", keys[i] + prefix_len);
+		/* A lease that expired between SCAN and GET is simply gone: skip it. */
+		got = lease_from_replies(keys[i], replies[i * 2], replies[i * 2 + 1], &l);
+		if (got == CTL_OK)
+			each(c, &l, arg);
+		else if (got == CTL_STORE)
+			rc = CTL_STORE;
+		freeReplyObject(replies[i * 2]);
+		freeReplyObject(replies[i * 2 + 1]);
+	}
+out:
+	free(argcs);
+	free(argvs);
+	free(words);
+	free(replies);
+	return rc;
+}
+
+int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out)
+{
+	char key[PBS_KEY_MAX];
+	const char *get[2] = {"GET", key}, *ttl[2] = {"TTL", key};
+	const char **argvs[2] = {get, ttl};
+	const int argcs[2] = {2, 2};
+	redisReply *replies[2];
+	int rc;
+
+	if (pbs_lease_key(pbs_store_prefix(c->store), subject, key) != 0)
+		return ctl_fail(CTL_USAGE, "key too long");
+	if (pbs_store_pipeline(c->store, 2, argcs, argvs, replies) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	snprintf(out->subject, sizeof out->subject, "%s", subject);
+	rc = lease_from_replies(key, replies[0], replies[1], out);
+	freeReplyObject(replies[0]);
+	freeReplyObject(replies[1]);
+	return rc;
+}
+
+/* "<prefix>KIND*" with the prefix's glob characters escaped, for SCAN MATCH. */
+static void match_pattern(const char *prefix, const char *kind, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (; *prefix != '\0' && o + 3 < len; prefix++) {
+		if (strchr("*?[]\\", *prefix) != NULL)
+			out[o++] = '\\';
+		out[o++] = *prefix;
+	}
+	snprintf(out + o, len - o, "%s*", kind);
+}
+
+/* Walk SCAN over "<prefix>KIND*" and hand each batch of keys to ON_BATCH. */
+static int scan_keys(const struct ctl *c, const char *kind,
+		     int (*on_batch)(const struct ctl *, char **, size_t, void *), void *arg)
+{
+	char pattern[PBS_KEY_MAX * 2], cursor[32] = "0";
+	int rc = CTL_OK;
+
+	match_pattern(pbs_store_prefix(c->store), kind, pattern, sizeof pattern);
+	do {
+		const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_BATCH};
+		redisReply *r = pbs_store_command(c->store, 6, argv, NULL);
+		char **keys;
+		size_t i, n;
+
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+			rc = ctl_fail(CTL_STORE, "SCAN failed: %s", pbs_store_error(c->store));
+			freeReplyObject(r);
+			break;
+		}
+		snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+		n = r->element[1]->elements;
+		keys = calloc(n ? n : 1, sizeof *keys);
+		for (i = 0; keys != NULL && i < n; i++)
+			keys[i] = r->element[1]->element[i]->str;
+		if (keys == NULL)
+			rc = ctl_fail(CTL_STORE, "out of memory");
+		else if (n > 0)
+			rc = on_batch(c, keys, n, arg);
+		free(keys);
+		freeReplyObject(r);
+	} while (rc == CTL_OK && strcmp(cursor, "0") != 0);
+	return rc;
+}
+
+struct scan_each {
+	void (*each)(const struct ctl *, const struct ctl_lease *, void *);
+	void *arg;
+};
+
+static int lease_batch(const struct ctl *c, char **keys, size_t n, void *arg)
+{
+	struct scan_each *se = arg;
+
+	return fetch_batch(c, keys, n, se->each, se->arg);
+}
+
+int ctl_scan_leases(const struct ctl *c,
+		    void (*each)(const struct ctl *, const struct ctl_lease *, void *), void *arg)
+{
+	struct scan_each se = {each, arg};
+
+	return scan_keys(c, "lease:", lease_batch, &se);
+}
+
+static int unlink_batch(const struct ctl *c, char **keys, size_t n, void *arg)
+{
+	const char **argv = calloc(n + 1, sizeof *argv);
+	redisReply *r;
+	size_t i;
+
+	if (argv == NULL)
+		return ctl_fail(CTL_STORE, "out of memory");
+	argv[0] = "UNLINK";
+	for (i = 0; i < n; i++)
+		argv[i + 1] = keys[i];
+	r = pbs_store_command(c->store, (int)n + 1, argv, NULL);
+	free(argv);
+	if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+		freeReplyObject(r);
+		return ctl_fail(CTL_STORE, "UNLINK failed: %s", pbs_store_error(c->store));
+	}
+	*(long long *)arg += r->integer;
+	freeReplyObject(r);
+	return CTL_OK;
+}
+
+int ctl_unlink_matching(const struct ctl *c, const char *kind, long long *n)
+{
+	return scan_keys(c, kind, unlink_batch, n);
+}
