@@ -155,8 +155,9 @@ int main(int argc, char **argv)
 	if (check)
 		return pbs_config_check(path);
 	next_argv = argv + optind;
-	/* stdout is the client's socket: never write there. */
-	pbs_log_open(PROG, true);
+	/* stdout is the client's socket: never write there. Dovecot logs every stderr line
+	 * as an error, so only trouble goes there; syslog gets every line. */
+	pbs_log_open(PROG, LOG_WARNING);
 	signal(SIGPIPE, SIG_IGN);
 	if (pbs_lease_service_problem(service) != NULL)
 		service = "";

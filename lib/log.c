@@ -9,12 +9,12 @@
 #include <string.h>
 
 static const char *log_ident = "popbsmtp";
-static bool log_to_stderr;
+static int log_stderr_level = PBS_LOG_NO_STDERR;
 
-void pbs_log_open(const char *ident, bool to_stderr)
+void pbs_log_open(const char *ident, int stderr_level)
 {
 	log_ident = ident;
-	log_to_stderr = to_stderr;
+	log_stderr_level = stderr_level;
 	/* LOG_NDELAY: connect now, so a later chroot or privilege drop cannot cut us off. */
 	openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
@@ -28,7 +28,7 @@ void pbs_log(int priority, const char *fmt, ...)
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
 	syslog(priority, "%s", line);
-	if (log_to_stderr)
+	if (priority <= log_stderr_level)
 		fprintf(stderr, "%s: %s\n", log_ident, line);
 }
 

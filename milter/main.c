@@ -168,7 +168,7 @@ int main(int argc, char **argv)
 		usage();
 		return 64;
 	}
-	pbs_log_open(PROG, true);
+	pbs_log_open(PROG, LOG_DEBUG);
 	if ((cfg = load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;
 	warn_about_policy(cfg);
@@ -176,7 +176,7 @@ int main(int argc, char **argv)
 		return 71;
 	if (!foreground && pbs_privsep_daemonize(cfg->milter.pidfile) != 0)
 		return 71;
-	pbs_log_open(PROG, foreground);
+	pbs_log_open(PROG, foreground ? LOG_DEBUG : PBS_LOG_NO_STDERR);
 	if (pbs_privsep_drop(cfg->milter.user) != 0)
 		return 71;
 	block_signals();

@@ -13,8 +13,11 @@
 /* Longest sanitized value pbs_log_safe() produces, with its terminating NUL. */
 #define PBS_LOG_SAFE_MAX 200
 
-/* Start logging as IDENT; also copy every line to stderr when TO_STDERR. */
-void pbs_log_open(const char *ident, bool to_stderr);
+#define PBS_LOG_NO_STDERR (-1)
+
+/* Start logging as IDENT to syslog; also copy lines at STDERR_LEVEL or more severe to
+ * stderr (LOG_DEBUG: all; LOG_WARNING: only trouble; PBS_LOG_NO_STDERR: none). */
+void pbs_log_open(const char *ident, int stderr_level);
 
 /* Log one line at PRIORITY (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */
 void pbs_log(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

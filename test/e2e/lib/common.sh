@@ -3,6 +3,8 @@
 # exit, even when the test fails. Nothing here touches a server this shell did not start.
 
 set -u
+# Daemons and their tools (dovecot, postfix, runuser) live in sbin; CI shells may lack it.
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 PBS_TMP=$(mktemp -d /tmp/popbsmtp-test.XXXXXX)
 chmod 755 "$PBS_TMP"
@@ -46,7 +48,7 @@ $1"; }
 
 # pbs_free_port — print a TCP port on 127.0.0.1 that is free right now.
 pbs_free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 # pbs_wait_port PORT [SECONDS] — wait until something listens on 127.0.0.1:PORT.
@@ -132,7 +134,8 @@ pbs_stop_redis() {
 	local dir="$PBS_TMP/redis-${1:-main}" pid
 	pid=$(cat "$dir/redis.pid" 2>/dev/null) || return 0
 	kill "$pid" 2>/dev/null
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	# Redis removes its pidfile on exit; kill -0 would still see the unreaped zombie.
+	while [ -e "$dir/redis.pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 	rm -f "$dir/redis.pid"
 }
 
@@ -153,7 +156,7 @@ pbs_redis_cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 # Sets BLACKHOLE_PORT; the listener is stopped on exit.
 pbs_start_blackhole() {
 	BLACKHOLE_PORT=$(pbs_free_port)
-	python3 - "$BLACKHOLE_PORT" <<'PY' &
+	/usr/bin/python3 - "$BLACKHOLE_PORT" <<'PY' &
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(512)

@@ -1,0 +1,178 @@
+# dovecot.sh — a private Dovecot 2.3 instance (IMAP and POP3 on loopback) that runs the
+# popbsmtp post-login hook, and curl login helpers, for popbsmtp's end-to-end tests and the
+# demo (bash, sourced after common.sh). The system Dovecot is never touched: the instance has
+# its own config, base_dir, state_dir, log and instance name under $PBS_TMP/dovecot.
+
+DOVECOT_USERS="alice bob"    # the passwd-file users; every one's password is DOVECOT_PASS
+DOVECOT_PASS=secret
+
+# pbs_start_dovecot HOOK_CMD… — start the instance with HOOK_CMD (the hook's path and its
+# options, e.g. /path/popbsmtp-postlogin -c FILE) as post-login script of both imap and pop3.
+# The hook runs as the dovecot user, so HOOK_CMD's files must be readable by it. Sets
+# DOVECOT_DIR, DOVECOT_CONF, DOVECOT_LOG, DOVECOT_IMAP_PORT, DOVECOT_POP3_PORT and
+# DOVECOT_AUTH_SOCKET (SASL socket for a private Postfix). Stopped on exit; calling it again
+# replaces the running instance (e.g. to change HOOK_CMD).
+pbs_start_dovecot() {
+	local word
+	[ $# -gt 0 ] || { echo "pbs_start_dovecot: no hook command" >&2; return 1; }
+	# Dovecot splits "executable" on blanks, so no word of HOOK_CMD may contain one.
+	for word in "$@"; do
+		case $word in "" | *[[:space:]]*) echo "pbs_start_dovecot: bad word '$word'" >&2; return 1 ;; esac
+	done
+	DOVECOT_DIR="$PBS_TMP/dovecot"
+	DOVECOT_CONF="$DOVECOT_DIR/dovecot.conf"
+	DOVECOT_LOG="$DOVECOT_DIR/dovecot.log"
+	DOVECOT_AUTH_SOCKET="$DOVECOT_DIR/auth-postfix"
+	DOVECOT_IMAP_PORT=$(pbs_free_port)
+	DOVECOT_POP3_PORT=$(pbs_free_port)
+	# Two calls in a row can hand out the same port; ask again until they differ.
+	while [ "$DOVECOT_POP3_PORT" = "$DOVECOT_IMAP_PORT" ]; do DOVECOT_POP3_PORT=$(pbs_free_port); done
+	pbs_stop_dovecot "$DOVECOT_DIR/run"
+	pbs_dovecot_files "$*" || return 1
+	pbs_on_cleanup "pbs_stop_dovecot '$DOVECOT_DIR/run'"
+	dovecot -c "$DOVECOT_CONF" || { pbs_dovecot_why; return 1; }
+	pbs_wait_port "$DOVECOT_IMAP_PORT" 5 && pbs_wait_port "$DOVECOT_POP3_PORT" 5 ||
+		{ pbs_dovecot_why; return 1; }
+}
+
+# pbs_dovecot_files HOOK_CMD — create DOVECOT_DIR afresh: run/state dirs, users, config.
+pbs_dovecot_files() {
+	local user
+	rm -rf "$DOVECOT_DIR"
+	mkdir -p "$DOVECOT_DIR/run" "$DOVECOT_DIR/state" "$DOVECOT_DIR/home" || return 1
+	chmod 755 "$DOVECOT_DIR"
+	# Mail processes run as nobody and create their home (and Maildir) on first login.
+	chmod 1777 "$DOVECOT_DIR/home"
+	for user in $DOVECOT_USERS; do printf '%s:{PLAIN}%s::::::\n' "$user" "$DOVECOT_PASS"; done \
+		>"$DOVECOT_DIR/users"
+	pbs_dovecot_conf "$1" >"$DOVECOT_CONF"
+	chmod 644 "$DOVECOT_DIR/users" "$DOVECOT_CONF"
+}
+
+# pbs_dovecot_conf HOOK_CMD — print dovecot.conf for the instance (FACTS §4 and §6).
+pbs_dovecot_conf() {
+	cat <<EOF
+protocols = imap pop3
+listen = 127.0.0.1
+base_dir = $DOVECOT_DIR/run
+state_dir = $DOVECOT_DIR/state
+instance_name = dovecot-${PBS_TMP##*/}
+log_path = $DOVECOT_LOG
+ssl = no
+# Clients come from 127.0.0.x to 127.0.0.1, which Dovecot does not count as "secured".
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# A wrong password is answered at once (default 2 s), so failure tests stay fast.
+auth_failure_delay = 0
+first_valid_uid = 0
+mail_location = maildir:~/Maildir
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DOVECOT_DIR/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u $DOVECOT_DIR/users
+  default_fields = uid=nobody gid=nogroup home=$DOVECOT_DIR/home/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DOVECOT_IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $DOVECOT_POP3_PORT
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+# The post-login hook: one service per protocol, so the hook learns the protocol from -s.
+service imap {
+  executable = imap imap-postlogin
+}
+service pop3 {
+  executable = pop3 pop3-postlogin
+}
+service imap-postlogin {
+  executable = script-login $1 -s imap
+  user = \$default_internal_user
+  unix_listener imap-postlogin {
+  }
+}
+service pop3-postlogin {
+  executable = script-login $1 -s pop3
+  user = \$default_internal_user
+  unix_listener pop3-postlogin {
+  }
+}
+# SASL for a private Postfix (smtpd_sasl_type = dovecot, smtpd_sasl_path = this socket).
+service auth {
+  unix_listener $DOVECOT_AUTH_SOCKET {
+    mode = 0666
+  }
+}
+EOF
+}
+
+# pbs_stop_dovecot [BASE_DIR] — stop the instance (default: the current one) and wait until the
+# master and every process of its session are gone, so nothing outlives the test.
+pbs_stop_dovecot() {
+	local base=${1:-$DOVECOT_DIR/run} pid i=0
+	pid=$(cat "$base/master.pid" 2>/dev/null)
+	# A stale pid file may name a recycled pid: only ever signal a dovecot master.
+	[ -n "$pid" ] && [ "$(ps -o comm= -p "$pid")" = dovecot ] || return 0
+	kill "$pid"
+	while pbs_session_alive "$pid" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+	pbs_session_alive "$pid" && pkill -9 -s "$pid"
+	rm -f "$base/master.pid"
+	return 0
+}
+
+# pbs_session_alive SID — true while a process of session SID still runs. The daemonized
+# master's parent is init, which may take a while to reap it: zombies count as gone.
+pbs_session_alive() { ps --no-headers -o stat= --sid "$1" | grep -qv '^Z'; }
+
+# pbs_dovecot_why — show on stderr why Dovecot failed: the tail of its log.
+pbs_dovecot_why() {
+	echo "# dovecot failed; $DOVECOT_LOG:" >&2
+	tail -n 20 "$DOVECOT_LOG" 2>/dev/null | sed 's/^/#   /' >&2
+}
+
+# ---- logins with curl; the last one's output is kept in $DOVECOT_DIR/login.out ----
+
+# pbs_login_imap SRC USER PASS — log in over IMAP from source address SRC (and LIST).
+# Returns curl's exit status: 0 = logged in, 67 = login denied.
+pbs_login_imap() { pbs_login imap "$DOVECOT_IMAP_PORT" "$@"; }
+
+# pbs_login_pop3 SRC USER PASS — the same over POP3.
+pbs_login_pop3() { pbs_login pop3 "$DOVECOT_POP3_PORT" "$@"; }
+
+# pbs_login SCHEME PORT SRC USER PASS — the common part of the two above.
+pbs_login() {
+	curl -sS --interface "$3" --max-time 10 -u "$4:$5" "$1://127.0.0.1:$2/" \
+		>"$DOVECOT_DIR/login.out" 2>&1
+}
+
+# ---- the log: the hook's stderr lands here, written asynchronously by Dovecot's log process ----
+
+# pbs_dovecot_log_mark — print the log's current size, to read only what comes after it.
+pbs_dovecot_log_mark() { stat -c %s "$DOVECOT_LOG" 2>/dev/null || echo 0; }
+
+# pbs_dovecot_log_since MARK [REGEX [SECONDS]] — print the log written after MARK, first
+# waiting up to SECONDS (default 2) for a line matching REGEX to show up.
+pbs_dovecot_log_since() {
+	local mark=$1 re=${2-} limit=${3:-2} i=0
+	while [ -n "$re" ] && [ $i -lt $((limit * 20)) ] &&
+		! tail -c +$((mark + 1)) "$DOVECOT_LOG" | grep -Eq -- "$re"; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	tail -c +$((mark + 1)) "$DOVECOT_LOG"
+}
