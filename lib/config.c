@@ -6,6 +6,7 @@
  */
 #include "popbsmtp/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <stdarg.h>
@@ -75,9 +76,21 @@ static const struct key_spec keys[] = {
 
 static const char *const groups[] = {"redis", "lease", "milter", NULL};
 
+/* Directory part of PATH for resolving relative @include names ("." if none). */
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
 /* Where a problem was found: FILE:LINE of the setting. */
 struct site {
-	const char *file;
+	char file[512];
 	int line;
 };
 
@@ -251,13 +264,26 @@ static const struct key_spec *find_key(const char *group, const char *name)
 	return NULL;
 }
 
+/* FILE as a user can find it: libconfig names an included file as written in @include,
+ * which is relative to the directory of the main file PATH. */
+static void display_file(const char *file, const char *path, char *out, size_t len)
+{
+	char *dir;
+
+	if (file == NULL || file[0] == '/' || strcmp(file, path) == 0 ||
+	    (dir = dir_of(path)) == NULL) {
+		snprintf(out, len, "%s", file ? file : path);
+		return;
+	}
+	snprintf(out, len, "%s/%s", dir, file);
+	free(dir);
+}
+
 static struct site site_of(const config_setting_t *s, const char *path)
 {
 	struct site at;
 
-	at.file = config_setting_source_file(s);
-	if (at.file == NULL)
-		at.file = path;
+	display_file(config_setting_source_file(s), path, at.file, sizeof at.file);
 	at.line = (int)config_setting_source_line(s);
 	return at;
 }
@@ -487,16 +513,65 @@ static void check_secret_mode(const pbs_config *cfg, const char *path, pbs_confi
 			     "read it (chmod o-r)", path);
 }
 
-/* Directory part of PATH for resolving relative @include names ("." if none). */
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
 
-	if (slash == NULL)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
+/* libconfig 1.5 silently truncates a decimal integer of 2^31 or more written without the
+ * "L" suffix, so no bounds check could see it. Find such literals in the text ourselves:
+ * more than 9 digits outside strings and comments. Returns the number reported. */
+static int check_long_literals(const char *path, pbs_config_report *r)
+{
+	FILE *f = fopen(path, "r");
+	int c, prev = ' ', line = 1, bad = 0;
+	enum { CODE, STRING, LINE_COMMENT, BLOCK_COMMENT } state = CODE;
+	char digits[32];
+	size_t n = 0;
+
+	if (f == NULL)
+		return 0;
+	while ((c = getc(f)) != EOF) {
+		if (state == CODE && c >= '0' && c <= '9' && (n > 0 || !(isalnum(prev) ||
+		    prev == '_' || prev == '.'))) {
+			if (n + 1 < sizeof digits)
+				digits[n] = (char)c;
+			n++;
+		} else {
+			if (n > 9 && c != 'L' && c != '.' && c != 'e' && c != 'E') {
+				digits[n < sizeof digits ? n : sizeof digits - 1] = '\0';
+				strlist_addf(&r->errors, "%s:%d: integer %s%s is too large (64-bit values "
+					     "need an L suffix, and no setting takes one this big)",
+					     path, line, digits, n >= sizeof digits ? "..." : "");
+				bad++;
+			}
+			n = 0;
+			if (state == CODE && c == '"')
+				state = STRING;
+			else if (state == STRING && c == '"' && prev != '\\')
+				state = CODE;
+			else if (state == CODE && (c == '#' || (c == '/' && prev == '/')))
+				state = LINE_COMMENT;
+			else if (state == CODE && c == '*' && prev == '/')
+				state = BLOCK_COMMENT;
+			else if (state == BLOCK_COMMENT && c == '/' && prev == '*')
+				state = CODE;
+		}
+		if (c == '\n') {
+			line++;
+			if (state == LINE_COMMENT)
+				state = CODE;
+		}
+		/* An escaped backslash must not escape the closing quote after it. */
+		prev = (state == STRING && c == '\\' && prev == '\\') ? ' ' : c;
+	}
+	fclose(f);
+	return bad;
+}
+
+/* Where libconfig says an error is: include names are relative to the config's directory. */
+static void report_parse_error(const config_t *lc, const char *path, pbs_config_report *r)
+{
+	char file[512];
+
+	display_file(config_error_file(lc), path, file, sizeof file);
+	strlist_addf(&r->errors, "%s:%d: %s", file, config_error_line(lc), config_error_text(lc));
 }
 
 /* Parse PATH into LC; on failure report why. Returns 0 or -1. */
@@ -514,15 +589,14 @@ static int read_file(config_t *lc, const char *path, pbs_config_report *r)
 		return -1;
 	}
 	fclose(probe);
-	if (config_read_file(lc, path) == CONFIG_TRUE)
-		return 0;
-	if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
-		strlist_addf(&r->errors, "%s: cannot read: %s", path, config_error_text(lc));
-	else
-		strlist_addf(&r->errors, "%s:%d: %s",
-			     config_error_file(lc) ? config_error_file(lc) : path,
-			     config_error_line(lc), config_error_text(lc));
-	return -1;
+	if (config_read_file(lc, path) != CONFIG_TRUE) {
+		if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
+			strlist_addf(&r->errors, "%s: cannot read: %s", path, config_error_text(lc));
+		else
+			report_parse_error(lc, path, r);
+		return -1;
+	}
+	return check_long_literals(path, r) ? -1 : 0;
 }
 
 pbs_config *pbs_config_load(const char *path, pbs_config_report *report)

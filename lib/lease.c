@@ -122,6 +122,9 @@ int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease)
 	char user[PBS_USER_MAX + 1], service[PBS_SERVICE_MAX + 1];
 	size_t n;
 
+	/* A NUL anywhere would cut a field short when it is later used as a C string. */
+	if (memchr(value, '\0', len) != NULL)
+		return -1;
 	if (lease_number(&p, end, &version) != 0 || version != PBS_LEASE_VERSION)
 		return -1;
 	if (lease_number(&p, end, &lease->granted) != 0)
@@ -132,7 +135,7 @@ int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease)
 	memcpy(service, p, (size_t)(bar - p));
 	service[bar - p] = '\0';
 	n = (size_t)(end - bar - 1);
-	if (n > PBS_USER_MAX || memchr(bar + 1, '\0', n) != NULL)
+	if (n > PBS_USER_MAX)
 		return -1;
 	memcpy(user, bar + 1, n);
 	user[n] = '\0';

@@ -206,7 +206,12 @@ int pbs_store_connect(pbs_store *s)
 		return store_io_fail(s, "setting the timeout");
 	/* Never leak the socket into a program we exec (the Dovecot hook execs the login). */
 	fcntl(s->ctx->fd, F_SETFD, FD_CLOEXEC);
-	return store_handshake(s);
+	/* A connection that failed AUTH or SELECT must not be used (it would talk to db 0). */
+	if (store_handshake(s) != 0) {
+		pbs_store_disconnect(s);
+		return -1;
+	}
+	return 0;
 }
 
 struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,

@@ -1,0 +1,800 @@
+/*
+ * test_store.c — the lease store against real redis-servers that run-with-redis.sh
+ * starts for this test alone (ports in PBS_REDIS_PORT, PBS_REDIS_AUTH_PORT,
+ * PBS_BLACKHOLE_PORT, PBS_DEAD_PORT, socket in PBS_REDIS_SOCKET). Checks what lands in
+ * Redis, what comes back, and how the store behaves when Redis is slow, gone, strict
+ * about passwords, or drops us: every failure quick, explained, and recovered from.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "popbsmtp/store.h"
+
+static char host[] = "127.0.0.1";
+static char empty[] = "";
+static char prefix[] = "popbsmtp:";
+
+/* Port from the environment the wrapper sets up. */
+static int env_port(const char *name)
+{
+	const char *v = getenv(name);
+
+	if (v == NULL || atoi(v) <= 0)
+		fail_msg("%s is not set: run this test through test/integration/run-with-redis.sh",
+		         name);
+	return atoi(v);
+}
+
+static struct pbs_redis_config make_cfg(int port, int timeout_ms)
+{
+	struct pbs_redis_config c;
+
+	memset(&c, 0, sizeof c);
+	c.host = host;
+	c.port = port;
+	c.password = empty;
+	c.username = empty;
+	c.prefix = prefix;
+	c.timeout_ms = timeout_ms;
+	return c;
+}
+
+static pbs_store *open_store(const struct pbs_redis_config *cfg)
+{
+	pbs_store *s = pbs_store_new(cfg);
+
+	assert_non_null(s);
+	return s;
+}
+
+/* A store on the plain server, database 0, generous timeout: the test's own view. */
+static pbs_store *admin_store(void)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 5000);
+
+	return open_store(&c);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Run a command given as NULL-terminated strings; the reply must not be a failure. */
+static redisReply *cmd(pbs_store *s, ...)
+{
+	const char *argv[16];
+	int argc = 0;
+	redisReply *r;
+	va_list ap;
+
+	va_start(ap, s);
+	while (argc < 16 && (argv[argc] = va_arg(ap, const char *)) != NULL)
+		argc++;
+	va_end(ap);
+	r = pbs_store_command(s, argc, argv, NULL);
+	if (r == NULL)
+		fail_msg("%s: %s", argv[0], pbs_store_error(s));
+	if (r->type == REDIS_REPLY_ERROR)
+		fail_msg("%s: %s", argv[0], r->str);
+	return r;
+}
+
+/* A command whose reply is an integer (TTL, EXISTS, SCARD...). */
+static long long cmd_int(pbs_store *s, const char *a0, const char *a1, const char *a2)
+{
+	redisReply *r = cmd(s, a0, a1, a2, (const char *)NULL);
+	long long v;
+
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+static void assert_contains(const char *text, const char *part)
+{
+	if (strstr(text, part) == NULL)
+		fail_msg("'%s' does not contain '%s'", text, part);
+}
+
+static void assert_lacks(const char *text, const char *part)
+{
+	if (strstr(text, part) != NULL)
+		fail_msg("'%s' contains '%s'", text, part);
+}
+
+static void make_lease(pbs_lease *l, const char *user, const char *service)
+{
+	assert_null(pbs_lease_make(l, user, service, (long long)time(NULL)));
+}
+
+/* Before each test: an empty plain server (all databases). */
+static int flush_all(void **state)
+{
+	pbs_store *s;
+	redisReply *r;
+
+	(void)state;
+	s = admin_store();
+	r = pbs_store_command(s, 1, (const char *[]){"FLUSHALL"}, NULL);
+	if (r == NULL)
+		fprintf(stderr, "FLUSHALL: %s\n", pbs_store_error(s));
+	freeReplyObject(r);
+	pbs_store_free(s);
+	return r == NULL ? -1 : 0;
+}
+
+static void test_grant_then_lookup(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c);
+	pbs_lease in, out;
+	char want[PBS_LEASE_VALUE_MAX];
+	redisReply *r;
+
+	(void)state;
+	make_lease(&in, "alice@example.com", "imap");
+	if (pbs_store_grant(s, "192.0.2.7", &in, 1800) != 0)
+		fail_msg("grant: %s", pbs_store_error(s));
+	memset(&out, 0, sizeof out);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &out), PBS_LOOKUP_FOUND);
+	assert_string_equal(out.user, "alice@example.com");
+	assert_string_equal(out.service, "imap");
+	assert_true(out.granted == in.granted);
+
+	/* What other tools see in Redis: the documented key and value. */
+	r = cmd(s, "GET", "popbsmtp:lease:192.0.2.7", (const char *)NULL);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	snprintf(want, sizeof want, "1|%lld|imap|alice@example.com", in.granted);
+	assert_string_equal(r->str, want);
+	freeReplyObject(r);
+	assert_string_equal(pbs_store_prefix(s), "popbsmtp:");
+	pbs_store_free(s);
+}
+
+static void test_ttls(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c);
+	pbs_lease l;
+	long long ttl;
+
+	(void)state;
+	make_lease(&l, "alice", "pop3");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 1800), 0);
+	ttl = cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL);
+	assert_in_range(ttl, 1795, 1800);
+	ttl = cmd_int(s, "TTL", "popbsmtp:user:alice", NULL);
+	assert_in_range(ttl, 1795, 1800);
+
+	/* A new grant for the same address starts its time afresh. */
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 600), 0);
+	ttl = cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL);
+	assert_in_range(ttl, 595, 600);
+	pbs_store_free(s);
+}
+
+static void test_user_index(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c);
+	pbs_lease l;
+	redisReply *r;
+
+	(void)state;
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 1800), 0);
+	r = cmd(s, "SMEMBERS", "popbsmtp:user:alice", (const char *)NULL);
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(r->elements, 1);
+	assert_string_equal(r->element[0]->str, "192.0.2.7");
+	freeReplyObject(r);
+
+	/* The same user from another network adds to the index. */
+	assert_int_equal(pbs_store_grant(s, "2001:db8:1:2::/64", &l, 1800), 0);
+	assert_int_equal(cmd_int(s, "SCARD", "popbsmtp:user:alice", NULL), 2);
+	assert_int_equal(cmd_int(s, "SISMEMBER", "popbsmtp:user:alice", "192.0.2.7"), 1);
+	assert_int_equal(cmd_int(s, "SISMEMBER", "popbsmtp:user:alice", "2001:db8:1:2::/64"), 1);
+
+	/* Granting the same address again does not duplicate it. */
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 1800), 0);
+	assert_int_equal(cmd_int(s, "SCARD", "popbsmtp:user:alice", NULL), 2);
+
+	/* Another user has an index of their own. */
+	make_lease(&l, "bob", "imap");
+	assert_int_equal(pbs_store_grant(s, "198.51.100.0/24", &l, 1800), 0);
+	assert_int_equal(cmd_int(s, "SCARD", "popbsmtp:user:bob", NULL), 1);
+	assert_int_equal(cmd_int(s, "SCARD", "popbsmtp:user:alice", NULL), 2);
+	pbs_store_free(s);
+}
+
+/* The index lives as long as the longest lease in it: it gains time, never loses it. */
+static void test_index_ttl_only_grows(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c);
+	pbs_lease l;
+
+	(void)state;
+	make_lease(&l, "carol", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.1", &l, 1800), 0);
+	assert_int_equal(pbs_store_grant(s, "192.0.2.2", &l, 60), 0);
+	assert_in_range(cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.2", NULL), 55, 60);
+	assert_in_range(cmd_int(s, "TTL", "popbsmtp:user:carol", NULL), 1795, 1800);
+	assert_int_equal(pbs_store_grant(s, "192.0.2.3", &l, 3600), 0);
+	assert_in_range(cmd_int(s, "TTL", "popbsmtp:user:carol", NULL), 3595, 3600);
+	pbs_store_free(s);
+}
+
+static void test_unknown_subject(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c);
+	pbs_lease l;
+
+	(void)state;
+	assert_int_equal(pbs_store_lookup(s, "198.51.100.1", &l), PBS_LOOKUP_NONE);
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "198.51.100.0/24", &l, 1800), 0);
+	/* a lease for the network is not one for a single address in it (nor vice versa) */
+	assert_int_equal(pbs_store_lookup(s, "198.51.100.1", &l), PBS_LOOKUP_NONE);
+	assert_int_equal(pbs_store_lookup(s, "198.51.100.0/24", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+}
+
+/* Whatever else sits under a lease key is an error, never a lease nor "no lease". */
+static void test_garbage_value(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c);
+	pbs_lease l;
+
+	(void)state;
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.9", "garbage", (const char *)NULL));
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.9", &l), PBS_LOOKUP_ERROR);
+	assert_contains(pbs_store_error(s), "popbsmtp:lease:192.0.2.9");
+	assert_contains(pbs_store_error(s), "no valid lease");
+
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.10", "2|1700000000|imap|alice",
+	                    (const char *)NULL));
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.10", &l), PBS_LOOKUP_ERROR);
+
+	freeReplyObject(
+	    cmd(s, "SET", "popbsmtp:lease:192.0.2.11", "1|1700000000|imap|", (const char *)NULL));
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.11", &l), PBS_LOOKUP_ERROR);
+
+	/* a value with a NUL byte in the user */
+	{
+		static const char value[] = "1|1700000000|imap|al\0ice";
+		const char *argv[] = {"SET", "popbsmtp:lease:192.0.2.12", value};
+		size_t lens[] = {3, strlen(argv[1]), sizeof value - 1};
+		redisReply *r = pbs_store_command(s, 3, argv, lens);
+		assert_non_null(r);
+		freeReplyObject(r);
+		assert_int_equal(pbs_store_lookup(s, "192.0.2.12", &l), PBS_LOOKUP_ERROR);
+	}
+
+	/* a key of the wrong type */
+	freeReplyObject(cmd(s, "SADD", "popbsmtp:lease:192.0.2.13", "x", (const char *)NULL));
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.13", &l), PBS_LOOKUP_ERROR);
+	assert_contains(pbs_store_error(s), "WRONGTYPE");
+
+	/* none of that hurts the connection */
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.14", &l, 60), 0);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.14", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+}
+
+/* A user with '|' and spaces survives the trip through Redis, index included. */
+static void test_awkward_user(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c);
+	pbs_lease in, out;
+
+	(void)state;
+	make_lease(&in, "a|b c|1|imap", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.20", &in, 60), 0);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.20", &out), PBS_LOOKUP_FOUND);
+	assert_string_equal(out.user, "a|b c|1|imap");
+	assert_string_equal(out.service, "imap");
+	assert_int_equal(cmd_int(s, "SISMEMBER", "popbsmtp:user:a|b c|1|imap", "192.0.2.20"), 1);
+	pbs_store_free(s);
+}
+
+static void test_prefix(void **state)
+{
+	static char other[] = "site2:";
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s, *plain = admin_store();
+	pbs_lease l;
+
+	(void)state;
+	c.prefix = other;
+	s = open_store(&c);
+	assert_string_equal(pbs_store_prefix(s), "site2:");
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), 0);
+	assert_int_equal(cmd_int(plain, "EXISTS", "site2:lease:192.0.2.7", NULL), 1);
+	assert_int_equal(cmd_int(plain, "EXISTS", "site2:user:alice", NULL), 1);
+	assert_int_equal(cmd_int(plain, "EXISTS", "popbsmtp:lease:192.0.2.7", NULL), 0);
+	assert_int_equal(pbs_store_lookup(plain, "192.0.2.7", &l), PBS_LOOKUP_NONE);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+	pbs_store_free(plain);
+}
+
+static void test_database(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *db3, *db0 = admin_store();
+	pbs_lease l;
+
+	(void)state;
+	c.database = 3;
+	db3 = open_store(&c);
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(db3, "192.0.2.7", &l, 60), 0);
+	assert_int_equal(cmd_int(db3, "EXISTS", "popbsmtp:lease:192.0.2.7", NULL), 1);
+	assert_int_equal(cmd_int(db0, "EXISTS", "popbsmtp:lease:192.0.2.7", NULL), 0);
+	assert_int_equal(cmd_int(db0, "EXISTS", "popbsmtp:user:alice", NULL), 0);
+	assert_int_equal(pbs_store_lookup(db0, "192.0.2.7", &l), PBS_LOOKUP_NONE);
+	assert_int_equal(pbs_store_lookup(db3, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+	freeReplyObject(cmd(db0, "SELECT", "3", (const char *)NULL));
+	assert_int_equal(cmd_int(db0, "EXISTS", "popbsmtp:lease:192.0.2.7", NULL), 1);
+
+	/* after a reconnect the store is in database 3 again */
+	pbs_store_disconnect(db3);
+	assert_int_equal(pbs_store_lookup(db3, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(db3);
+	pbs_store_free(db0);
+}
+
+/* A database the server does not have: every call fails, and none quietly falls back to
+ * database 0 on the connection whose SELECT failed. */
+static void test_database_out_of_range(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *bad, *db0 = admin_store();
+	pbs_lease l;
+	int i, failures = 0;
+
+	(void)state;
+	make_lease(&l, "mallory", "imap");
+	assert_int_equal(pbs_store_grant(db0, "203.0.113.5", &l, 60), 0);
+	c.database = 20; /* redis-server has 16 unless told otherwise */
+	bad = open_store(&c);
+	for (i = 1; i <= 3 && failures == 0; i++) {
+		int rc = pbs_store_grant(bad, "192.0.2.7", &l, 60);
+		enum pbs_lookup found = pbs_store_lookup(bad, "203.0.113.5", &l);
+
+		if (rc != -1 || found != PBS_LOOKUP_ERROR) {
+			print_error("call %d with database 20: grant gave %d, lookup gave %s\n", i,
+			            rc, found == PBS_LOOKUP_FOUND ? "database 0's lease" : "NONE");
+			failures++;
+		} else if (strstr(pbs_store_error(bad), "out of range") == NULL) {
+			print_error("call %d: unclear error '%s'\n", i, pbs_store_error(bad));
+			failures++;
+		}
+	}
+	if (cmd_int(db0, "EXISTS", "popbsmtp:lease:192.0.2.7", NULL) != 0) {
+		print_error("a lease for database 20 was written to database 0\n");
+		failures++;
+	}
+	pbs_store_free(bad);
+	pbs_store_free(db0);
+	if (failures)
+		fail_msg("a failed SELECT leaves the store working in database 0");
+}
+
+static void test_unix_socket(void **state)
+{
+	static char missing[] = "/nonexistent/popbsmtp-test.sock";
+	struct pbs_redis_config c = make_cfg(0, 1000);
+	char *path = getenv("PBS_REDIS_SOCKET");
+	pbs_store *s, *plain = admin_store();
+	pbs_lease l;
+
+	(void)state;
+	if (path == NULL || path[0] == '\0')
+		fail_msg("PBS_REDIS_SOCKET is not set: run through run-with-redis.sh");
+	c.host = NULL;
+	c.socket = path;
+	s = open_store(&c);
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.30", &l, 60), 0);
+	assert_int_equal(cmd_int(plain, "EXISTS", "popbsmtp:lease:192.0.2.30", NULL), 1);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.30", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+
+	/* a socket that is not there: refused, and the message says where */
+	c.socket = missing;
+	s = open_store(&c);
+	assert_int_equal(pbs_store_connect(s), -1);
+	assert_contains(pbs_store_error(s), "/nonexistent/popbsmtp-test.sock");
+	assert_contains(pbs_store_error(s), "No such file or directory");
+	pbs_store_free(s);
+	pbs_store_free(plain);
+}
+
+static void test_auth_right_password(void **state)
+{
+	static char pass[] = "s3cret", user[] = "default";
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_AUTH_PORT"), 1000);
+	pbs_store *s;
+	pbs_lease l;
+
+	(void)state;
+	c.password = pass;
+	s = open_store(&c);
+	make_lease(&l, "alice", "imap");
+	if (pbs_store_grant(s, "192.0.2.7", &l, 60) != 0)
+		fail_msg("grant: %s", pbs_store_error(s));
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+	/* ... also after reconnecting, which has to authenticate again */
+	pbs_store_disconnect(s);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+
+	/* ACL form: AUTH <user> <password> */
+	c.username = user;
+	s = open_store(&c);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+
+	/* with a database as well: AUTH and SELECT together */
+	c.username = empty;
+	c.database = 2;
+	s = open_store(&c);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_NONE);
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), 0);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+}
+
+/* Wrong or missing credentials: a clear error, every time, that never shows a password. */
+static void test_auth_wrong_password(void **state)
+{
+	static char wrong[] = "wr0ng-pass", user[] = "nobody", pass[] = "s3cret";
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_AUTH_PORT"), 1000);
+	pbs_store *s;
+	pbs_lease l;
+	const char *err;
+
+	(void)state;
+	c.password = wrong;
+	s = open_store(&c);
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), -1);
+	err = pbs_store_error(s);
+	if (strstr(err, "WRONGPASS") == NULL && strstr(err, "invalid") == NULL)
+		fail_msg("unclear AUTH error: '%s'", err);
+	assert_lacks(err, "wr0ng-pass");
+	assert_lacks(err, "s3cret");
+	/* the next call tries again and fails the same way */
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_ERROR);
+	err = pbs_store_error(s);
+	if (strstr(err, "WRONGPASS") == NULL && strstr(err, "invalid") == NULL)
+		fail_msg("unclear AUTH error: '%s'", err);
+	assert_lacks(err, "wr0ng-pass");
+	pbs_store_free(s);
+
+	/* the right password for a user that does not exist */
+	c.password = pass;
+	c.username = user;
+	s = open_store(&c);
+	assert_int_equal(pbs_store_connect(s), -1);
+	err = pbs_store_error(s);
+	if (strstr(err, "WRONGPASS") == NULL && strstr(err, "invalid") == NULL)
+		fail_msg("unclear AUTH error: '%s'", err);
+	assert_lacks(err, "s3cret");
+	pbs_store_free(s);
+
+	/* no password at all against a server that wants one */
+	c = make_cfg(env_port("PBS_REDIS_AUTH_PORT"), 1000);
+	s = open_store(&c);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_ERROR);
+	assert_contains(pbs_store_error(s), "NOAUTH");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), -1);
+	assert_contains(pbs_store_error(s), "NOAUTH");
+	pbs_store_free(s);
+}
+
+/* Nobody listens: refused at once, not after a timeout. */
+static void test_connection_refused(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_DEAD_PORT"), 200);
+	pbs_store *s = open_store(&c);
+	pbs_lease l;
+	long long t0, ms;
+	char where[64];
+
+	(void)state;
+	t0 = now_ms();
+	assert_int_equal(pbs_store_connect(s), -1);
+	ms = now_ms() - t0;
+	assert_contains(pbs_store_error(s), "Connection refused");
+	snprintf(where, sizeof where, "127.0.0.1:%d", c.port);
+	assert_contains(pbs_store_error(s), where);
+	if (ms >= 3 * c.timeout_ms)
+		fail_msg("refused connect took %lld ms", ms);
+
+	make_lease(&l, "alice", "imap");
+	t0 = now_ms();
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_ERROR);
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), -1);
+	assert_null(pbs_store_command(s, 1, (const char *[]){"PING"}, NULL));
+	ms = now_ms() - t0;
+	assert_contains(pbs_store_error(s), "Connection refused");
+	if (ms >= 3 * c.timeout_ms)
+		fail_msg("three refused calls took %lld ms", ms);
+	pbs_store_free(s);
+}
+
+/* Run one call against the black hole and check it fails with "timed out" in time. */
+static void blackhole_call(struct pbs_redis_config *c, int which, const char *what)
+{
+	pbs_store *s = open_store(c);
+	pbs_lease l;
+	long long t0, ms;
+	int failed;
+
+	make_lease(&l, "alice", "imap");
+	t0 = now_ms();
+	if (which == 0)
+		failed = pbs_store_lookup(s, "192.0.2.7", &l) == PBS_LOOKUP_ERROR;
+	else
+		failed = pbs_store_grant(s, "192.0.2.7", &l, 60) == -1;
+	ms = now_ms() - t0;
+	print_message("  black hole, %s: %lld ms: %s\n", what, ms, pbs_store_error(s));
+	assert_true(failed);
+	assert_contains(pbs_store_error(s), "timed out");
+	if (ms >= 3 * c->timeout_ms)
+		fail_msg("%s against a black hole took %lld ms with timeout_ms %d", what, ms,
+		         c->timeout_ms);
+	pbs_store_free(s);
+}
+
+/* A server that accepts and never answers: bounded by timeout_ms, said to be a timeout. */
+static void test_blackhole(void **state)
+{
+	static char pass[] = "s3cret";
+	struct pbs_redis_config c = make_cfg(env_port("PBS_BLACKHOLE_PORT"), 200);
+
+	(void)state;
+	blackhole_call(&c, 0, "lookup");
+	blackhole_call(&c, 1, "grant");
+	c.database = 3;
+	blackhole_call(&c, 0, "lookup with SELECT");
+	c.database = 0;
+	c.password = pass;
+	blackhole_call(&c, 1, "grant with AUTH");
+	c.password = empty;
+	c.timeout_ms = 500;
+	blackhole_call(&c, 0, "lookup, timeout 500 ms");
+}
+
+/* The server drops us (CLIENT KILL): at most one call fails, the next reconnects. */
+static void test_reconnect_after_kill(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c), *killer = admin_store();
+	redisReply *r;
+	pbs_lease l;
+	enum pbs_lookup first;
+
+	(void)state;
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), 0);
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_FOUND);
+
+	r = cmd(killer, "CLIENT", "KILL", "TYPE", "normal", (const char *)NULL);
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	assert_true(r->integer >= 1); /* s's connection; SKIPME spares the killer */
+	freeReplyObject(r);
+
+	first = pbs_store_lookup(s, "192.0.2.7", &l);
+	print_message("  first call after the kill: %s\n",
+	              first == PBS_LOOKUP_FOUND ? "found" : pbs_store_error(s));
+	assert_true(first == PBS_LOOKUP_FOUND || first == PBS_LOOKUP_ERROR);
+	if (pbs_store_lookup(s, "192.0.2.7", &l) != PBS_LOOKUP_FOUND)
+		fail_msg("second call after the kill: %s", pbs_store_error(s));
+
+	/* and the same for a grant as the call that meets the dead connection */
+	freeReplyObject(cmd(killer, "CLIENT", "KILL", "TYPE", "normal", (const char *)NULL));
+	(void)pbs_store_grant(s, "192.0.2.8", &l, 60);
+	if (pbs_store_grant(s, "192.0.2.8", &l, 60) != 0)
+		fail_msg("second grant after the kill: %s", pbs_store_error(s));
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.8", &l), PBS_LOOKUP_FOUND);
+	pbs_store_free(s);
+	pbs_store_free(killer);
+}
+
+/* Redis stalls (DEBUG SLEEP 1) for longer than timeout_ms: the call times out in time,
+ * and once the server is back the store works again on its own. */
+static void test_server_stall(void **state)
+{
+	int port = env_port("PBS_REDIS_PORT");
+	struct pbs_redis_config c = make_cfg(port, 200);
+	pbs_store *s = open_store(&c);
+	redisContext *sleeper;
+	redisReply *r = NULL;
+	pbs_lease l;
+	long long t0, ms;
+	int done = 0;
+
+	(void)state;
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), 0);
+
+	/* Send DEBUG SLEEP from another connection without waiting for its reply. */
+	sleeper = redisConnect("127.0.0.1", port);
+	assert_true(sleeper != NULL && sleeper->err == 0);
+	assert_int_equal(redisAppendCommand(sleeper, "DEBUG SLEEP 1"), REDIS_OK);
+	while (!done)
+		assert_int_equal(redisBufferWrite(sleeper, &done), REDIS_OK);
+	usleep(100 * 1000); /* let the server start sleeping */
+
+	t0 = now_ms();
+	assert_int_equal(pbs_store_lookup(s, "192.0.2.7", &l), PBS_LOOKUP_ERROR);
+	ms = now_ms() - t0;
+	print_message("  stalled server: %lld ms: %s\n", ms, pbs_store_error(s));
+	assert_contains(pbs_store_error(s), "timed out");
+	if (ms >= 3 * c.timeout_ms)
+		fail_msg("lookup against a stalled server took %lld ms", ms);
+
+	/* The DEBUG SLEEP reply means the server is back. */
+	assert_int_equal(redisGetReply(sleeper, (void **)&r), REDIS_OK);
+	if (r->type == REDIS_REPLY_ERROR)
+		fail_msg("DEBUG SLEEP refused (is enable-debug-command on?): %s", r->str);
+	freeReplyObject(r);
+	redisFree(sleeper);
+	if (pbs_store_lookup(s, "192.0.2.7", &l) != PBS_LOOKUP_FOUND)
+		fail_msg("after the stall: %s", pbs_store_error(s));
+	assert_string_equal(l.user, "alice");
+	pbs_store_free(s);
+}
+
+/* An ordinary error reply comes back as a reply and keeps the connection. */
+static void test_command_error_reply(void **state)
+{
+	pbs_store *s = admin_store();
+	redisReply *r;
+	long long id;
+
+	(void)state;
+	id = cmd_int(s, "CLIENT", "ID", NULL);
+	r = pbs_store_command(s, 1, (const char *[]){"NOSUCHCOMMAND"}, NULL);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	freeReplyObject(r);
+	assert_contains(pbs_store_error(s), "NOSUCHCOMMAND");
+	assert_contains(pbs_store_error(s), "unknown command");
+	assert_int_equal(cmd_int(s, "CLIENT", "ID", NULL), id);
+	pbs_store_free(s);
+}
+
+/* The server turns into a read-only replica (a failover): the grant fails with the reason,
+ * the connection is dropped, and once it is a master again the store writes again. */
+static void test_readonly_replica(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	pbs_store *s = open_store(&c), *admin = admin_store();
+	char dead[16];
+	long long id;
+	pbs_lease l;
+	int rc;
+
+	(void)state;
+	make_lease(&l, "alice", "imap");
+	id = cmd_int(s, "CLIENT", "ID", NULL);
+	snprintf(dead, sizeof dead, "%d", env_port("PBS_DEAD_PORT"));
+	freeReplyObject(cmd(admin, "REPLICAOF", "127.0.0.1", dead, (const char *)NULL));
+	rc = pbs_store_grant(s, "192.0.2.7", &l, 60);
+	freeReplyObject(cmd(admin, "REPLICAOF", "NO", "ONE", (const char *)NULL));
+	assert_int_equal(rc, -1);
+	assert_contains(pbs_store_error(s), "READONLY");
+	if (pbs_store_grant(s, "192.0.2.7", &l, 60) != 0)
+		fail_msg("grant after the failover: %s", pbs_store_error(s));
+	assert_true(cmd_int(s, "CLIENT", "ID", NULL) != id);
+	pbs_store_free(s);
+	pbs_store_free(admin);
+}
+
+/* Socket descriptors open in this process, as a bitmap over fds below 1024. */
+static void open_sockets(unsigned char map[1024])
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	assert_non_null(d);
+	memset(map, 0, 1024);
+	while ((e = readdir(d)) != NULL) {
+		char link[300], target[128];
+		ssize_t n;
+		int fd = atoi(e->d_name);
+
+		if (e->d_name[0] == '.' || fd == dirfd(d) || fd < 0 || fd >= 1024)
+			continue;
+		snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+		n = readlink(link, target, sizeof target - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (strncmp(target, "socket:", 7) == 0)
+			map[fd] = 1;
+	}
+	closedir(d);
+}
+
+/* The Dovecot hook execs the login with the store connected: its socket must not leak. */
+static void test_socket_close_on_exec(void **state)
+{
+	static unsigned char before[1024], after[1024];
+	pbs_store *s = admin_store();
+	int fd, fresh = 0;
+
+	(void)state;
+	open_sockets(before);
+	assert_int_equal(pbs_store_connect(s), 0);
+	open_sockets(after);
+	for (fd = 0; fd < 1024; fd++) {
+		if (!after[fd] || before[fd])
+			continue;
+		fresh++;
+		if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			fail_msg("the store's socket (fd %d) is inherited across exec", fd);
+	}
+	assert_int_equal(fresh, 1);
+	pbs_store_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup(test_grant_then_lookup, flush_all),
+	    cmocka_unit_test_setup(test_ttls, flush_all),
+	    cmocka_unit_test_setup(test_user_index, flush_all),
+	    cmocka_unit_test_setup(test_index_ttl_only_grows, flush_all),
+	    cmocka_unit_test_setup(test_unknown_subject, flush_all),
+	    cmocka_unit_test_setup(test_garbage_value, flush_all),
+	    cmocka_unit_test_setup(test_awkward_user, flush_all),
+	    cmocka_unit_test_setup(test_prefix, flush_all),
+	    cmocka_unit_test_setup(test_database, flush_all),
+	    cmocka_unit_test_setup(test_database_out_of_range, flush_all),
+	    cmocka_unit_test_setup(test_unix_socket, flush_all),
+	    cmocka_unit_test(test_auth_right_password),
+	    cmocka_unit_test(test_auth_wrong_password),
+	    cmocka_unit_test(test_connection_refused),
+	    cmocka_unit_test(test_blackhole),
+	    cmocka_unit_test_setup(test_reconnect_after_kill, flush_all),
+	    cmocka_unit_test_setup(test_server_stall, flush_all),
+	    cmocka_unit_test(test_command_error_reply),
+	    cmocka_unit_test_setup(test_readonly_replica, flush_all),
+	    cmocka_unit_test(test_socket_close_on_exec),
+	};
+
+	/* As in every popbsmtp program: a write to a dropped connection is an error, not death. */
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}

@@ -1,0 +1,858 @@
+/*
+ * test_config.c — popbsmtp.conf as an administrator meets it: every value of a full file
+ * applied, every default for an empty one, and for each kind of mistake the exact
+ * "FILE:LINE: ..." text the programs print. Fixtures live in PBS_TEST_DATA; files whose
+ * mode matters, or that are one-line variations, are written to a temp dir at run time.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "popbsmtp/config.h"
+
+#define D PBS_TEST_DATA
+
+static char tmpdir[] = "/tmp/pbs-test-config.XXXXXX";
+
+static int make_tmpdir(void **state)
+{
+	(void)state;
+	return mkdtemp(tmpdir) == NULL ? -1 : 0;
+}
+
+/* Remove the files the tests wrote, then the directory. */
+static int remove_tmpdir(void **state)
+{
+	char cmd[PATH_MAX + 16];
+
+	(void)state;
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Write TEXT to NAME in the temp dir with MODE; the path goes to PATH. */
+static void write_file(const char *name, const char *text, mode_t mode, char *path, size_t pathlen)
+{
+	FILE *f;
+
+	snprintf(path, pathlen, "%s/%s", tmpdir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static void print_report(const pbs_config_report *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->errors.count; i++)
+		print_message("  error: %s\n", r->errors.items[i]);
+	for (i = 0; i < r->warnings.count; i++)
+		print_message("  warning: %s\n", r->warnings.items[i]);
+}
+
+/* Load PATH expecting success with no errors. Returns the config. */
+static pbs_config *load_ok(const char *path, pbs_config_report *r)
+{
+	pbs_config *cfg = pbs_config_load(path, r);
+
+	if (cfg == NULL || r->errors.count != 0) {
+		print_report(r);
+		fail_msg("%s: expected to load cleanly", path);
+	}
+	return cfg;
+}
+
+/* Load PATH expecting failure with exactly the errors in EXPECTED (NULL-terminated). */
+static void expect_errors(const char *path, const char *const *expected)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg = pbs_config_load(path, &r);
+	size_t i, n = 0, bad = 0;
+
+	while (expected[n] != NULL)
+		n++;
+	if (cfg != NULL) {
+		pbs_config_free(cfg);
+		bad++;
+		print_error("%s: loaded although it is wrong\n", path);
+	}
+	for (i = 0; i < n || i < r.errors.count; i++) {
+		const char *want = i < n ? expected[i] : "(nothing)";
+		const char *got = i < r.errors.count ? r.errors.items[i] : "(nothing)";
+
+		if (strcmp(want, got) != 0) {
+			print_error("error %zu:\n  expected: %s\n  got:      %s\n", i + 1, want,
+			            got);
+			bad++;
+		}
+	}
+	pbs_config_report_free(&r);
+	if (bad)
+		fail_msg("%s: %zu difference(s) in the reported errors", path, bad);
+}
+
+static bool cidrs_are(const pbs_cidr_list *list, const char *const *want)
+{
+	size_t i;
+
+	for (i = 0; want[i] != NULL; i++) {
+		char buf[PBS_ADDR_STRLEN + 8];
+		size_t len;
+
+		if (i >= list->count)
+			return false;
+		pbs_addr_format(&list->items[i].net, buf);
+		len = strlen(buf);
+		snprintf(buf + len, sizeof buf - len, "/%u", list->items[i].bits);
+		if (strcmp(buf, want[i]) != 0) {
+			print_error("network %zu is %s, expected %s\n", i + 1, buf, want[i]);
+			return false;
+		}
+	}
+	return i == list->count;
+}
+
+static bool strings_are(const pbs_strlist *list, const char *const *want)
+{
+	size_t i;
+
+	for (i = 0; want[i] != NULL; i++)
+		if (i >= list->count || strcmp(list->items[i], want[i]) != 0)
+			return false;
+	return i == list->count;
+}
+
+static const char *const no_words[] = {NULL};
+
+/* The documented defaults, as an empty file or pbs_config_defaults() gives them. */
+static void assert_defaults(const pbs_config *cfg)
+{
+	static const char *const trusted[] = {"127.0.0.0/8", "::1/128", NULL};
+
+	assert_string_equal(cfg->redis.host, "127.0.0.1");
+	assert_int_equal(cfg->redis.port, 6379);
+	assert_null(cfg->redis.socket);
+	assert_string_equal(cfg->redis.password, "");
+	assert_string_equal(cfg->redis.username, "");
+	assert_int_equal(cfg->redis.database, 0);
+	assert_string_equal(cfg->redis.prefix, "popbsmtp:");
+	assert_int_equal(cfg->redis.timeout_ms, 250);
+	assert_int_equal(cfg->lease.ttl, 1800);
+	assert_int_equal(cfg->lease.ipv4_prefix, 32);
+	assert_int_equal(cfg->lease.ipv6_prefix, 64);
+	assert_int_equal(cfg->lease.never.count, 0);
+	assert_string_equal(cfg->milter.socket, "unix:/run/popbsmtp/milter.sock");
+	assert_int_equal(cfg->milter.socket_mode, 0660);
+	assert_string_equal(cfg->milter.socket_group, "");
+	assert_string_equal(cfg->milter.user, "popbsmtp");
+	assert_string_equal(cfg->milter.pidfile, "/run/popbsmtp/popbsmtp-milter.pid");
+	assert_true(cidrs_are(&cfg->milter.trusted, trusted));
+	assert_true(strings_are(&cfg->milter.relay_mailers, no_words));
+	assert_true(strings_are(&cfg->milter.local_mailers, no_words));
+	assert_true(strings_are(&cfg->milter.local_domains, no_words));
+	assert_int_equal(cfg->milter.on_store_error, PBS_ON_ERROR_TEMPFAIL);
+	assert_string_equal(cfg->milter.reject_text, "Relay access denied");
+	assert_int_equal(cfg->milter.pool_size, 16);
+}
+
+static void test_empty_file_gives_defaults(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg;
+
+	(void)state;
+	cfg = load_ok(D "/empty.conf", &r);
+	assert_defaults(cfg);
+	assert_string_equal(cfg->path, D "/empty.conf");
+	assert_int_equal(r.warnings.count, 0);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+
+	cfg = pbs_config_defaults();
+	assert_non_null(cfg);
+	assert_defaults(cfg);
+	pbs_config_free(cfg);
+}
+
+/* The default trusted networks are what they say: loopback, both families. */
+static void test_default_trusted_matches_loopback(void **state)
+{
+	pbs_config *cfg = pbs_config_defaults();
+	pbs_addr a;
+
+	(void)state;
+	assert_non_null(cfg);
+	assert_int_equal(pbs_addr_parse("127.0.0.1", &a), 0);
+	assert_true(pbs_cidr_list_contains(&cfg->milter.trusted, &a));
+	assert_int_equal(pbs_addr_parse("127.255.255.254", &a), 0);
+	assert_true(pbs_cidr_list_contains(&cfg->milter.trusted, &a));
+	assert_int_equal(pbs_addr_parse("::1", &a), 0);
+	assert_true(pbs_cidr_list_contains(&cfg->milter.trusted, &a));
+	assert_int_equal(pbs_addr_parse("128.0.0.1", &a), 0);
+	assert_false(pbs_cidr_list_contains(&cfg->milter.trusted, &a));
+	assert_int_equal(pbs_addr_parse("::2", &a), 0);
+	assert_false(pbs_cidr_list_contains(&cfg->milter.trusted, &a));
+	pbs_config_free(cfg);
+}
+
+static void test_full_file(void **state)
+{
+	static const char *const never[] = {"192.0.2.0/24", "2001:db8:bad::/48", NULL};
+	static const char *const trusted[] = {"10.0.0.0/8", "172.16.0.0/12", "2001:db8::/32", NULL};
+	static const char *const relay[] = {"smtp", "smtp-out", NULL};
+	static const char *const local[] = {"local", "dovecot", NULL};
+	static const char *const domains[] = {"example.org", "Example.NET", NULL};
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg;
+
+	(void)state;
+	cfg = load_ok(D "/full.conf", &r);
+	assert_string_equal(cfg->redis.host, "redis.example.net");
+	assert_int_equal(cfg->redis.port, 6380);
+	assert_null(cfg->redis.socket);
+	assert_string_equal(cfg->redis.password, "fixture-password");
+	assert_string_equal(cfg->redis.username, "popbsmtp-acl");
+	assert_int_equal(cfg->redis.database, 5);
+	assert_string_equal(cfg->redis.prefix, "pbs-test:");
+	assert_int_equal(cfg->redis.timeout_ms, 1500);
+	assert_int_equal(cfg->lease.ttl, 3600);
+	assert_int_equal(cfg->lease.ipv4_prefix, 24);
+	assert_int_equal(cfg->lease.ipv6_prefix, 56);
+	assert_true(cidrs_are(&cfg->lease.never, never));
+	assert_string_equal(cfg->milter.socket, "inet:8899@127.0.0.1");
+	assert_int_equal(cfg->milter.socket_mode, 0600);
+	assert_string_equal(cfg->milter.socket_group, "postfix");
+	assert_string_equal(cfg->milter.user, "pbsuser");
+	assert_string_equal(cfg->milter.pidfile, "/var/tmp/popbsmtp-test.pid");
+	assert_true(cidrs_are(&cfg->milter.trusted, trusted));
+	assert_true(strings_are(&cfg->milter.relay_mailers, relay));
+	assert_true(strings_are(&cfg->milter.local_mailers, local));
+	assert_true(strings_are(&cfg->milter.local_domains, domains));
+	assert_int_equal(cfg->milter.on_store_error, PBS_ON_ERROR_REJECT);
+	assert_string_equal(cfg->milter.reject_text, "Log in with IMAP or POP3 first");
+	assert_int_equal(cfg->milter.pool_size, 4);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+}
+
+static void test_socket_unsets_host(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg;
+
+	(void)state;
+	cfg = load_ok(D "/socket.conf", &r);
+	assert_null(cfg->redis.host);
+	assert_string_equal(cfg->redis.socket, "/run/redis/redis-server.sock");
+	assert_int_equal(cfg->redis.port, 6379);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+}
+
+static void test_syntax_error(void **state)
+{
+	static const char *const want[] = {D "/bad-syntax.conf:3: syntax error", NULL};
+
+	(void)state;
+	expect_errors(D "/bad-syntax.conf", want);
+}
+
+static void test_unknown_group(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-group.conf:2: unknown setting 'redsi' (expected redis, lease or milter)",
+	    D "/bad-group.conf:5: unknown setting 'ttl' (expected redis, lease or milter)",
+	    D "/bad-group.conf:6: redis: expected a group { ... }",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-group.conf", want);
+}
+
+static void test_unknown_key(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-key.conf:2: unknown setting 'redis.hots'",
+	    D "/bad-key.conf:6: unknown setting 'lease.port'",
+	    D "/bad-key.conf:7: unknown setting 'lease.TTL'",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-key.conf", want);
+}
+
+static void test_wrong_type(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-type.conf:2: redis.port: expected an integer",
+	    D "/bad-type.conf:3: redis.host: expected a string",
+	    D "/bad-type.conf:4: redis.timeout_ms: expected an integer",
+	    D "/bad-type.conf:5: redis.database: expected an integer",
+	    D "/bad-type.conf:8: lease.never: expected a list of strings, e.g. [ \"a\", \"b\" ]",
+	    D "/bad-type.conf:11: milter.trusted: element 2 is not a string",
+	    D "/bad-type.conf:12: milter.socket_mode: expected a string",
+	    D "/bad-type.conf:13: milter.on_store_error: expected a string",
+	    D "/bad-type.conf:14: milter.local_domains: expected a list of strings, e.g. [ \"a\", "
+	      "\"b\" ]",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-type.conf", want);
+}
+
+static void test_out_of_range(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-range.conf:2: redis.port: 65536 is out of range (1..65535)",
+	    D "/bad-range.conf:3: redis.timeout_ms: 0 is out of range (1..60000)",
+	    D "/bad-range.conf:4: redis.database: -1 is out of range (0..1000000)",
+	    D "/bad-range.conf:5: redis.prefix: length 65 is out of range (0..64)",
+	    D "/bad-range.conf:6: redis.host: length 0 is out of range (1..255)",
+	    D "/bad-range.conf:9: lease.ttl: 0 is out of range (1..2678400)",
+	    D "/bad-range.conf:10: lease.ipv4_prefix: 33 is out of range (0..32)",
+	    D "/bad-range.conf:11: lease.ipv6_prefix: 129 is out of range (0..128)",
+	    D "/bad-range.conf:14: milter.pool_size: 5000000000 is out of range (1..1024)",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-range.conf", want);
+}
+
+static void test_bad_cidr(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-cidr.conf:2: lease.never: '10.0.0.0/33' is not an address or network "
+	      "(ADDR/BITS)",
+	    D "/bad-cidr.conf:2: lease.never: '2001:db8::/129' is not an address or network "
+	      "(ADDR/BITS)",
+	    D "/bad-cidr.conf:2: lease.never: '300.1.1.1' is not an address or network "
+	      "(ADDR/BITS)",
+	    D "/bad-cidr.conf:2: lease.never: '10.0.0.0/' is not an address or network "
+	      "(ADDR/BITS)",
+	    D "/bad-cidr.conf:5: milter.trusted: 'fe80::1%eth0' is not an address or network "
+	      "(ADDR/BITS)",
+	    D "/bad-cidr.conf:5: milter.trusted: 'localhost' is not an address or network "
+	      "(ADDR/BITS)",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-cidr.conf", want);
+}
+
+static void test_host_and_socket(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-both.conf:4: redis: set either host or socket, not both", NULL};
+
+	(void)state;
+	expect_errors(D "/bad-both.conf", want);
+}
+
+static void test_bad_mode(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-mode.conf:2: milter.socket_mode: '0999' is not an octal file mode such as "
+	      "\"0660\"",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-mode.conf", want);
+}
+
+static void test_bad_enum(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-enum.conf:2: milter.on_store_error: 'defer' is not one of tempfail, reject, "
+	      "accept",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-enum.conf", want);
+}
+
+/* Every problem in the file is reported, in file order, not only the first. */
+static void test_many_errors(void **state)
+{
+	static const char *const want[] = {
+	    D "/bad-many.conf:2: redis.port: 0 is out of range (1..65535)",
+	    D "/bad-many.conf:3: unknown setting 'redis.colour'",
+	    D "/bad-many.conf:6: lease.ttl: expected an integer",
+	    D "/bad-many.conf:7: lease.never: '192.0.2.0/40' is not an address or network "
+	      "(ADDR/BITS)",
+	    D "/bad-many.conf:10: milter.on_store_error: 'ignore' is not one of tempfail, reject, "
+	      "accept",
+	    D "/bad-many.conf:11: milter.socket_mode: 'rw-rw----' is not an octal file mode such "
+	      "as \"0660\"",
+	    D "/bad-many.conf:13: unknown setting 'logging' (expected redis, lease or milter)",
+	    NULL,
+	};
+
+	(void)state;
+	expect_errors(D "/bad-many.conf", want);
+}
+
+static void test_missing_file(void **state)
+{
+	static const char *const want[] = {
+	    D "/no-such.conf: cannot read: No such file or directory", NULL};
+
+	(void)state;
+	expect_errors(D "/no-such.conf", want);
+}
+
+static void test_missing_include(void **state)
+{
+	static const char *const want[] = {D "/bad-include.conf:4: cannot open include file", NULL};
+
+	(void)state;
+	expect_errors(D "/bad-include.conf", want);
+}
+
+/* A relative @include is found next to the config file, not in the working directory:
+ * a decoy include/redis.conf in the CWD must not be read. */
+static void test_include_relative_to_file(void **state)
+{
+	char cwd[PATH_MAX], path[PATH_MAX];
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg;
+
+	(void)state;
+	assert_non_null(getcwd(cwd, sizeof cwd));
+	snprintf(path, sizeof path, "%s/include", tmpdir);
+	assert_true(mkdir(path, 0755) == 0 || errno == EEXIST);
+	write_file("include/redis.conf", "redis: { port = 9999; prefix = \"decoy:\"; };\n", 0644,
+	           path, sizeof path);
+	assert_int_equal(chdir(tmpdir), 0);
+
+	cfg = pbs_config_load(D "/include-main.conf", &r);
+	if (cfg == NULL)
+		print_report(&r);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->redis.port, 7001);
+	assert_string_equal(cfg->redis.prefix, "included:");
+	assert_int_equal(cfg->lease.ttl, 900);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+
+	/* A relative path to the config works too: includes follow the file. */
+	assert_int_equal(chdir(D "/.."), 0);
+	cfg = pbs_config_load("data/include-main.conf", &r);
+	if (cfg == NULL)
+		print_report(&r);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->redis.port, 7001);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+
+	assert_int_equal(chdir(D), 0);
+	cfg = pbs_config_load("include-main.conf", &r);
+	if (cfg == NULL)
+		print_report(&r);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->redis.port, 7001);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+
+	assert_int_equal(chdir(cwd), 0);
+}
+
+/* An error inside an included file names that file, as a path the reader can open
+ * (resolved like the include itself), and the line inside it. */
+static void test_include_error_names_file(void **state)
+{
+	static const char *const want[] = {
+	    D "/include/bad.conf:3: lease.ttl: 0 is out of range (1..2678400)", NULL};
+	char cwd[PATH_MAX];
+
+	(void)state;
+	assert_non_null(getcwd(cwd, sizeof cwd));
+	assert_int_equal(chdir(tmpdir), 0);
+	expect_errors(D "/include-bad.conf", want);
+	assert_int_equal(chdir(cwd), 0);
+}
+
+/* One-line files: the bounds of each number, both sides, and the other value rules. */
+struct line_row {
+	const char *text;
+	const char *error; /* after "PATH:1: "; NULL: accepted */
+	const char *key;   /* accepted: the int field to check */
+	long long value;
+};
+
+static const struct line_row line_rows[] = {
+    {"lease: { ttl = 0; };", "lease.ttl: 0 is out of range (1..2678400)", NULL, 0},
+    {"lease: { ttl = -5; };", "lease.ttl: -5 is out of range (1..2678400)", NULL, 0},
+    {"lease: { ttl = 1; };", NULL, "ttl", 1},
+    {"lease: { ttl = 2678400; };", NULL, "ttl", 2678400},
+    {"lease: { ttl = 2678401; };", "lease.ttl: 2678401 is out of range (1..2678400)", NULL, 0},
+    {"lease: { ttl = 1800L; };", NULL, "ttl", 1800},
+    {"lease: { ttl = 6000000000L; };", "lease.ttl: 6000000000 is out of range (1..2678400)", NULL,
+     0},
+    {"lease: { ipv4_prefix = 0; };", NULL, "ipv4_prefix", 0},
+    {"lease: { ipv4_prefix = 32; };", NULL, "ipv4_prefix", 32},
+    {"lease: { ipv4_prefix = 33; };", "lease.ipv4_prefix: 33 is out of range (0..32)", NULL, 0},
+    {"lease: { ipv4_prefix = -1; };", "lease.ipv4_prefix: -1 is out of range (0..32)", NULL, 0},
+    {"lease: { ipv6_prefix = 0; };", NULL, "ipv6_prefix", 0},
+    {"lease: { ipv6_prefix = 128; };", NULL, "ipv6_prefix", 128},
+    {"lease: { ipv6_prefix = 129; };", "lease.ipv6_prefix: 129 is out of range (0..128)", NULL, 0},
+    {"redis: { port = 0; };", "redis.port: 0 is out of range (1..65535)", NULL, 0},
+    {"redis: { port = 1; };", NULL, "port", 1},
+    {"redis: { port = 65535; };", NULL, "port", 65535},
+    {"redis: { port = 65536; };", "redis.port: 65536 is out of range (1..65535)", NULL, 0},
+    {"redis: { port = 5000000000L; };", "redis.port: 5000000000 is out of range (1..65535)", NULL,
+     0},
+    {"redis: { port = 0x18eb; };", NULL, "port", 6379},
+    {"redis: { timeout_ms = 0; };", "redis.timeout_ms: 0 is out of range (1..60000)", NULL, 0},
+    {"redis: { timeout_ms = 1; };", NULL, "timeout_ms", 1},
+    {"redis: { timeout_ms = 60000; };", NULL, "timeout_ms", 60000},
+    {"redis: { timeout_ms = 60001; };", "redis.timeout_ms: 60001 is out of range (1..60000)", NULL,
+     0},
+    {"redis: { database = 0; };", NULL, "database", 0},
+    {"redis: { database = 15; };", NULL, "database", 15},
+    {"redis: { database = -1; };", "redis.database: -1 is out of range (0..1000000)", NULL, 0},
+    {"milter: { pool_size = 0; };", "milter.pool_size: 0 is out of range (1..1024)", NULL, 0},
+    {"milter: { pool_size = 1024; };", NULL, "pool_size", 1024},
+    {"milter: { pool_size = 1025; };", "milter.pool_size: 1025 is out of range (1..1024)", NULL, 0},
+    {"milter: { socket_mode = \"0777\"; };", NULL, "socket_mode", 0777},
+    {"milter: { socket_mode = \"660\"; };", NULL, "socket_mode", 0660},
+    {"milter: { socket_mode = \"0\"; };", NULL, "socket_mode", 0},
+    {"milter: { socket_mode = \"01000\"; };",
+     "milter.socket_mode: '01000' is not an octal file mode such as \"0660\"", NULL, 0},
+    {"milter: { socket_mode = \"0999\"; };",
+     "milter.socket_mode: '0999' is not an octal file mode such as \"0660\"", NULL, 0},
+    {"milter: { socket_mode = \"\"; };",
+     "milter.socket_mode: '' is not an octal file mode such as \"0660\"", NULL, 0},
+    {"milter: { socket_mode = \"-1\"; };",
+     "milter.socket_mode: '-1' is not an octal file mode such as \"0660\"", NULL, 0},
+    {"milter: { socket_mode = \"0x1ff\"; };",
+     "milter.socket_mode: '0x1ff' is not an octal file mode such as \"0660\"", NULL, 0},
+    {"milter: { on_store_error = \"tempfail\"; };", NULL, "on_store_error", PBS_ON_ERROR_TEMPFAIL},
+    {"milter: { on_store_error = \"reject\"; };", NULL, "on_store_error", PBS_ON_ERROR_REJECT},
+    {"milter: { on_store_error = \"accept\"; };", NULL, "on_store_error", PBS_ON_ERROR_ACCEPT},
+    {"milter: { on_store_error = \"TEMPFAIL\"; };",
+     "milter.on_store_error: 'TEMPFAIL' is not one of tempfail, reject, accept", NULL, 0},
+    {"milter: { on_store_error = \"\"; };",
+     "milter.on_store_error: '' is not one of tempfail, reject, accept", NULL, 0},
+    {"milter: { reject_text = \"\"; };", "milter.reject_text: length 0 is out of range (1..400)",
+     NULL, 0},
+    {"redis: { prefix = \"\"; };", NULL, "port", 6379},
+    {"lease: { never = []; };", NULL, "ttl", 1800},
+    {"milter: { trusted = []; };", NULL, "pool_size", 16},
+};
+
+static long long int_field(const pbs_config *cfg, const char *key)
+{
+	static const struct {
+		const char *key;
+		size_t offset;
+	} fields[] = {
+	    {"ttl", offsetof(pbs_config, lease.ttl)},
+	    {"ipv4_prefix", offsetof(pbs_config, lease.ipv4_prefix)},
+	    {"ipv6_prefix", offsetof(pbs_config, lease.ipv6_prefix)},
+	    {"port", offsetof(pbs_config, redis.port)},
+	    {"timeout_ms", offsetof(pbs_config, redis.timeout_ms)},
+	    {"database", offsetof(pbs_config, redis.database)},
+	    {"pool_size", offsetof(pbs_config, milter.pool_size)},
+	    {"socket_mode", offsetof(pbs_config, milter.socket_mode)},
+	    {"on_store_error", offsetof(pbs_config, milter.on_store_error)},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof fields / sizeof fields[0]; i++)
+		if (strcmp(fields[i].key, key) == 0)
+			return *(const int *)(const void *)((const char *)cfg + fields[i].offset);
+	fail_msg("no field %s", key);
+	return 0;
+}
+
+static void test_line_table(void **state)
+{
+	size_t i;
+	int bad = 0;
+
+	(void)state;
+	for (i = 0; i < sizeof line_rows / sizeof line_rows[0]; i++) {
+		const struct line_row *row = &line_rows[i];
+		pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+		char path[PATH_MAX], want[PATH_MAX + 200], text[512];
+		pbs_config *cfg;
+
+		snprintf(text, sizeof text, "%s\n", row->text);
+		write_file("line.conf", text, 0644, path, sizeof path);
+		cfg = pbs_config_load(path, &r);
+		if (row->error == NULL) {
+			if (cfg == NULL) {
+				print_error("'%s': refused: %s\n", row->text,
+				            r.errors.count ? r.errors.items[0] : "?");
+				bad++;
+			} else if (int_field(cfg, row->key) != row->value) {
+				print_error("'%s': %s is %lld, expected %lld\n", row->text,
+				            row->key, int_field(cfg, row->key), row->value);
+				bad++;
+			}
+		} else {
+			snprintf(want, sizeof want, "%s:1: %s", path, row->error);
+			if (cfg != NULL || r.errors.count != 1 ||
+			    strcmp(r.errors.items[0], want) != 0) {
+				print_error("'%s':\n  expected: %s\n  got:      %s (%zu errors)\n",
+				            row->text, want,
+				            r.errors.count ? r.errors.items[0] : "(accepted)",
+				            r.errors.count);
+				bad++;
+			}
+		}
+		pbs_config_free(cfg);
+		pbs_config_report_free(&r);
+	}
+	if (bad)
+		fail_msg("%d row(s) of the one-line table failed", bad);
+}
+
+/* libconfig 1.5 reads an integer too big for 32 bits and written without the L suffix
+ * as the value cut to 32 bits: 4294968096 would be a ttl of 800. Such a file must be
+ * refused, not run with a number the administrator never wrote. */
+static void test_huge_int_without_suffix(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX];
+	pbs_config *cfg;
+
+	(void)state;
+	write_file("huge.conf", "lease: { ttl = 4294968096; };\n", 0644, path, sizeof path);
+	cfg = pbs_config_load(path, &r);
+	if (cfg != NULL) {
+		int ttl = cfg->lease.ttl;
+
+		pbs_config_free(cfg);
+		pbs_config_report_free(&r);
+		fail_msg("lease.ttl = 4294968096 was accepted as %d", ttl);
+	}
+	assert_int_equal(r.errors.count, 1);
+	pbs_config_report_free(&r);
+}
+
+static const char password_conf[] = "redis: { password = \"s3cret\"; };\n";
+
+/* A password others can read earns exactly one warning; a private file none. */
+static void test_password_mode_warning(void **state)
+{
+	static const struct {
+		mode_t mode;
+		size_t warnings;
+	} rows[] = {{0644, 1}, {0604, 1}, {0640, 0}, {0600, 0}, {0400, 0}};
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX], want[PATH_MAX + 100];
+	pbs_config *cfg;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		write_file("secret.conf", password_conf, rows[i].mode, path, sizeof path);
+		cfg = pbs_config_load(path, &r);
+		assert_non_null(cfg);
+		assert_string_equal(cfg->redis.password, "s3cret");
+		if (r.warnings.count != rows[i].warnings)
+			fail_msg("mode %04o: %zu warning(s), expected %zu", (unsigned)rows[i].mode,
+			         r.warnings.count, rows[i].warnings);
+		if (rows[i].warnings) {
+			snprintf(want, sizeof want,
+			         "%s: warning: holds a Redis password but others can read it "
+			         "(chmod o-r)",
+			         path);
+			assert_string_equal(r.warnings.items[0], want);
+		}
+		assert_int_equal(r.errors.count, 0);
+		pbs_config_free(cfg);
+		pbs_config_report_free(&r);
+	}
+
+	/* No password, nothing to protect. */
+	write_file("nosecret.conf", "redis: { port = 6380; };\n", 0644, path, sizeof path);
+	cfg = pbs_config_load(path, &r);
+	assert_non_null(cfg);
+	assert_int_equal(r.warnings.count, 0);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+}
+
+/* Run pbs_config_check(PATH) with stdout and stderr captured into OUT and ERR. */
+static int run_check(const char *path, char *out, size_t outlen, char *err, size_t errlen)
+{
+	char opath[PATH_MAX], epath[PATH_MAX];
+	int saved_out, saved_err, ofd, efd, rc;
+	ssize_t n;
+
+	snprintf(opath, sizeof opath, "%s/check.out", tmpdir);
+	snprintf(epath, sizeof epath, "%s/check.err", tmpdir);
+	ofd = open(opath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	efd = open(epath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(ofd >= 0 && efd >= 0);
+	fflush(stdout);
+	fflush(stderr);
+	saved_out = dup(1);
+	saved_err = dup(2);
+	dup2(ofd, 1);
+	dup2(efd, 2);
+	rc = pbs_config_check(path);
+	fflush(stdout);
+	fflush(stderr);
+	dup2(saved_out, 1);
+	dup2(saved_err, 2);
+	close(saved_out);
+	close(saved_err);
+	n = pread(ofd, out, outlen - 1, 0);
+	out[n > 0 ? n : 0] = '\0';
+	n = pread(efd, err, errlen - 1, 0);
+	err[n > 0 ? n : 0] = '\0';
+	close(ofd);
+	close(efd);
+	return rc;
+}
+
+/* The "-t" behaviour every program shares: what it prints, where, and its exit status. */
+static void test_check(void **state)
+{
+	char out[4096], err[4096], path[PATH_MAX], want[PATH_MAX + 200];
+
+	(void)state;
+	assert_int_equal(run_check(D "/empty.conf", out, sizeof out, err, sizeof err), 0);
+	assert_string_equal(out, D "/empty.conf: configuration OK\n");
+	assert_string_equal(err, "");
+
+	assert_int_equal(run_check(D "/bad-enum.conf", out, sizeof out, err, sizeof err),
+	                 PBS_EX_CONFIG);
+	assert_int_equal(PBS_EX_CONFIG, 78);
+	assert_string_equal(out, "");
+	assert_string_equal(err, D "/bad-enum.conf:2: milter.on_store_error: 'defer' is not one "
+	                           "of tempfail, reject, accept\n");
+
+	assert_int_equal(run_check(D "/bad-key.conf", out, sizeof out, err, sizeof err), 78);
+	assert_string_equal(err, D "/bad-key.conf:2: unknown setting 'redis.hots'\n" D
+	                           "/bad-key.conf:6: unknown setting 'lease.port'\n" D
+	                           "/bad-key.conf:7: unknown setting 'lease.TTL'\n");
+
+	assert_int_equal(run_check(D "/no-such.conf", out, sizeof out, err, sizeof err), 78);
+	assert_string_equal(out, "");
+	assert_string_equal(err, D "/no-such.conf: cannot read: No such file or directory\n");
+
+	/* A warning does not fail the check, but is shown. */
+	write_file("secret.conf", password_conf, 0644, path, sizeof path);
+	assert_int_equal(run_check(path, out, sizeof out, err, sizeof err), 0);
+	snprintf(want, sizeof want, "%s: configuration OK\n", path);
+	assert_string_equal(out, want);
+	snprintf(want, sizeof want,
+	         "%s: warning: holds a Redis password but others can read it (chmod o-r)\n", path);
+	assert_string_equal(err, want);
+}
+
+/* Errors are added to a report that already holds some, and a failed load returns NULL. */
+static void test_report_accumulates(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+
+	(void)state;
+	assert_null(pbs_config_load(D "/bad-enum.conf", &r));
+	assert_int_equal(r.errors.count, 1);
+	assert_null(pbs_config_load(D "/bad-mode.conf", &r));
+	assert_int_equal(r.errors.count, 2);
+	assert_string_equal(r.errors.items[1], D "/bad-mode.conf:2: milter.socket_mode: '0999' is "
+	                                         "not an octal file mode such as \"0660\"");
+	pbs_config_report_free(&r);
+	assert_int_equal(r.errors.count, 0);
+}
+
+/* pbs_config_key_names() lists exactly the keys the loader knows: each one, given a value
+ * of the wrong type (a group), is reported as that key, never as an unknown setting. */
+static void test_key_names(void **state)
+{
+	const char *const *names = pbs_config_key_names();
+	size_t i, j, n = 0, known = 0;
+
+	(void)state;
+	assert_non_null(names);
+	for (i = 0; names[i] != NULL; i++) {
+		pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+		char group[32], text[128], path[PATH_MAX], want[PATH_MAX + 64];
+		const char *dot = strchr(names[i], '.');
+		pbs_config *cfg;
+
+		n++;
+		assert_non_null(dot);
+		assert_true((size_t)(dot - names[i]) < sizeof group);
+		memcpy(group, names[i], (size_t)(dot - names[i]));
+		group[dot - names[i]] = '\0';
+		assert_true(strcmp(group, "redis") == 0 || strcmp(group, "lease") == 0 ||
+		            strcmp(group, "milter") == 0);
+		for (j = 0; j < i; j++)
+			if (strcmp(names[i], names[j]) == 0)
+				fail_msg("%s is listed twice", names[i]);
+		snprintf(text, sizeof text, "%s: { %s = { x = 1; }; };\n", group, dot + 1);
+		write_file("key.conf", text, 0644, path, sizeof path);
+		cfg = pbs_config_load(path, &r);
+		assert_null(cfg);
+		assert_int_equal(r.errors.count, 1);
+		snprintf(want, sizeof want, "%s:1: %s: expected ", path, names[i]);
+		if (strncmp(r.errors.items[0], want, strlen(want)) != 0)
+			fail_msg("%s: got '%s'", names[i], r.errors.items[0]);
+		pbs_config_report_free(&r);
+	}
+	/* and the list is not trivially short: keys from every group are in it */
+	for (i = 0; i < n; i++)
+		if (strcmp(names[i], "redis.port") == 0 || strcmp(names[i], "lease.ttl") == 0 ||
+		    strcmp(names[i], "milter.on_store_error") == 0)
+			known++;
+	assert_int_equal(known, 3);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_empty_file_gives_defaults),
+	    cmocka_unit_test(test_default_trusted_matches_loopback),
+	    cmocka_unit_test(test_full_file),
+	    cmocka_unit_test(test_socket_unsets_host),
+	    cmocka_unit_test(test_syntax_error),
+	    cmocka_unit_test(test_unknown_group),
+	    cmocka_unit_test(test_unknown_key),
+	    cmocka_unit_test(test_wrong_type),
+	    cmocka_unit_test(test_out_of_range),
+	    cmocka_unit_test(test_bad_cidr),
+	    cmocka_unit_test(test_host_and_socket),
+	    cmocka_unit_test(test_bad_mode),
+	    cmocka_unit_test(test_bad_enum),
+	    cmocka_unit_test(test_many_errors),
+	    cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_missing_include),
+	    cmocka_unit_test(test_include_relative_to_file),
+	    cmocka_unit_test(test_include_error_names_file),
+	    cmocka_unit_test(test_line_table),
+	    cmocka_unit_test(test_huge_int_without_suffix),
+	    cmocka_unit_test(test_password_mode_warning),
+	    cmocka_unit_test(test_check),
+	    cmocka_unit_test(test_report_accumulates),
+	    cmocka_unit_test(test_key_names),
+	};
+
+	return cmocka_run_group_tests_name("config", tests, make_tmpdir, remove_tmpdir);
+}
