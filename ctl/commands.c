@@ -442,6 +442,7 @@ int ctl_cmd_flush(struct ctl *c, int argc, char **argv)
 	if ((rc = ctl_unlink_matching(c, "lease:", &leases)) != CTL_OK ||
 	    (rc = ctl_unlink_matching(c, "user:", &users)) != CTL_OK)
 		return rc;
-	printf("removed %lld leases and %lld user indexes\n", leases, users);
+	printf("removed %lld lease%s and %lld user index%s\n", leases, leases == 1 ? "" : "s",
+	       users, users == 1 ? "" : "es");
 	return CTL_OK;
 }

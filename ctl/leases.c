@@ -12,19 +12,39 @@
 
 #define SCAN_BATCH "1000"
 
+/* Length of the valid UTF-8 sequence at P (2..4), or 0 if there is none. */
+static int utf8_sequence(const unsigned char *p)
+{
+	int len = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+	int i;
+
+	if (len == 0 || (len == 2 && *p < 0xc2))
+		return 0;
+	for (i = 1; i < len; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return len;
+}
+
 void ctl_json_string(FILE *out, const char *s)
 {
 	const unsigned char *p;
+	int n;
 
 	fputc('"', out);
 	for (p = (const unsigned char *)s; *p != '\0'; p++) {
 		if (*p == '"' || *p == '\\')
 			fprintf(out, "\\%c", *p);
-		else if (*p < 0x20 || *p >= 0x7f)
-			/* Bytes, not characters: a user name need not be UTF-8, JSON must be. */
+		else if (*p < 0x20 || *p == 0x7f)
 			fprintf(out, "\\u%04x", *p);
-		else
+		else if (*p < 0x80)
 			fputc(*p, out);
+		else if ((n = utf8_sequence(p)) > 0) {
+			fwrite(p, 1, (size_t)n, out);
+			p += n - 1;
+		} else
+			/* A user name need not be UTF-8, JSON must be: a stray byte becomes U+00XX. */
+			fprintf(out, "\\u%04x", *p);
 	}
 	fputc('"', out);
 }

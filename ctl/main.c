@@ -83,7 +83,7 @@ int main(int argc, char **argv)
 	const struct command *cmd;
 	struct ctl c = {NULL, NULL, false};
 	pbs_config *cfg;
-	int opt, rc;
+	int opt, rc, check = 0;
 
 	while ((opt = getopt_long(argc, argv, "+c:jhtV", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -94,7 +94,8 @@ int main(int argc, char **argv)
 			c.json = true;
 			break;
 		case 't':
-			return pbs_config_check(path);
+			check = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return CTL_OK;
@@ -106,6 +107,8 @@ int main(int argc, char **argv)
 			return CTL_USAGE;
 		}
 	}
+	if (check)
+		return pbs_config_check(path);
 	if (optind >= argc) {
 		usage(stderr);
 		return CTL_USAGE;
@@ -119,7 +122,11 @@ int main(int argc, char **argv)
 		pbs_config_free(cfg);
 		return ctl_fail(CTL_STORE, "out of memory");
 	}
-	rc = cmd->run(&c, argc - optind, argv + optind);
+	/* Every command needs Redis: say so before printing anything. */
+	if (pbs_store_connect(c.store) != 0)
+		rc = ctl_fail(CTL_STORE, "%s", pbs_store_error(c.store));
+	else
+		rc = cmd->run(&c, argc - optind, argv + optind);
 	pbs_store_free(c.store);
 	pbs_config_free(cfg);
 	return rc;

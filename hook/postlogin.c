@@ -38,11 +38,16 @@ static void continue_login(void)
 	pbs_log(LOG_ERR, "cannot exec %s: %s", next_argv[0], strerror(errno));
 }
 
+/* What on_deadline says; built before the timer is armed (no formatting in a handler). */
+static char deadline_msg[160];
+
 /* Hard bound on the hook's time: exec the login now, whatever Redis is doing. The Redis
- * socket is close-on-exec, so nothing leaks. execv is async-signal-safe. */
+ * socket is close-on-exec, so nothing leaks. write and execv are async-signal-safe. */
 static void on_deadline(int sig)
 {
 	(void)sig;
+	if (write(STDERR_FILENO, deadline_msg, strlen(deadline_msg)) < 0)
+		deadline_msg[0] = '\0'; /* nothing more can be done about a lost log line */
 	if (next_argv != NULL && next_argv[0] != NULL)
 		execv(next_argv[0], next_argv);
 	_exit(75);
@@ -54,6 +59,8 @@ static void arm_deadline(int timeout_ms)
 	struct itimerval it = {{0, 0}, {0, 0}};
 	long ms = 2L * timeout_ms;
 
+	snprintf(deadline_msg, sizeof deadline_msg,
+		 PROG ": no lease granted: Redis gave no answer within %ld ms\n", ms);
 	it.it_value.tv_sec = ms / 1000;
 	it.it_value.tv_usec = (ms % 1000) * 1000;
 	signal(SIGALRM, on_deadline);

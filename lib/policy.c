@@ -12,35 +12,35 @@
 enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *f, const char **reason)
 {
 	if (f->trusted) {
-		*reason = "trusted network";
+		*reason = "trusted";
 		return PBS_VERDICT_ALLOW;
 	}
 	if (f->authenticated) {
-		*reason = "SMTP AUTH";
+		*reason = "auth";
 		return PBS_VERDICT_ALLOW;
 	}
 	if (!f->relay) {
-		*reason = "local recipient";
+		*reason = "local";
 		return PBS_VERDICT_ALLOW;
 	}
 	if (f->never_lease) {
-		*reason = "client in lease.never";
+		*reason = "never-lease";
 		return PBS_VERDICT_REJECT;
 	}
 	switch (f->lease) {
 	case PBS_LEASE_UNKNOWN:
-		*reason = "lease lookup needed";
+		*reason = "lookup-needed";
 		return PBS_VERDICT_NEED_LEASE;
 	case PBS_LEASE_LIVE:
 		*reason = "lease";
 		return PBS_VERDICT_ALLOW;
 	case PBS_LEASE_NONE:
-		*reason = "no lease";
+		*reason = "no-lease";
 		return PBS_VERDICT_REJECT;
 	case PBS_LEASE_STORE_ERROR:
 		break;
 	}
-	*reason = "lease store unavailable";
+	*reason = "store-error";
 	switch (f->on_store_error) {
 	case PBS_ON_ERROR_ACCEPT:
 		return PBS_VERDICT_ALLOW;

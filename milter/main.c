@@ -141,7 +141,8 @@ int main(int argc, char **argv)
 {
 	pbs_config *cfg;
 	pthread_t reloader;
-	int opt, foreground = 0, rc, left;
+	int opt, foreground = 0, check = 0, rc, left;
+	char *absolute;
 
 	while ((opt = getopt(argc, argv, "c:ftVh")) != -1) {
 		switch (opt) {
@@ -152,7 +153,8 @@ int main(int argc, char **argv)
 			foreground = 1;
 			break;
 		case 't':
-			return pbs_config_check(config_path);
+			check = 1;
+			break;
 		case 'V':
 			printf(PROG " " PBS_VERSION "\n");
 			return 0;
@@ -168,6 +170,11 @@ int main(int argc, char **argv)
 		usage();
 		return 64;
 	}
+	if (check)
+		return pbs_config_check(config_path);
+	/* The daemon works from "/": a reload must still find a relative -c file. */
+	if ((absolute = realpath(config_path, NULL)) != NULL)
+		config_path = absolute;
 	pbs_log_open(PROG, LOG_DEBUG);
 	if ((cfg = load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;

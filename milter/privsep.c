@@ -6,6 +6,7 @@
 #include "privsep.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -13,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
@@ -58,11 +61,35 @@ static int socket_permissions(const char *path, const struct pbs_milter_config *
 	return 0;
 }
 
+/* True when a process already serves the unix socket at PATH: removing it as stale would
+ * cut that running milter off from its MTA. */
+static bool socket_in_use(const char *path)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd, rc;
+
+	if (strlen(path) >= sizeof sun.sun_path ||
+	    (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return false;
+	strcpy(sun.sun_path, path);
+	rc = connect(fd, (struct sockaddr *)&sun, sizeof sun);
+	close(fd);
+	return rc == 0;
+}
+
 int pbs_privsep_open_socket(const struct pbs_milter_config *cfg)
 {
 	const char *path = unix_path(cfg->socket);
-	mode_t old = umask(0177); /* nobody may connect before the mode is set */
-	int rc = smfi_opensocket(true);
+	mode_t old;
+	int rc;
+
+	if (path != NULL && socket_in_use(path)) {
+		pbs_log(LOG_ERR, "%s is in use by a running milter; not starting a second one",
+			cfg->socket);
+		return -1;
+	}
+	old = umask(0177); /* nobody may connect before the mode is set */
+	rc = smfi_opensocket(true);
 
 	umask(old);
 	if (rc != MI_SUCCESS) {

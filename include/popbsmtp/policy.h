@@ -35,7 +35,8 @@ struct pbs_policy_facts {
 	enum pbs_on_store_error on_store_error;
 };
 
-/* The verdict for one recipient, and a short reason for the log ("lease", "trusted"…). */
+/* The verdict for one recipient, and its reason as one log-friendly token: trusted, auth,
+ * local, never-lease, lookup-needed, lease, no-lease, store-error. */
 enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *facts, const char **reason);
 
 /* Which MTA is talking, from the "v" macro (NULL or unrecognised: unknown). */
