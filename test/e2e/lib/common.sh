@@ -6,16 +6,20 @@ set -u
 # Daemons and their tools (dovecot, postfix, runuser) live in sbin; CI shells may lack it.
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
-PBS_TMP=$(mktemp -d /tmp/popbsmtp-test.XXXXXX)
+PBS_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# A stop script written by pbs_keep_servers hands back its predecessor's state.
+PBS_TMP=${PBS_REUSE_TMP:-$(mktemp -d /tmp/popbsmtp-test.XXXXXX)}
 chmod 755 "$PBS_TMP"
-PBS_PIDS=""          # pids to kill on exit
-PBS_CLEANUPS=""      # shell commands to run on exit (e.g. "postfix -c DIR stop")
+PBS_PIDS=${PBS_REUSE_PIDS:-}          # pids to kill on exit
+PBS_CLEANUPS=${PBS_REUSE_CLEANUPS:-}  # shell commands to run on exit (e.g. "postfix -c DIR stop")
+PBS_KEEP_SERVERS=0
 PBS_FAILS=0
 PBS_CHECKS=0
 
 pbs_on_exit() {
 	local rc=$?
 	local cmd pid
+	[ "$PBS_KEEP_SERVERS" = 1 ] && exit $rc
 	# Run registered cleanup commands in reverse order of registration.
 	while IFS= read -r cmd; do
 		[ -n "$cmd" ] && eval "$cmd" >/dev/null 2>&1
@@ -38,6 +42,21 @@ EOC
 }
 trap pbs_on_exit EXIT
 trap 'exit 130' INT TERM
+
+# pbs_keep_servers — leave every server running at exit; write "$PBS_TMP/stop", a script
+# that stops them all and removes the temp dir (the demo's --keep).
+pbs_keep_servers() {
+	PBS_KEEP_SERVERS=1
+	{
+		echo '#!/bin/bash'
+		echo "# Stops the servers a popbsmtp demo or test left running, then removes $PBS_TMP."
+		printf 'export PBS_REUSE_TMP=%q PBS_REUSE_PIDS=%q PBS_REUSE_CLEANUPS=%q\n' \
+			"$PBS_TMP" "$PBS_PIDS" "$PBS_CLEANUPS"
+		for lib in "$PBS_LIB"/*.sh; do printf '. %q\n' "$lib"; done
+		echo 'cd / && exit 0'
+	} >"$PBS_TMP/stop"
+	chmod 755 "$PBS_TMP/stop"
+}
 
 # pbs_track_pid PID — stop PID when the test exits.
 pbs_track_pid() { PBS_PIDS="$PBS_PIDS $1"; }

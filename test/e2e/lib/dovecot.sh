@@ -30,7 +30,8 @@ pbs_start_dovecot() {
 	pbs_stop_dovecot "$DOVECOT_DIR/run"
 	pbs_dovecot_files "$*" || return 1
 	pbs_on_cleanup "pbs_stop_dovecot '$DOVECOT_DIR/run'"
-	dovecot -c "$DOVECOT_CONF" || { pbs_dovecot_why; return 1; }
+	# Its own output to a file: an inherited stdout pipe would keep a caller (a | tail) waiting.
+	dovecot -c "$DOVECOT_CONF" </dev/null >"$DOVECOT_DIR/dovecot.out" 2>&1 || { pbs_dovecot_why; return 1; }
 	pbs_wait_port "$DOVECOT_IMAP_PORT" 5 && pbs_wait_port "$DOVECOT_POP3_PORT" 5 ||
 		{ pbs_dovecot_why; return 1; }
 }

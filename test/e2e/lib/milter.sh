@@ -17,6 +17,9 @@ pbs_start_milter() {
 	MILTER_LOG="$PBS_TMP/milter.log"
 	"$PBS_BIN/milter/popbsmtp-milter" -f -c "$1" >>"$MILTER_LOG" 2>&1 &
 	MILTER_PID=$!
+	# libmilter takes up to 5 s to stop on SIGTERM; the exit trap may have to KILL it, and
+	# bash should not report that as a crash.
+	disown "$MILTER_PID"
 	pbs_track_pid "$MILTER_PID"
 	pbs_wait_file "$MILTER_SOCKET" 5 || { cat "$MILTER_LOG" >&2; return 1; }
 }

@@ -23,7 +23,7 @@ pbs_start_smtp_sink() {
 }
 
 # pbs_sink_count RCPT — print how many messages for RCPT reached the sink.
-pbs_sink_count() { pbs_count_files_with "$SINK_DIR" "^X-Rcpt-Args: <$1>"; }
+pbs_sink_count() { pbs_count_files_with "$SINK_DIR" "^X-Rcpt-Args: <$(pbs_re_quote "$1")>"; }
 
 # pbs_sink_wait RCPT N [SECONDS] — wait until N messages for RCPT reached the sink (delivery
 # is asynchronous: the SMTP "250 queued" comes before Postfix relays the message).
@@ -45,6 +45,7 @@ pbs_start_postfix() {
 	POSTFIX_CONF="$POSTFIX_DIR/etc"
 	POSTFIX_LOG="$POSTFIX_DIR/maillog"
 	POSTFIX_PORT=$(pbs_free_port)
+	pbs_stop_postfix "$POSTFIX_CONF"    # a second start replaces the first instance
 	rm -rf "$POSTFIX_DIR"
 	mkdir -p "$POSTFIX_CONF"
 	pbs_postfix_make_dirs
@@ -52,6 +53,9 @@ pbs_start_postfix() {
 	pbs_postfix_master_cf >"$POSTFIX_CONF/master.cf"
 	pbs_postfix_main_cf "$milter" "$sasl" >"$POSTFIX_CONF/main.cf"
 	if [ $# -gt 0 ]; then postconf -c "$POSTFIX_CONF" -e "$@" || return 1; fi
+	# Postfix re-reads main.cf every 0.3 s until its mtime is 2 s in the past (a guard against
+	# editors): backdating saves up to 2 s per start.
+	touch -d '-1 minute' "$POSTFIX_CONF"/*
 	pbs_on_cleanup "pbs_stop_postfix '$POSTFIX_CONF'"
 	# "master -w" returns once the master listens; check without connecting (a probe
 	# connection would reach the milter).
@@ -190,7 +194,7 @@ pbs_postfix_wait_queue() {
 }
 
 # pbs_local_count RCPT — print how many messages for RCPT were delivered locally.
-pbs_local_count() { pbs_count_files_with "$POSTFIX_DIR/local" "^Delivered-To: $1\$"; }
+pbs_local_count() { pbs_count_files_with "$POSTFIX_DIR/local" "^Delivered-To: $(pbs_re_quote "$1")\$"; }
 
 # pbs_local_wait RCPT N [SECONDS] — wait until N messages for RCPT were delivered locally.
 pbs_local_wait() { pbs_wait_count pbs_local_count "$@"; }
@@ -202,6 +206,9 @@ pbs_local_wait() { pbs_wait_count pbs_local_count "$@"; }
 pbs_count_files_with() {
 	find "$1" -type f -exec grep -liE -- "$2" {} + 2>/dev/null | wc -l
 }
+
+# pbs_re_quote TEXT — print TEXT with extended-regex metacharacters escaped.
+pbs_re_quote() { printf '%s' "$1" | sed 's/[][\\.*^$+?(){}|]/\\&/g'; }
 
 # pbs_wait_count COUNTER RCPT N [SECONDS] — wait until "COUNTER RCPT" prints N or more.
 pbs_wait_count() {
@@ -219,7 +226,7 @@ pbs_wait_count() {
 # 0 ok, 2 connect error, 23 MAIL refused, 24 no RCPT accepted, 25 DATA refused, 28 AUTH failed.
 
 # pbs_smtp SRC RCPT… [-- SWAKS_ARGS…] — send one message from source address SRC to the
-# recipients via 127.0.0.1:$POSTFIX_PORT. Prints one line per server reply, "CMD CODE TEXT",
+# recipients via 127.0.0.1:$POSTFIX_PORT (or $SMTP_PORT if set, e.g. by the Sendmail harness). Prints one line per server reply, "CMD CODE TEXT",
 # with CMD = CONNECT, EHLO, XCLIENT, AUTH, MAIL, RCPT:<addr>, DATA, DOT or QUIT, e.g.
 #   RCPT:user@remote.example 550 5.7.1 Relay denied
 # Returns swaks' exit status.
@@ -228,9 +235,10 @@ pbs_smtp() {
 	shift
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do to="$to${to:+,}$1"; shift; done
 	[ "${1-}" = -- ] && shift
+	[ -n "$to" ] || { echo "pbs_smtp: no recipient" >&2; return 2; }    # swaks would prompt
 	mkdir -p "$d"
 	tmp="$d/$BASHPID.raw"    # a private file first: sessions may run in parallel
-	swaks --server "127.0.0.1:$POSTFIX_PORT" --local-interface "$src" --timeout 20 \
+	swaks --server "127.0.0.1:${SMTP_PORT:-$POSTFIX_PORT}" --local-interface "$src" --timeout 20 \
 		--helo client.example --from sender@client.example --to "$to" "$@" \
 		>"$tmp" 2>&1
 	rc=$?
