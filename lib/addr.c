@@ -156,3 +156,31 @@ bool pbs_cidr_list_contains(const pbs_cidr_list *list, const pbs_addr *a)
 			return true;
 	return false;
 }
+
+int pbs_addr_split_hostport(const char *text, char *host, size_t hostlen, int *port)
+{
+	const char *colon = strrchr(text, ':'), *start = text, *end = colon;
+	unsigned long v;
+	char *stop;
+
+	if (colon == NULL || colon[1] == '\0')
+		return -1;
+	if (text[0] == '[') {
+		/* "[2001:db8::1]:26379" */
+		if (colon == text || colon[-1] != ']')
+			return -1;
+		start = text + 1;
+		end = colon - 1;
+	} else if (memchr(text, ':', (size_t)(colon - text)) != NULL) {
+		return -1; /* a bare IPv6 address needs brackets */
+	}
+	if (end <= start || (size_t)(end - start) >= hostlen)
+		return -1;
+	v = strtoul(colon + 1, &stop, 10);
+	if (*stop != '\0' || colon[1] < '0' || colon[1] > '9' || v < 1 || v > 65535)
+		return -1;
+	memcpy(host, start, (size_t)(end - start));
+	host[end - start] = '\0';
+	*port = (int)v;
+	return 0;
+}

@@ -18,7 +18,7 @@
 
 #include "popbsmtp/lease.h"
 
-enum key_type { KEY_INT, KEY_STRING, KEY_ENUM, KEY_MODE, KEY_CIDRS, KEY_STRINGS };
+enum key_type { KEY_INT, KEY_STRING, KEY_ENUM, KEY_MODE, KEY_CIDRS, KEY_STRINGS, KEY_NODES };
 
 struct key_spec {
 	const char *group;
@@ -47,6 +47,11 @@ static const struct key_spec keys[] = {
 	{"redis", "database", KEY_INT, AT(redis.database), 0, 1000000, 0, NULL, NULL},
 	{"redis", "prefix", KEY_STRING, AT(redis.prefix), 0, PBS_PREFIX_MAX, 0, "popbsmtp:", NULL},
 	{"redis", "timeout_ms", KEY_INT, AT(redis.timeout_ms), 1, 60000, 250, NULL, NULL},
+	{"redis.sentinel", "master", KEY_STRING, AT(redis.sentinel_master), 1, 255, 0, "mymaster",
+	 NULL},
+	{"redis.sentinel", "nodes", KEY_NODES, AT(redis.sentinel_nodes), 0, 0, 0, NULL, empty_list},
+	{"redis.sentinel", "password", KEY_STRING, AT(redis.sentinel_password), 0, 512, 0, "",
+	 NULL},
 	{"lease", "ttl", KEY_INT, AT(lease.ttl), 1, 31 * 86400, 1800, NULL, NULL},
 	{"lease", "ipv4_prefix", KEY_INT, AT(lease.ipv4_prefix), 0, 32, 32, NULL, NULL},
 	{"lease", "ipv6_prefix", KEY_INT, AT(lease.ipv6_prefix), 0, 128, 64, NULL, NULL},
@@ -74,7 +79,8 @@ static const struct key_spec keys[] = {
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static const char *const groups[] = {"redis", "lease", "milter", NULL};
+/* Groups, nested ones with their full dotted name. */
+static const char *const groups[] = {"redis", "redis.sentinel", "lease", "milter", NULL};
 
 /* Directory part of PATH for resolving relative @include names ("." if none). */
 static char *dir_of(const char *path)
@@ -163,7 +169,7 @@ static int set_list(pbs_config *cfg, const struct key_spec *k, const char *const
 		for (i = 0; i < n; i++)
 			if (pbs_cidr_parse(words[i], &list->items[list->count]) == 0)
 				list->count++;
-	} else {
+	} else { /* KEY_STRINGS, KEY_NODES */
 		pbs_strlist *list = field(cfg, k);
 		strlist_free(list);
 		for (i = 0; i < n; i++)
@@ -198,6 +204,7 @@ static int set_default(pbs_config *cfg, const struct key_spec *k)
 		return (k->def_str && *s == NULL) ? -1 : 0;
 	case KEY_CIDRS:
 	case KEY_STRINGS:
+	case KEY_NODES:
 		return set_list(cfg, k, k->words, words_count(k->words));
 	}
 	return -1;
@@ -231,7 +238,7 @@ void pbs_config_free(pbs_config *cfg)
 			free(*(char **)f);
 		else if (keys[i].type == KEY_CIDRS)
 			free(((pbs_cidr_list *)f)->items);
-		else if (keys[i].type == KEY_STRINGS)
+		else if (keys[i].type == KEY_STRINGS || keys[i].type == KEY_NODES)
 			strlist_free(f);
 	}
 	free(cfg->path);
@@ -403,7 +410,9 @@ static int apply_list(pbs_config *cfg, const config_setting_t *s, const struct k
 		return -1;
 	for (i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		char host[256];
 		pbs_cidr c;
+		int port;
 
 		words[i] = config_setting_get_string(e);
 		if (words[i] == NULL) {
@@ -412,6 +421,10 @@ static int apply_list(pbs_config *cfg, const config_setting_t *s, const struct k
 		} else if (k->type == KEY_CIDRS && pbs_cidr_parse(words[i], &c) != 0) {
 			key_error(r, at, k, "'%s' is not an address or network (ADDR/BITS)",
 				  words[i]);
+			bad = 1;
+		} else if (k->type == KEY_NODES &&
+			   pbs_addr_split_hostport(words[i], host, sizeof host, &port) != 0) {
+			key_error(r, at, k, "'%s' is not HOST:PORT", words[i]);
 			bad = 1;
 		}
 	}
@@ -441,6 +454,7 @@ static void apply_setting(pbs_config *cfg, const config_setting_t *s, const stru
 		break;
 	case KEY_CIDRS:
 	case KEY_STRINGS:
+	case KEY_NODES:
 		apply_list(cfg, s, k, &at, r);
 		break;
 	}
@@ -456,15 +470,40 @@ static bool known_group(const char *name)
 	return false;
 }
 
+/* Apply the members of group G, whose full dotted name is GNAME; nested groups recurse. */
+static void walk_members(pbs_config *cfg, const config_setting_t *g, const char *gname,
+			 const char *path, pbs_config_report *r)
+{
+	int i, n = config_setting_length(g);
+	char nested[64];
+
+	for (i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+		const char *name = config_setting_name(s);
+		const struct key_spec *k = find_key(gname, name);
+		struct site at;
+
+		snprintf(nested, sizeof nested, "%s.%s", gname, name);
+		if (k != NULL) {
+			apply_setting(cfg, s, k, path, r);
+		} else if (config_setting_is_group(s) && known_group(nested)) {
+			walk_members(cfg, s, nested, path, r);
+		} else {
+			at = site_of(s, path);
+			strlist_addf(&r->errors, "%s:%d: unknown setting '%s'", at.file, at.line,
+				     nested);
+		}
+	}
+}
+
 /* Check one top-level group G and apply its members. */
 static void walk_group(pbs_config *cfg, const config_setting_t *g, const char *path,
 		       pbs_config_report *r)
 {
 	const char *gname = config_setting_name(g);
 	struct site at = site_of(g, path);
-	int i, n;
 
-	if (gname == NULL || !known_group(gname)) {
+	if (gname == NULL || !known_group(gname) || strchr(gname, '.') != NULL) {
 		strlist_addf(&r->errors, "%s:%d: unknown setting '%s' (expected redis, lease or "
 			     "milter)", at.file, at.line, gname ? gname : "?");
 		return;
@@ -474,19 +513,7 @@ static void walk_group(pbs_config *cfg, const config_setting_t *g, const char *p
 			     gname);
 		return;
 	}
-	n = config_setting_length(g);
-	for (i = 0; i < n; i++) {
-		const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
-		const struct key_spec *k = find_key(gname, config_setting_name(s));
-
-		if (k == NULL) {
-			at = site_of(s, path);
-			strlist_addf(&r->errors, "%s:%d: unknown setting '%s.%s'", at.file,
-				     at.line, gname, config_setting_name(s));
-			continue;
-		}
-		apply_setting(cfg, s, k, path, r);
-	}
+	walk_members(cfg, g, gname, path, r);
 }
 
 /* Rules that involve more than one key. */
@@ -494,11 +521,24 @@ static void check_combinations(const config_t *lc, const char *path, pbs_config_
 {
 	const config_setting_t *sock = config_lookup(lc, "redis.socket");
 
+	const config_setting_t *sentinel = config_lookup(lc, "redis.sentinel");
+	const config_setting_t *nodes = config_lookup(lc, "redis.sentinel.nodes");
+	struct site at;
+
 	if (sock != NULL && config_lookup(lc, "redis.host") != NULL) {
-		struct site at = site_of(sock, path);
+		at = site_of(sock, path);
 		strlist_addf(&r->errors, "%s:%d: redis: set either host or socket, not both",
 			     at.file, at.line);
 	}
+	if (sentinel == NULL)
+		return;
+	at = site_of(sentinel, path);
+	if (sock != NULL || config_lookup(lc, "redis.host") != NULL)
+		strlist_addf(&r->errors, "%s:%d: redis: with sentinel the master is discovered; "
+			     "remove host/socket", at.file, at.line);
+	if (nodes == NULL || config_setting_length(nodes) == 0)
+		strlist_addf(&r->errors, "%s:%d: redis.sentinel: nodes must list at least one "
+			     "\"host:port\"", at.file, at.line);
 }
 
 /* Warn when the file holds a password and others may read it. */
@@ -506,7 +546,8 @@ static void check_secret_mode(const pbs_config *cfg, const char *path, pbs_confi
 {
 	struct stat st;
 
-	if (cfg->redis.password[0] == '\0' || stat(path, &st) != 0)
+	if ((cfg->redis.password[0] == '\0' && cfg->redis.sentinel_password[0] == '\0') ||
+	    stat(path, &st) != 0)
 		return;
 	if (st.st_mode & S_IROTH)
 		strlist_addf(&r->warnings, "%s: warning: holds a Redis password but others can "

@@ -21,6 +21,7 @@ struct pbs_store {
 	redisContext *ctx;           /* NULL while disconnected */
 	char where[300];             /* "127.0.0.1:6379" or "unix:/path", for messages */
 	char err[512];
+	size_t good_sentinel;        /* the sentinel that answered last: asked first */
 };
 
 /* Record why the last call failed; returns -1 for convenience. */
@@ -53,12 +54,31 @@ pbs_store *pbs_store_new(const struct pbs_redis_config *cfg)
 	s->cfg.password = dup_or_null(cfg->password ? cfg->password : "");
 	s->cfg.username = dup_or_null(cfg->username ? cfg->username : "");
 	s->cfg.prefix = dup_or_null(cfg->prefix ? cfg->prefix : "");
-	if (s->cfg.socket)
+	s->cfg.sentinel_master = dup_or_null(cfg->sentinel_master ? cfg->sentinel_master : "");
+	s->cfg.sentinel_password = dup_or_null(cfg->sentinel_password ? cfg->sentinel_password : "");
+	s->cfg.sentinel_nodes.items = NULL;
+	s->cfg.sentinel_nodes.count = 0;
+	if (cfg->sentinel_nodes.count > 0) {
+		size_t i;
+		s->cfg.sentinel_nodes.items = calloc(cfg->sentinel_nodes.count, sizeof(char *));
+		for (i = 0; s->cfg.sentinel_nodes.items && i < cfg->sentinel_nodes.count; i++)
+			if ((s->cfg.sentinel_nodes.items[i] = strdup(cfg->sentinel_nodes.items[i])))
+				s->cfg.sentinel_nodes.count++;
+		if (s->cfg.sentinel_nodes.count != cfg->sentinel_nodes.count) {
+			pbs_store_free(s);
+			return NULL;
+		}
+	}
+	if (s->cfg.sentinel_nodes.count > 0)
+		snprintf(s->where, sizeof s->where, "master '%s' (via sentinel)",
+			 s->cfg.sentinel_master);
+	else if (s->cfg.socket)
 		snprintf(s->where, sizeof s->where, "unix:%s", s->cfg.socket);
 	else
 		snprintf(s->where, sizeof s->where, "%s:%d",
 			 s->cfg.host ? s->cfg.host : "127.0.0.1", s->cfg.port);
-	if (!s->cfg.password || !s->cfg.username || !s->cfg.prefix) {
+	if (!s->cfg.password || !s->cfg.username || !s->cfg.prefix || !s->cfg.sentinel_master ||
+	    !s->cfg.sentinel_password) {
 		pbs_store_free(s);
 		return NULL;
 	}
@@ -83,6 +103,11 @@ void pbs_store_free(pbs_store *s)
 	free(s->cfg.password);
 	free(s->cfg.username);
 	free(s->cfg.prefix);
+	free(s->cfg.sentinel_master);
+	free(s->cfg.sentinel_password);
+	for (size_t i = 0; i < s->cfg.sentinel_nodes.count; i++)
+		free(s->cfg.sentinel_nodes.items[i]);
+	free(s->cfg.sentinel_nodes.items);
 	free(s);
 }
 
@@ -189,18 +214,128 @@ static int store_handshake(pbs_store *s)
 	return sent ? store_read_replies(s, "AUTH/SELECT", sent, NULL) : 0;
 }
 
-int pbs_store_connect(pbs_store *s)
+static struct timeval store_timeout(const pbs_store *s)
 {
 	struct timeval tv = {s->cfg.timeout_ms / 1000, (s->cfg.timeout_ms % 1000) * 1000};
+	return tv;
+}
+
+/* Ask one sentinel NODE for the master's address. Returns 0 or -1 (WHY filled). */
+static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t hostlen,
+			int *port, char *why, size_t whylen)
+{
+	struct timeval tv = store_timeout(s);
+	char shost[256];
+	int sport, rc = -1;
+	redisContext *c;
+	redisReply *r = NULL;
+
+	if (pbs_addr_split_hostport(node, shost, sizeof shost, &sport) != 0)
+		return snprintf(why, whylen, "bad sentinel node %s", node), -1;
+	c = redisConnectWithTimeout(shost, sport, tv);
+	if (c == NULL || c->err || redisSetTimeout(c, tv) != REDIS_OK) {
+		snprintf(why, whylen, "sentinel %s: %s", node, c ? c->errstr : "out of memory");
+		goto out;
+	}
+	if (s->cfg.sentinel_password[0] != '\0') {
+		r = redisCommandArgv(c, 2, (const char *[]){"AUTH", s->cfg.sentinel_password}, NULL);
+		if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+			snprintf(why, whylen, "sentinel %s refused AUTH", node);
+			goto out;
+		}
+		freeReplyObject(r);
+	}
+	r = redisCommandArgv(c, 3, (const char *[]){"SENTINEL", "get-master-addr-by-name",
+						  s->cfg.sentinel_master}, NULL);
+	if (r == NULL) {
+		snprintf(why, whylen, "sentinel %s: %s", node, c->errstr);
+	} else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+		   r->element[0]->type == REDIS_REPLY_STRING &&
+		   r->element[1]->type == REDIS_REPLY_STRING) {
+		snprintf(host, hostlen, "%s", r->element[0]->str);
+		*port = atoi(r->element[1]->str);
+		rc = 0;
+	} else {
+		snprintf(why, whylen, "sentinel %s does not know master '%s'", node,
+			 s->cfg.sentinel_master);
+	}
+out:
+	freeReplyObject(r);
+	if (c != NULL)
+		redisFree(c);
+	return rc;
+}
+
+/* The master's address, from the first sentinel that knows it (the last good one first),
+ * as the Sentinel client protocol says. Returns 0 or -1. */
+static int sentinel_resolve(pbs_store *s, char *host, size_t hostlen, int *port)
+{
+	size_t n = s->cfg.sentinel_nodes.count, i;
+	char why[300] = "";
+
+	for (i = 0; i < n; i++) {
+		size_t idx = (s->good_sentinel + i) % n;
+		if (sentinel_ask(s, s->cfg.sentinel_nodes.items[idx], host, hostlen, port, why,
+				 sizeof why) == 0) {
+			s->good_sentinel = idx;
+			snprintf(s->where, sizeof s->where, "%s:%d (master '%s')", host, *port,
+				 s->cfg.sentinel_master);
+			return 0;
+		}
+	}
+	return store_fail(s, "Redis master '%s': no sentinel could name it (last: %s)",
+			  s->cfg.sentinel_master, why);
+}
+
+/* A sentinel's answer may be stale: make sure the server really is the master. */
+static int store_check_master(pbs_store *s)
+{
+	redisReply *r = redisCommandArgv(s->ctx, 1, (const char *[]){"ROLE"}, NULL);
+	int ok;
+
+	if (r == NULL)
+		return store_io_fail(s, "ROLE");
+	ok = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	     r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+	freeReplyObject(r);
+	if (!ok) {
+		pbs_store_disconnect(s);
+		return store_fail(s, "Redis at %s is not a master (yet); retrying via sentinel",
+				  s->where);
+	}
+	return 0;
+}
+
+/* Open the TCP or unix connection, to the master a sentinel names when so configured. */
+static int store_open(pbs_store *s)
+{
+	struct timeval tv = store_timeout(s);
+	char host[256];
+	int port = 0;
+
+	if (s->cfg.sentinel_nodes.count > 0) {
+		/* Every (re)connect asks again: the master may have changed. */
+		if (sentinel_resolve(s, host, sizeof host, &port) != 0)
+			return -1;
+		s->ctx = redisConnectWithTimeout(host, port, tv);
+	} else if (s->cfg.socket) {
+		s->ctx = redisConnectUnixWithTimeout(s->cfg.socket, tv);
+	} else {
+		s->ctx = redisConnectWithTimeout(s->cfg.host, s->cfg.port, tv);
+	}
+	if (s->ctx == NULL || s->ctx->err)
+		return store_io_fail(s, "connect");
+	return 0;
+}
+
+int pbs_store_connect(pbs_store *s)
+{
+	struct timeval tv = store_timeout(s);
 
 	if (s->ctx != NULL)
 		return 0;
-	if (s->cfg.socket)
-		s->ctx = redisConnectUnixWithTimeout(s->cfg.socket, tv);
-	else
-		s->ctx = redisConnectWithTimeout(s->cfg.host, s->cfg.port, tv);
-	if (s->ctx == NULL || s->ctx->err)
-		return store_io_fail(s, "connect");
+	if (store_open(s) != 0)
+		return -1;
 	/* The connect timeout does not cover reads and writes: bound those too. */
 	if (redisSetTimeout(s->ctx, tv) != REDIS_OK)
 		return store_io_fail(s, "setting the timeout");
@@ -211,7 +346,7 @@ int pbs_store_connect(pbs_store *s)
 		pbs_store_disconnect(s);
 		return -1;
 	}
-	return 0;
+	return s->cfg.sentinel_nodes.count > 0 ? store_check_master(s) : 0;
 }
 
 struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,

@@ -108,6 +108,13 @@ static void warn_about_policy(const pbs_config *cfg)
 				     "EVERY client may relay (open relay). Use tempfail.");
 }
 
+/* Give up before serving (EX_OSERR); the reason was logged where it was found. */
+static int startup_failed(pbs_config *cfg)
+{
+	pbs_config_free(cfg);
+	return 71;
+}
+
 /* Say at start whether Redis answers; a dead Redis is survivable, so only warn. */
 static void check_redis(void)
 {
@@ -179,17 +186,16 @@ int main(int argc, char **argv)
 	if ((cfg = load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;
 	warn_about_policy(cfg);
-	if (open_socket(cfg) != 0)
-		return 71;
-	if (!foreground && pbs_privsep_daemonize(cfg->milter.pidfile) != 0)
-		return 71;
+	if (open_socket(cfg) != 0 ||
+	    (!foreground && pbs_privsep_daemonize(cfg->milter.pidfile) != 0))
+		return startup_failed(cfg);
 	pbs_log_open(PROG, foreground ? LOG_DEBUG : PBS_LOG_NO_STDERR);
 	if (pbs_privsep_drop(cfg->milter.user) != 0)
-		return 71;
+		return startup_failed(cfg);
 	block_signals();
 	if (pbs_runtime_install(cfg) != 0) {
 		pbs_log(LOG_ERR, "out of memory");
-		return 71;
+		return startup_failed(cfg);
 	}
 	if (pthread_create(&reloader, NULL, reload_thread, NULL) != 0) {
 		pbs_log(LOG_ERR, "cannot start the reload thread: %s", strerror(errno));

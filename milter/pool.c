@@ -126,9 +126,16 @@ enum pbs_lookup pbs_pool_lookup(struct pbs_pool *p, const char *subject, pbs_lea
 	pbs_store *s = pool_take(p, why, len);
 	enum pbs_lookup result;
 
+	bool reused;
+
 	if (s == NULL)
 		return PBS_LOOKUP_ERROR;
+	reused = pbs_store_connected(s);
 	result = pbs_store_lookup(s, subject, lease);
+	/* An idle pooled connection may have been closed by a Redis restart or failover:
+	 * that says nothing about Redis now, so try once more on a fresh connection. */
+	if (result == PBS_LOOKUP_ERROR && reused && !pbs_store_connected(s))
+		result = pbs_store_lookup(s, subject, lease);
 	if (result == PBS_LOOKUP_ERROR)
 		snprintf(why, len, "%s", pbs_store_error(s));
 	pool_give(p, s, result == PBS_LOOKUP_ERROR && !pbs_store_connected(s));

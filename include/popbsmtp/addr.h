@@ -53,4 +53,8 @@ bool pbs_cidr_contains(const pbs_cidr *c, const pbs_addr *a);
 /* True when A lies inside any network of LIST. */
 bool pbs_cidr_list_contains(const pbs_cidr_list *list, const pbs_addr *a);
 
+/* Split "host:port" or "[v6addr]:port" into HOST (HOSTLEN bytes) and *PORT (1..65535).
+ * Returns 0 or -1. Used for Redis Sentinel nodes. */
+int pbs_addr_split_hostport(const char *text, char *host, size_t hostlen, int *port);
+
 #endif

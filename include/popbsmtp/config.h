@@ -29,6 +29,10 @@ struct pbs_redis_config {
 	int database;
 	char *prefix;
 	int timeout_ms;
+	/* Redis Sentinel: when sentinel_nodes is not empty, the master is discovered. */
+	char *sentinel_master;
+	pbs_strlist sentinel_nodes; /* "host:port" */
+	char *sentinel_password;
 };
 
 struct pbs_lease_config {

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -782,6 +783,24 @@ static void test_report_accumulates(void **state)
 	assert_int_equal(r.errors.count, 0);
 }
 
+/* "a.b.c" given a group as its value: "a: { b: { c = { x = 1; }; }; };" into OUT. */
+static void nested_text(const char *name, char *out, size_t len)
+{
+	char copy[128], *part, *save = NULL;
+	size_t depth = 0, o = 0, i;
+
+	snprintf(copy, sizeof copy, "%s", name);
+	for (part = strtok_r(copy, ".", &save); part != NULL; part = strtok_r(NULL, ".", &save)) {
+		o += (size_t)snprintf(out + o, len - o, "%s%s ", part,
+		                      strchr(name + (part - copy), '.') ? ": {" : " = {");
+		depth++;
+	}
+	o += (size_t)snprintf(out + o, len - o, "x = 1;");
+	for (i = 0; i < depth; i++)
+		o += (size_t)snprintf(out + o, len - o, " };");
+	snprintf(out + o, len - o, "\n");
+}
+
 /* pbs_config_key_names() lists exactly the keys the loader knows: each one, given a value
  * of the wrong type (a group), is reported as that key, never as an unknown setting. */
 static void test_key_names(void **state)
@@ -793,9 +812,10 @@ static void test_key_names(void **state)
 	assert_non_null(names);
 	for (i = 0; names[i] != NULL; i++) {
 		pbs_config_report r = {{NULL, 0}, {NULL, 0}};
-		char group[32], text[128], path[PATH_MAX], want[PATH_MAX + 64];
+		char group[32], text[256], path[PATH_MAX], want[PATH_MAX + 64];
 		const char *dot = strchr(names[i], '.');
 		pbs_config *cfg;
+		bool found = false;
 
 		n++;
 		assert_non_null(dot);
@@ -807,13 +827,16 @@ static void test_key_names(void **state)
 		for (j = 0; j < i; j++)
 			if (strcmp(names[i], names[j]) == 0)
 				fail_msg("%s is listed twice", names[i]);
-		snprintf(text, sizeof text, "%s: { %s = { x = 1; }; };\n", group, dot + 1);
+		nested_text(names[i], text, sizeof text);
 		write_file("key.conf", text, 0644, path, sizeof path);
 		cfg = pbs_config_load(path, &r);
 		assert_null(cfg);
-		assert_int_equal(r.errors.count, 1);
+		/* A nested group may draw one more error of its own (e.g. sentinel without nodes). */
+		assert_true(r.errors.count >= 1 && r.errors.count <= 2);
 		snprintf(want, sizeof want, "%s:1: %s: expected ", path, names[i]);
-		if (strncmp(r.errors.items[0], want, strlen(want)) != 0)
+		for (j = 0; j < r.errors.count; j++)
+			found = found || strncmp(r.errors.items[j], want, strlen(want)) == 0;
+		if (!found)
 			fail_msg("%s: got '%s'", names[i], r.errors.items[0]);
 		pbs_config_report_free(&r);
 	}

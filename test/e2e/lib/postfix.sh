@@ -59,8 +59,10 @@ pbs_start_postfix() {
 	pbs_on_cleanup "pbs_stop_postfix '$POSTFIX_CONF'"
 	# "master -w" returns once the master listens; check without connecting (a probe
 	# connection would reach the milter).
-	pbs_postfix_cmd start && ss -Hltn "sport = :$POSTFIX_PORT" | grep -q . ||
-		{ pbs_postfix_why; return 1; }
+	if ! pbs_postfix_cmd start || ! ss -Hltn "sport = :$POSTFIX_PORT" | grep -q .; then
+		pbs_postfix_why
+		return 1
+	fi
 }
 
 # pbs_postfix_make_dirs — create the queue and data directories the way "postfix
@@ -118,7 +120,8 @@ smtpd_error_sleep_time = 0
 notify_classes =
 biff = no
 EOF
-	[ -z "$2" ] || printf 'smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = %s\n' "$2"
+	[ -z "$2" ] ||
+		printf 'smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = %s\n' "$2"
 }
 
 # pbs_postfix_master_cf — print master.cf: smtpd on 127.0.0.1:$POSTFIX_PORT, nothing chrooted,
@@ -171,6 +174,7 @@ pbs_postfix_why() {
 # until init reaps them (up to ~1 s here), so only live states count.
 pbs_stop_postfix() {
 	local conf=${1:-$POSTFIX_CONF} pid i=0
+	[ -f "$conf/main.cf" ] || return 0
 	pid=$(sed 1q "$(postconf -c "$conf" -h queue_directory)/pid/master.pid" 2>/dev/null | tr -d ' ')
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
 	kill "$pid"
@@ -194,7 +198,9 @@ pbs_postfix_wait_queue() {
 }
 
 # pbs_local_count RCPT — print how many messages for RCPT were delivered locally.
-pbs_local_count() { pbs_count_files_with "$POSTFIX_DIR/local" "^Delivered-To: $(pbs_re_quote "$1")\$"; }
+pbs_local_count() {
+	pbs_count_files_with "$POSTFIX_DIR/local" "^Delivered-To: $(pbs_re_quote "$1")\$"
+}
 
 # pbs_local_wait RCPT N [SECONDS] — wait until N messages for RCPT were delivered locally.
 pbs_local_wait() { pbs_wait_count pbs_local_count "$@"; }
@@ -226,20 +232,26 @@ pbs_wait_count() {
 # 0 ok, 2 connect error, 23 MAIL refused, 24 no RCPT accepted, 25 DATA refused, 28 AUTH failed.
 
 # pbs_smtp SRC RCPT… [-- SWAKS_ARGS…] — send one message from source address SRC to the
-# recipients via 127.0.0.1:$POSTFIX_PORT (or $SMTP_PORT if set, e.g. by the Sendmail harness). Prints one line per server reply, "CMD CODE TEXT",
-# with CMD = CONNECT, EHLO, XCLIENT, AUTH, MAIL, RCPT:<addr>, DATA, DOT or QUIT, e.g.
-#   RCPT:user@remote.example 550 5.7.1 Relay denied
+# recipients via 127.0.0.1:$POSTFIX_PORT (or $SMTP_PORT if set, e.g. by the Sendmail harness).
+# Prints one line per server reply, "CMD CODE TEXT", with CMD = CONNECT, EHLO, XCLIENT, AUTH,
+# MAIL, RCPT:<addr>, DATA, DOT or QUIT, e.g.
+#   RCPT:user@remote.example 554 5.7.1 <user@remote.example>: Relay access denied
 # Returns swaks' exit status.
 pbs_smtp() {
-	local src=$1 to="" d="$PBS_TMP/smtp" rc tmp
+	local src=$1 to="" args=() sep=0 a d="$PBS_TMP/smtp" rc tmp
 	shift
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do to="$to${to:+,}$1"; shift; done
-	[ "${1-}" = -- ] && shift
+	# Recipients up to the first "--", swaks arguments after it; a later "--" (the wrappers
+	# below add one) is dropped.
+	for a in "$@"; do
+		if [ "$a" = -- ]; then sep=1
+		elif [ $sep = 0 ]; then to="$to${to:+,}$a"
+		else args+=("$a"); fi
+	done
 	[ -n "$to" ] || { echo "pbs_smtp: no recipient" >&2; return 2; }    # swaks would prompt
 	mkdir -p "$d"
 	tmp="$d/$BASHPID.raw"    # a private file first: sessions may run in parallel
-	swaks --server "127.0.0.1:${SMTP_PORT:-$POSTFIX_PORT}" --local-interface "$src" --timeout 20 \
-		--helo client.example --from sender@client.example --to "$to" "$@" \
+	swaks --server "127.0.0.1:${SMTP_PORT:-$POSTFIX_PORT}" --local-interface "$src" \
+		--timeout 20 --helo client.example --from sender@client.example --to "$to" "${args[@]}" \
 		>"$tmp" 2>&1
 	rc=$?
 	mv -f "$tmp" "$d/last.raw"
@@ -252,7 +264,7 @@ pbs_smtp() {
 pbs_smtp_auth() {
 	local src=$1 user=$2 pass=$3
 	shift 3
-	pbs_smtp "$src" "$@" $(pbs_has_dashdash "$@" || echo --) -a PLAIN -au "$user" -ap "$pass"
+	pbs_smtp "$src" "$@" -- -a PLAIN -au "$user" -ap "$pass"
 }
 
 # pbs_smtp_xclient ADDR RCPT… [-- SWAKS_ARGS…] — pbs_smtp from 127.0.0.1, then XCLIENT
@@ -260,14 +272,7 @@ pbs_smtp_auth() {
 pbs_smtp_xclient() {
 	local addr=$1
 	shift
-	pbs_smtp 127.0.0.1 "$@" $(pbs_has_dashdash "$@" || echo --) --xclient-addr "$addr"
-}
-
-# pbs_has_dashdash ARGS… — true if "--" is among ARGS (so wrappers add theirs after it).
-pbs_has_dashdash() {
-	local a
-	for a in "$@"; do [ "$a" = -- ] && return 0; done
-	return 1
+	pbs_smtp 127.0.0.1 "$@" -- --xclient-addr "$addr"
 }
 
 # pbs_smtp_rcpt_reply SRC RCPT… [-- SWAKS_ARGS…] — pbs_smtp, printing only the reply to the
@@ -292,7 +297,8 @@ pbs_smtp_transcript() {
 		else if (cmd == "EHLO" || cmd == "HELO") cmd = "EHLO"
 		else cmd = "BODY"
 		next }
-	/^ *<(-|\*\*) +[0-9][0-9][0-9]( |$)/ { sub(/^ *<(-|\*\*) +/, ""); print (cmd == "" ? "CONNECT" : cmd), $0 }
+	/^ *<(-|\*\*) +[0-9][0-9][0-9]( |$)/ {
+		sub(/^ *<(-|\*\*) +/, ""); print (cmd == "" ? "CONNECT" : cmd), $0 }
 	' "$PBS_TMP/smtp/last.raw"
 }
 
