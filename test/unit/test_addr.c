@@ -18,26 +18,7 @@
 
 #include "popbsmtp/addr.h"
 
-static int bad_rows;
-
-/* Record one failed row without stopping the table. */
-#define ROW_CHECK(cond, ...)                                                                       \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			print_error(__VA_ARGS__);                                                  \
-			print_error("\n");                                                         \
-			bad_rows++;                                                                \
-		}                                                                                  \
-	} while (0)
-
-static void table_done(const char *table)
-{
-	int n = bad_rows;
-
-	bad_rows = 0;
-	if (n != 0)
-		fail_msg("%d row(s) of %s failed", n, table);
-}
+#include "table.h"
 
 /* A 300-character string of C, built once. */
 static const char *long_string(char c)

@@ -16,25 +16,7 @@
 
 #include "popbsmtp/lease.h"
 
-static int bad_rows;
-
-#define ROW_CHECK(cond, ...)                                                                       \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			print_error(__VA_ARGS__);                                                  \
-			print_error("\n");                                                         \
-			bad_rows++;                                                                \
-		}                                                                                  \
-	} while (0)
-
-static void table_done(const char *table)
-{
-	int n = bad_rows;
-
-	bad_rows = 0;
-	if (n != 0)
-		fail_msg("%d row(s) of %s failed", n, table);
-}
+#include "table.h"
 
 /* A string of N copies of C (caller frees). */
 static char *repeat(char c, size_t n)

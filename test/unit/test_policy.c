@@ -15,25 +15,7 @@
 
 #include "popbsmtp/policy.h"
 
-static int bad_rows;
-
-#define ROW_CHECK(cond, ...)                                                                       \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			print_error(__VA_ARGS__);                                                  \
-			print_error("\n");                                                         \
-			bad_rows++;                                                                \
-		}                                                                                  \
-	} while (0)
-
-static void table_done(const char *table)
-{
-	int n = bad_rows;
-
-	bad_rows = 0;
-	if (n != 0)
-		fail_msg("%d row(s) of %s failed", n, table);
-}
+#include "table.h"
 
 static const char *verdict_name(enum pbs_verdict v)
 {
