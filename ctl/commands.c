@@ -94,6 +94,9 @@ int ctl_cmd_list(struct ctl *c, int argc, char **argv)
 			return ctl_fail(CTL_USAGE, "list: unexpected argument '%s'", argv[i]);
 		}
 	}
+	/* Say that Redis is unreachable before printing any of the output. */
+	if (pbs_store_connect(c->store) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	if (c->json)
 		printf("{\"leases\":[");
 	else
@@ -316,7 +319,7 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 	printf("%s", v == PBS_VERDICT_ALLOW ? "relay allowed"
 		     : v == PBS_VERDICT_TEMPFAIL ? "relay deferred (451 4.3.0)"
 						 : "relay refused (550 5.7.1)");
-	printf(" — %s", reason);
+	printf(" — %s", pbs_policy_reason_text(reason));
 	if (f.lease == PBS_LEASE_LIVE)
 		printf(" of %s, %lld s left", l.lease.user, l.ttl);
 	if (v != PBS_VERDICT_ALLOW)

@@ -92,11 +92,12 @@ int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
 }
 
 /* Fill OUT from a GET reply and a TTL reply. CTL_OK, CTL_NO, or CTL_STORE (reported). */
-static int lease_from_replies(const char *key, const redisReply *get, const redisReply *ttl,
-			      struct ctl_lease *out)
+static int lease_from_replies(const struct ctl *c, const char *key, const redisReply *get,
+			      const redisReply *ttl, struct ctl_lease *out)
 {
 	if (get->type == REDIS_REPLY_ERROR)
-		return ctl_fail(CTL_STORE, "Redis: %s", get->str);
+		return ctl_fail(CTL_STORE, "Redis at %s refused: %s", pbs_store_where(c->store),
+				get->str);
 	if (get->type == REDIS_REPLY_NIL)
 		return CTL_NO;
 	if (get->type != REDIS_REPLY_STRING ||
@@ -137,7 +138,7 @@ static int fetch_batch(const struct ctl *c, char **keys, size_t count,
 
 		snprintf(l.subject, sizeof l.subject, "%s", keys[i] + prefix_len);
 		/* A lease that expired between SCAN and GET is simply gone: skip it. */
-		got = lease_from_replies(keys[i], replies[i * 2], replies[i * 2 + 1], &l);
+		got = lease_from_replies(c, keys[i], replies[i * 2], replies[i * 2 + 1], &l);
 		if (got == CTL_OK)
 			each(c, &l, arg);
 		else if (got == CTL_STORE)
@@ -167,7 +168,7 @@ int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out)
 	if (pbs_store_pipeline(c->store, 2, argcs, argvs, replies) != 0)
 		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	snprintf(out->subject, sizeof out->subject, "%s", subject);
-	rc = lease_from_replies(key, replies[0], replies[1], out);
+	rc = lease_from_replies(c, key, replies[0], replies[1], out);
 	freeReplyObject(replies[0]);
 	freeReplyObject(replies[1]);
 	return rc;

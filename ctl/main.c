@@ -19,7 +19,8 @@ struct command {
 static const struct command commands[] = {
 	{"list", ctl_cmd_list, "list [--user USER]          every live lease"},
 	{"check", ctl_cmd_check, "check ADDR                  exit 0 if a lease covers ADDR, 1 if not"},
-	{"grant", ctl_cmd_grant, "grant ADDR USER [--ttl N]   write a lease by hand"},
+	{"grant", ctl_cmd_grant, "grant ADDR USER [--ttl N] [--service NAME]\n"
+				 "                              write a lease by hand (service \"ctl\")"},
 	{"revoke", ctl_cmd_revoke, "revoke ADDR | --user USER   remove a lease, or all of a user's"},
 	{"explain", ctl_cmd_explain, "explain ADDR [DOMAIN]       what the milter would decide, and why"},
 	{"stats", ctl_cmd_stats, "stats                       lease count, Redis latency and memory"},
@@ -85,6 +86,7 @@ int main(int argc, char **argv)
 	pbs_config *cfg;
 	int opt, rc, check = 0;
 
+	opterr = 0; /* one line of our own instead of getopt's */
 	while ((opt = getopt_long(argc, argv, "+c:jhtV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
@@ -103,8 +105,8 @@ int main(int argc, char **argv)
 			printf("popbsmtpctl " PBS_VERSION "\n");
 			return CTL_OK;
 		default:
-			usage(stderr);
-			return CTL_USAGE;
+			return ctl_fail(CTL_USAGE, "unknown option '%s' (try --help)",
+					argv[optind - 1]);
 		}
 	}
 	if (check)
@@ -122,11 +124,7 @@ int main(int argc, char **argv)
 		pbs_config_free(cfg);
 		return ctl_fail(CTL_STORE, "out of memory");
 	}
-	/* Every command needs Redis: say so before printing anything. */
-	if (pbs_store_connect(c.store) != 0)
-		rc = ctl_fail(CTL_STORE, "%s", pbs_store_error(c.store));
-	else
-		rc = cmd->run(&c, argc - optind, argv + optind);
+	rc = cmd->run(&c, argc - optind, argv + optind);
 	pbs_store_free(c.store);
 	pbs_config_free(cfg);
 	return rc;

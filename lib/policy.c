@@ -51,6 +51,26 @@ enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *f, const char 
 	}
 }
 
+const char *pbs_policy_reason_text(const char *reason)
+{
+	static const char *const words[][2] = {
+		{"trusted", "trusted network"},
+		{"auth", "SMTP AUTH"},
+		{"local", "local recipient"},
+		{"never-lease", "client in lease.never"},
+		{"lookup-needed", "lease lookup needed"},
+		{"lease", "lease"},
+		{"no-lease", "no lease"},
+		{"store-error", "lease store unavailable"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof words / sizeof words[0]; i++)
+		if (strcmp(reason, words[i][0]) == 0)
+			return words[i][1];
+	return reason;
+}
+
 enum pbs_mta pbs_policy_mta(const char *v)
 {
 	if (v == NULL)

@@ -121,6 +121,11 @@ const char *pbs_store_error(const pbs_store *s)
 	return s->err;
 }
 
+const char *pbs_store_where(const pbs_store *s)
+{
+	return s->where;
+}
+
 const char *pbs_store_prefix(const pbs_store *s)
 {
 	return s->cfg.prefix;

@@ -42,6 +42,9 @@ enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *facts, const c
 /* Which MTA is talking, from the "v" macro (NULL or unrecognised: unknown). */
 enum pbs_mta pbs_policy_mta(const char *v_macro);
 
+/* A reason token of pbs_policy_decide() in words, for people ("no lease"). */
+const char *pbs_policy_reason_text(const char *reason);
+
 const char *pbs_policy_mta_name(enum pbs_mta mta);
 
 /* True when a recipient routed to MAILER for DOMAIN leaves this site. Domains in

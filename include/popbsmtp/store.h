@@ -55,6 +55,9 @@ struct redisReply *pbs_store_command(pbs_store *store, int argc, const char **ar
 int pbs_store_pipeline(pbs_store *store, int count, const int *argcs, const char **const *argvs,
 		       struct redisReply **replies);
 
+/* Where the store connects to, for messages ("127.0.0.1:6379", "unix:/path", ...). */
+const char *pbs_store_where(const pbs_store *store);
+
 /* The prefix this store's keys start with. */
 const char *pbs_store_prefix(const pbs_store *store);
 

@@ -1,0 +1,699 @@
+#!/bin/bash
+# ctl.sh BUILD_DIR — popbsmtpctl against private redis-servers this test starts on loopback:
+# every command (list, check, grant, revoke, explain, stats, flush; --help, -t, -V), text
+# and JSON output (the JSON is parsed and its fields asserted), IPv4 /24 and IPv6 /64 and
+# /48 lease subjects, revoke --user leaving other users' leases alone, check agreeing with
+# lease.never, list over 20,000 leases walked with SCAN (never KEYS, checked in INFO
+# commandstats), JSON of awkward user names, and every error path: its exit status, one
+# line on stderr, and no change to Redis (a dump of every key before and after).
+#
+# Environment:
+#   PBS_KEEP_TMP=1   keep the temp dir (Redis logs, configs, the last output).
+set -u
+export LC_ALL=C
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../e2e/lib/common.sh"
+
+if [ $# -ne 1 ] || [ ! -d "$1" ]; then
+	echo "usage: $0 BUILD_DIR" >&2
+	exit 2
+fi
+PBS_BIN=$(cd "$1" && pwd)
+CTL=$PBS_BIN/ctl/popbsmtpctl
+[ -x "$CTL" ] || { echo "missing $CTL (build first)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
+PY=/usr/bin/python3
+[ -x "$PY" ] || { echo "missing $PY" >&2; exit 1; }
+
+OUTF=$PBS_TMP/out
+ERRF=$PBS_TMP/err
+
+# ---- helpers ----
+
+# slurp VAR FILE — FILE's bytes into VAR without a fork; ERR_RAW keeps them exactly, the
+# variable loses its trailing newlines like $(cat FILE) would.
+slurp() {
+	local -n var=$1
+	IFS= read -r -d '' var <"$2"
+	[ "$1" = ERR ] && ERR_RAW=$var
+	while [ "${var%$'\n'}" != "$var" ]; do var=${var%$'\n'}; done
+}
+
+# ctl_run CONF ARGS… — run popbsmtpctl; sets RC, OUT, ERR (stdout bytes stay in $OUTF;
+# with BIG=1 they are only there).
+ctl_run() {
+	local conf=$1
+	shift
+	STATE_CACHE=
+	"$CTL" -c "$conf" "$@" >"$OUTF" 2>"$ERRF"
+	RC=$?
+	if [ "${BIG:-0}" = 1 ]; then OUT="(see $OUTF)"; else slurp OUT "$OUTF"; fi
+	slurp ERR "$ERRF"
+}
+
+# run ARGS… — ctl_run with the main config.
+run() { ctl_run "$PBS_CONF" "$@"; }
+
+# jpy EXPR — parse $OUTF as JSON (strictly: bytes must be UTF-8) into d and print EXPR,
+# or PARSE-ERROR.
+jpy() {
+	"$PY" -S -c '
+import json, sys
+try:
+    d = json.load(open(sys.argv[1], "rb"))
+except Exception as e:
+    print("PARSE-ERROR: %s" % e); sys.exit(0)
+print(eval(sys.argv[2]))' "$OUTF" "$1"
+}
+
+# jpys EXPR… — like jpy, for several expressions in one python run: results in J[0], J[1]…
+jpys() {
+	mapfile -t J < <("$PY" -S -c '
+import json, sys
+try:
+    d = json.load(open(sys.argv[1], "rb"))
+except Exception as e:
+    for _ in sys.argv[2:]: print("PARSE-ERROR: %s" % e)
+    sys.exit(0)
+for expr in sys.argv[2:]:
+    print(str(eval(expr)).replace("\\n", "\\\\n"))' "$OUTF" "$@")
+}
+
+# check_re WHAT REGEX TEXT — pbs_check_match without a grep when TEXT is one line.
+check_re() {
+	case $3 in
+	*$'\n'*) pbs_check_match "$@" ;;
+	*) if [[ $3 =~ $2 ]]; then pbs_ok "$1"; else pbs_fail "$1: '$3' does not match /$2/"; fi ;;
+	esac
+}
+
+# now_s, now_ms — Unix seconds and milliseconds, without a fork.
+now_s() { printf '%(%s)T' -1; }
+now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' "${t:0:-3}"; }
+
+# rcli PORT ARGS… — redis-cli against one of our servers (REDISCLI_AUTH from the caller).
+rcli() {
+	local port=$1
+	shift
+	STATE_CACHE=
+	redis-cli -h 127.0.0.1 -p "$port" "$@"
+}
+
+# state PORT — DBSIZE and every key with its type, value (set members sorted) and absolute
+# expiry, sorted: two equal states mean nothing changed. SCAN inside Lua, never KEYS.
+state() {
+	redis-cli -h 127.0.0.1 -p "$1" EVAL '
+local out, cur = {"dbsize " .. redis.call("DBSIZE")}, "0"
+repeat
+  local r = redis.call("SCAN", cur, "COUNT", 1000)
+  cur = r[1]
+  for _, k in ipairs(r[2]) do
+    local t, v = redis.call("TYPE", k).ok, "?"
+    if t == "string" then v = redis.call("GET", k)
+    elseif t == "set" then
+      local m = redis.call("SMEMBERS", k); table.sort(m); v = table.concat(m, ",")
+    end
+    out[#out + 1] = k .. " " .. t .. " " .. v .. " exp=" .. redis.call("EXPIRETIME", k)
+  end
+until cur == "0"
+table.sort(out)
+return table.concat(out, "\n")' 0
+}
+
+# check_one_error_line WHAT — stderr is exactly one line, starting "popbsmtpctl: ".
+check_one_error_line() {
+	local body=${ERR_RAW%$'\n'}
+	if [ "$body" != "$ERR_RAW" ] && [[ $body != *$'\n'* && $body == "popbsmtpctl: "* ]]; then
+		pbs_ok "$1: one stderr line starting 'popbsmtpctl: '"
+	else
+		pbs_fail "$1: expected one stderr line starting 'popbsmtpctl: ', got: '$ERR_RAW'"
+	fi
+}
+
+# err_case WHAT STATUS REGEX CONF ARGS… — an error path: exit STATUS, one stderr line
+# matching REGEX, and Redis (STATE_PORT, default the main one) exactly as before. The state
+# after one error case is the state before the next, unless something ran in between
+# (ctl_run and rcli clear STATE_CACHE).
+STATE_CACHE=
+err_case() {
+	local what=$1 status=$2 regex=$3 conf=$4 port=${STATE_PORT:-$REDIS_PORT} before after
+	shift 4
+	if [ "${STATE_CACHE%%$'\n'*}" = "port $port" ]; then
+		before=${STATE_CACHE#*$'\n'}
+	else
+		before=$(state "$port")
+	fi
+	ctl_run "$conf" "$@"
+	after=$(state "$port")
+	STATE_CACHE="port $port"$'\n'"$after"
+	pbs_check_eq "$what: exit status" "$status" "$RC"
+	check_one_error_line "$what"
+	# One line: bash's own ERE match saves a grep per case. (ERR is set through slurp.)
+	# shellcheck disable=SC2153
+	if [[ $ERR =~ $regex ]]; then pbs_ok "$what: message"; else pbs_fail "$what: message: '$ERR' does not match /$regex/"; fi
+	if [ "$before" = "$after" ]; then
+		pbs_ok "$what: Redis unchanged"
+	else
+		pbs_fail "$what: Redis changed: before '$before' after '$after'"
+	fi
+}
+
+# lease_value SUBJECT — the raw value of SUBJECT's lease in the main Redis.
+lease_value() { rcli "$REDIS_PORT" GET "popbsmtp:lease:$1"; }
+
+# ---- servers and configs ----
+
+T_START=$(now_ms)
+
+pbs_start_redis main || { echo "cannot start redis-server" >&2; exit 1; }
+MAIN_PORT=$REDIS_PORT
+REDIS_VERSION=$(rcli "$MAIN_PORT" INFO server | sed -n 's/^redis_version:\([^\r]*\).*/\1/p')
+echo "# redis-server $REDIS_VERSION on port $MAIN_PORT, temp dir $PBS_TMP"
+
+# The main config: IPv4 leases cover a /24, IPv6 a /64; CGNAT never gets a lease;
+# here.example is a local domain for explain.
+PBS_CONF=$PBS_TMP/main.conf
+PBS_CONF_LEASE_EXTRA='ipv4_prefix = 24; ipv6_prefix = 64; never = [ "100.64.0.0/10" ];' \
+	pbs_write_config "$PBS_CONF" 'milter: { local_domains = [ "here.example" ]; };'
+# The same Redis with IPv6 leases per /48.
+CONF48=$PBS_TMP/v6-48.conf
+PBS_CONF_LEASE_EXTRA='ipv4_prefix = 24; ipv6_prefix = 48;' pbs_write_config "$CONF48"
+
+# ---- --help, -V, -t, no command ----
+
+ctl_run "$PBS_CONF" --help
+pbs_check_eq "--help: exit 0" 0 "$RC"
+for cmd in list check grant revoke explain stats flush; do
+	check_re "--help names $cmd" "^  $cmd( |$)" "$OUT"
+done
+check_re "--help gives the exit statuses" '0 ok, 1 no lease.*2 usage.*3 Redis.*78 config' "$OUT"
+pbs_check_eq "--help: nothing on stderr" "" "$ERR"
+help_text=$OUT
+ctl_run "$PBS_CONF" -h
+pbs_check_eq "-h: exit 0" 0 "$RC"
+pbs_check_eq "-h: the same text as --help" "$help_text" "$OUT"
+
+ctl_run "$PBS_CONF" -V
+pbs_check_eq "-V: exit 0" 0 "$RC"
+check_re "-V prints the version" '^popbsmtpctl [0-9]+\.[0-9]+\.[0-9]+$' "$OUT"
+ctl_run "$PBS_CONF" --version
+check_re "--version prints the version" '^popbsmtpctl [0-9]+\.[0-9]+\.[0-9]+$' "$OUT"
+
+ctl_run "$PBS_CONF" -t
+pbs_check_eq "-t on a good config: exit 0" 0 "$RC"
+pbs_check_eq "-t on a good config: says OK" "$PBS_CONF: configuration OK" "$OUT"
+
+ctl_run "$PBS_CONF"
+pbs_check_eq "no command: exit 2" 2 "$RC"
+check_re "no command: usage on stderr" '^usage: popbsmtpctl' "$ERR"
+
+# ---- grant and check, IPv4 /24 ----
+
+t0=$(now_s)
+run grant 192.0.2.7 alice
+pbs_check_eq "grant 192.0.2.7 alice: exit 0" 0 "$RC"
+pbs_check_eq "grant 192.0.2.7 alice: output" "granted 192.0.2.0/24 to alice for 1800 s" "$OUT"
+v=$(lease_value 192.0.2.0/24)
+check_re "grant writes the hook's format under the /24 subject" '^1\|[0-9]+\|ctl\|alice$' "$v"
+g=$(printf '%s' "$v" | cut -d'|' -f2)
+pbs_check_le "grant time is now (not before)" "$g" "$t0"
+pbs_check_le "grant time is now (not after)" "$(now_s)" "$g"
+ttl=$(rcli "$MAIN_PORT" TTL popbsmtp:lease:192.0.2.0/24)
+pbs_check_le "grant: TTL is lease.ttl (1800)" 1800 "$ttl"
+pbs_check_le "grant: TTL is lease.ttl (>= 1790)" "$ttl" 1790
+pbs_check_eq "grant adds the subject to alice's index" 1 \
+	"$(rcli "$MAIN_PORT" SISMEMBER popbsmtp:user:alice 192.0.2.0/24)"
+pbs_check_le "alice's index expires no earlier than the lease" \
+	"$(rcli "$MAIN_PORT" EXPIRETIME popbsmtp:user:alice)" "$(rcli "$MAIN_PORT" EXPIRETIME popbsmtp:lease:192.0.2.0/24)"
+
+run check 192.0.2.200
+pbs_check_eq "check 192.0.2.200 (same /24): exit 0" 0 "$RC"
+check_re "check 192.0.2.200: prints alice's row" \
+	'^192\.0\.2\.0/24 +alice +ctl +[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z +[0-9]+$' "$OUT"
+pbs_check_eq "check: GRANTED column is the grant time in UTC" \
+	"$(date -u -d "@$g" +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%s' "$OUT" | awk '{print $4}')"
+run check 192.0.3.7
+pbs_check_eq "check 192.0.3.7 (other /24): exit 1" 1 "$RC"
+pbs_check_eq "check 192.0.3.7: output" "no lease covers 192.0.3.7 (192.0.3.0/24)" "$OUT"
+pbs_check_eq "check 192.0.3.7: nothing on stderr" "" "$ERR"
+run check ::ffff:192.0.2.9
+pbs_check_eq "check ::ffff:192.0.2.9 (IPv4-mapped counts as IPv4): exit 0" 0 "$RC"
+check_re "check ::ffff:192.0.2.9: alice's /24" '^192\.0\.2\.0/24 +alice ' "$OUT"
+run check '[192.0.2.1]'
+pbs_check_eq "check [192.0.2.1] (bracketed): exit 0" 0 "$RC"
+
+run --json check 192.0.2.200
+pbs_check_eq "check --json: exit 0" 0 "$RC"
+jpys 'd["address"] + " " + d["subject"]' \
+	'" ".join([d["lease"]["user"], d["lease"]["service"], d["lease"]["subject"]])' \
+	'd["lease"]["granted"]' 'type(d["lease"]["ttl"]) is int and 1 <= d["lease"]["ttl"] <= 1800'
+pbs_check_eq "check --json: address, subject" "192.0.2.200 192.0.2.0/24" "${J[0]}"
+pbs_check_eq "check --json: lease user, service, subject" "alice ctl 192.0.2.0/24" "${J[1]}"
+pbs_check_eq "check --json: lease granted is the stored time" "$g" "${J[2]}"
+pbs_check_eq "check --json: ttl is a number in 1..1800" True "${J[3]}"
+run --json check 192.0.3.7
+pbs_check_eq "check --json, no lease: exit 1" 1 "$RC"
+pbs_check_eq "check --json, no lease: lease is null" "192.0.3.7 192.0.3.0/24 None" \
+	"$(jpy 'd["address"] + " " + d["subject"] + " " + str(d["lease"])')"
+
+# ---- IPv6: /64 and /48 ----
+
+run grant 2001:db8:1:2::5 bob --service imap
+pbs_check_eq "grant 2001:db8:1:2::5 bob: exit 0" 0 "$RC"
+pbs_check_eq "grant IPv6: subject is the /64" "granted 2001:db8:1:2::/64 to bob for 1800 s" "$OUT"
+check_re "IPv6 lease stored under the /64" '^1\|[0-9]+\|imap\|bob$' "$(lease_value 2001:db8:1:2::/64)"
+run check 2001:db8:1:2:ffff:ffff:ffff:ffff
+pbs_check_eq "check the last address of the /64: exit 0" 0 "$RC"
+check_re "check in the /64: bob's row" '^2001:db8:1:2::/64 +bob +imap ' "$OUT"
+run check IPv6:2001:DB8:1:2::77
+pbs_check_eq "check IPv6:2001:DB8:1:2::77 (tag, upper case): exit 0" 0 "$RC"
+run check '[2001:db8:1:2::1]'
+pbs_check_eq "check [2001:db8:1:2::1]: exit 0" 0 "$RC"
+run check 2001:db8:1:3::5
+pbs_check_eq "check the next /64: exit 1" 1 "$RC"
+pbs_check_eq "check the next /64: output" "no lease covers 2001:db8:1:3::5 (2001:db8:1:3::/64)" "$OUT"
+
+ctl_run "$CONF48" grant 2001:db8:aa:bb::1 erin
+pbs_check_eq "ipv6_prefix 48: grant exit 0" 0 "$RC"
+pbs_check_eq "ipv6_prefix 48: subject is the /48" "granted 2001:db8:aa::/48 to erin for 1800 s" "$OUT"
+ctl_run "$CONF48" check 2001:db8:aa:ffff::9
+pbs_check_eq "ipv6_prefix 48: another /64 of the /48 is covered" 0 "$RC"
+check_re "ipv6_prefix 48: erin's row" '^2001:db8:aa::/48 +erin ' "$OUT"
+ctl_run "$CONF48" check 2001:db8:ab::1
+pbs_check_eq "ipv6_prefix 48: the next /48 is not" 1 "$RC"
+run check 2001:db8:aa:bb::1
+pbs_check_eq "the /64 config does not see the /48 lease" 1 "$RC"
+ctl_run "$CONF48" revoke 2001:db8:aa:1::1
+pbs_check_eq "ipv6_prefix 48: revoke by another address of the /48" "0 revoked 2001:db8:aa::/48" "$RC $OUT"
+pbs_check_eq "ipv6_prefix 48: lease gone" 0 "$(rcli "$MAIN_PORT" EXISTS 'popbsmtp:lease:2001:db8:aa::/48')"
+
+# ---- grant --ttl, --service, replacing ----
+
+run grant 198.18.0.9 dave --ttl 120 --service pop3
+pbs_check_eq "grant --ttl 120 --service pop3: exit 0" 0 "$RC"
+pbs_check_eq "grant --ttl 120: output" "granted 198.18.0.0/24 to dave for 120 s" "$OUT"
+ttl=$(rcli "$MAIN_PORT" TTL popbsmtp:lease:198.18.0.0/24)
+pbs_check_le "grant --ttl 120: TTL <= 120" 120 "$ttl"
+pbs_check_le "grant --ttl 120: TTL >= 115" "$ttl" 115
+check_re "grant --service pop3: service stored" '^1\|[0-9]+\|pop3\|dave$' "$(lease_value 198.18.0.0/24)"
+run --json check 198.18.0.1
+pbs_check_eq "check --json: service pop3, ttl <= 120" "pop3 True" \
+	"$(jpy 'd["lease"]["service"] + " " + str(0 < d["lease"]["ttl"] <= 120)')"
+run grant 198.18.0.200 dave --ttl 2678400
+pbs_check_eq "grant --ttl 2678400 (the maximum), same subject: exit 0" 0 "$RC"
+pbs_check_le "grant replaces the lease: new TTL" "$(rcli "$MAIN_PORT" TTL popbsmtp:lease:198.18.0.0/24)" 2678000
+check_re "grant replaces the lease: service back to ctl" '^1\|[0-9]+\|ctl\|dave$' \
+	"$(lease_value 198.18.0.0/24)"
+run grant 198.18.0.1 dave --ttl 1
+pbs_check_eq "grant --ttl 1 (the minimum): exit 0" 0 "$RC"
+run revoke 198.18.0.1
+pbs_check_eq "revoke dave's lease" 0 "$RC"
+
+# ---- users: list --user, revoke --user, revoke ADDR ----
+# alice: 192.0.2.0/24 (above), 2001:db8:9::/64, and 198.51.100.0/24 — which bob then
+# re-leases. bob: 2001:db8:1:2::/64 (above), 203.0.113.0/24, 198.51.100.0/24.
+# carol: 233.252.0.0/24.
+run grant 2001:db8:9::1 alice
+run grant 198.51.100.9 alice
+run grant 203.0.113.4 bob
+run grant 233.252.0.1 carol
+run grant 198.51.100.77 bob
+pbs_check_eq "bob re-leases the /24 alice leased first: exit 0" 0 "$RC"
+pbs_check_eq "alice's index still names 198.51.100.0/24" 1 \
+	"$(rcli "$MAIN_PORT" SISMEMBER popbsmtp:user:alice 198.51.100.0/24)"
+
+run list
+pbs_check_eq "list: exit 0" 0 "$RC"
+check_re "list: header" '^SUBJECT +USER +SVC +GRANTED +TTL$' "$(printf '%s' "$OUT" | head -1)"
+pbs_check_eq "list: 6 leases" 6 "$(printf '%s\n' "$OUT" | tail -n +2 | grep -c .)"
+pbs_check_eq "list: subjects and users" \
+	"192.0.2.0/24 alice|198.51.100.0/24 bob|2001:db8:1:2::/64 bob|2001:db8:9::/64 alice|203.0.113.0/24 bob|233.252.0.0/24 carol|" \
+	"$(printf '%s\n' "$OUT" | tail -n +2 | awk '{print $1 " " $2}' | sort | tr '\n' '|')"
+run --json list
+pbs_check_eq "list --json: exit 0" 0 "$RC"
+jpys 'str(d["count"]) + " " + str(len(d["leases"]))' \
+	'"|".join(sorted(l["subject"] + " " + l["user"] for l in d["leases"]))' \
+	'all(sorted(l) == ["granted","service","subject","ttl","user"] and type(l["granted"]) is int and type(l["ttl"]) is int and 0 < l["ttl"] <= 1800 for l in d["leases"])'
+pbs_check_eq "list --json: count and rows" "6 6" "${J[0]}"
+pbs_check_eq "list --json: subjects and users" \
+	"192.0.2.0/24 alice|198.51.100.0/24 bob|2001:db8:1:2::/64 bob|2001:db8:9::/64 alice|203.0.113.0/24 bob|233.252.0.0/24 carol" \
+	"${J[1]}"
+pbs_check_eq "list --json: every lease has the documented fields and types" True "${J[2]}"
+
+run list --user alice
+pbs_check_eq "list --user alice: exit 0" 0 "$RC"
+pbs_check_eq "list --user alice: only the leases still hers" "192.0.2.0/24|2001:db8:9::/64|" \
+	"$(printf '%s\n' "$OUT" | tail -n +2 | awk '{print $1}' | sort | tr '\n' '|')"
+run --json list --user bob
+jpys 'd["count"]' '" ".join(sorted(l["subject"] for l in d["leases"] if l["user"] == "bob"))'
+pbs_check_eq "list --json --user bob: count" 3 "${J[0]}"
+pbs_check_eq "list --json --user bob: all bob's" "198.51.100.0/24 2001:db8:1:2::/64 203.0.113.0/24" "${J[1]}"
+run --json list --user nobody
+pbs_check_eq "list --json --user nobody: empty, exit 0" "0 0 []" "$RC $(jpy 'str(d["count"]) + " " + str(d["leases"])')"
+
+run revoke --user alice
+pbs_check_eq "revoke --user alice: exit 0" 0 "$RC"
+pbs_check_eq "revoke --user alice: names what it removed" \
+	"2 leases of alice revoked|revoked 192.0.2.0/24|revoked 2001:db8:9::/64|" \
+	"$(printf '%s\n' "$OUT" | sort | tr '\n' '|')"
+pbs_check_eq "alice's leases are gone" "0 0" \
+	"$(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:192.0.2.0/24) $(rcli "$MAIN_PORT" EXISTS 'popbsmtp:lease:2001:db8:9::/64')"
+pbs_check_eq "alice's index is gone" 0 "$(rcli "$MAIN_PORT" EXISTS popbsmtp:user:alice)"
+check_re "bob's re-lease of alice's old /24 stays" '^1\|[0-9]+\|ctl\|bob$' "$(lease_value 198.51.100.0/24)"
+check_re "bob's other leases stay" '^1\|[0-9]+\|imap\|bob 1\|[0-9]+\|ctl\|bob$' \
+	"$(lease_value 2001:db8:1:2::/64) $(lease_value 203.0.113.0/24)"
+check_re "carol's lease stays" '^1\|[0-9]+\|ctl\|carol$' "$(lease_value 233.252.0.0/24)"
+pbs_check_eq "bob's index is untouched" "198.51.100.0/24,2001:db8:1:2::/64,203.0.113.0/24" \
+	"$(rcli "$MAIN_PORT" SMEMBERS popbsmtp:user:bob | sort | paste -sd, -)"
+run check 198.51.100.1
+pbs_check_eq "check after revoke --user alice: bob's /24 still covered" 0 "$RC"
+run check 192.0.2.7
+pbs_check_eq "check after revoke --user alice: her /24 no longer" 1 "$RC"
+run revoke --user alice
+pbs_check_eq "revoke --user alice again: exit 1, nothing revoked" "1 0 leases of alice revoked" "$RC $OUT"
+
+run revoke 203.0.113.200
+pbs_check_eq "revoke 203.0.113.200 (bob's /24): exit 0" 0 "$RC"
+pbs_check_eq "revoke ADDR: output" "revoked 203.0.113.0/24" "$OUT"
+pbs_check_eq "revoke ADDR: lease and index entry gone" "0 0" \
+	"$(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:203.0.113.0/24) $(rcli "$MAIN_PORT" SISMEMBER popbsmtp:user:bob 203.0.113.0/24)"
+pbs_check_eq "revoke ADDR: bob's other leases stay" 2 "$(rcli "$MAIN_PORT" SCARD popbsmtp:user:bob)"
+run revoke 203.0.113.200
+pbs_check_eq "revoke ADDR again: exit 1" 1 "$RC"
+pbs_check_eq "revoke ADDR again: output" "no lease covers 203.0.113.200 (203.0.113.0/24)" "$OUT"
+run revoke 2001:db8:1:2::abcd
+pbs_check_eq "revoke an IPv6 address: the /64 goes" "0 revoked 2001:db8:1:2::/64" "$RC $OUT"
+run grant 2001:db8:1:2::5 bob --service imap
+
+# ---- lease.never ----
+
+before=$(state "$MAIN_PORT")
+run grant 100.64.1.2 mallory
+pbs_check_eq "grant in lease.never: exit 2" 2 "$RC"
+check_one_error_line "grant in lease.never"
+check_re "grant in lease.never: says so" '100\.64\.1\.2.*lease\.never' "$ERR"
+pbs_check_eq "grant in lease.never: Redis unchanged" "$before" "$(state "$MAIN_PORT")"
+# A lease written by hand (or by an older hook) for a never-lease address is ignored by the
+# milter, so check must not report it either.
+rcli "$MAIN_PORT" SET popbsmtp:lease:100.64.5.0/24 "1|$(now_s)|imap|mallory" EX 600 >/dev/null
+run check 100.64.5.6
+pbs_check_eq "check a lease.never address holding a lease: exit 1" 1 "$RC"
+pbs_check_eq "check a lease.never address: no lease" "no lease covers 100.64.5.6 (100.64.5.0/24)" "$OUT"
+run --json check 100.64.5.6
+pbs_check_eq "check --json a lease.never address: lease null" "1 None" "$RC $(jpy 'd["lease"]')"
+
+# ---- explain ----
+
+run grant 192.0.2.7 alice
+run explain 192.0.2.99
+pbs_check_eq "explain leased client: exit 0" 0 "$RC"
+check_re "explain leased client: allowed, lease of alice" \
+	'^client 192\.0\.2\.99 \(lease subject 192\.0\.2\.0/24\): relay allowed — lease of alice, [0-9]+ s left$' "$OUT"
+run explain 192.0.2.99 far.example
+pbs_check_eq "explain leased client to a remote domain: exit 0" 0 "$RC"
+check_re "explain with domain: names it" \
+	'^client 192\.0\.2\.99 \(lease subject 192\.0\.2\.0/24\) to far\.example: relay allowed — lease of alice, [0-9]+ s left$' "$OUT"
+run explain 198.18.7.1
+pbs_check_eq "explain unleased client: exit 1" 1 "$RC"
+check_re "explain unleased client: refused 550" \
+	'^client 198\.18\.7\.1 \(lease subject 198\.18\.7\.0/24\): relay refused \(550 5\.7\.1\) — .*; SMTP AUTH sessions may still relay$' "$OUT"
+check_re "explain unleased client: reason 'no lease' (popbsmtpctl(8))" ' — no lease; ' "$OUT"
+run explain 198.18.7.1 here.example
+pbs_check_eq "explain unleased client to a local domain: exit 0" 0 "$RC"
+check_re "explain local domain: allowed" '^client 198\.18\.7\.1 \(lease subject 198\.18\.7\.0/24\) to here\.example: relay allowed — ' "$OUT"
+check_re "explain local domain: reason 'local recipient' (popbsmtpctl(8))" ' — local recipient$' "$OUT"
+run explain 198.18.7.1 far.example
+pbs_check_eq "explain unleased client to a remote domain: exit 1" 1 "$RC"
+run explain 127.0.0.5
+pbs_check_eq "explain trusted client: exit 0" 0 "$RC"
+check_re "explain trusted client: reason 'trusted network' (popbsmtpctl(8))" 'relay allowed — trusted network$' "$OUT"
+run explain 100.64.5.6
+pbs_check_eq "explain lease.never client (holding a hand-written lease): exit 1" 1 "$RC"
+check_re "explain lease.never: refused" 'relay refused \(550 5\.7\.1\) — ' "$OUT"
+check_re "explain lease.never: reason 'client in lease.never' (popbsmtpctl(8))" \
+	' — client in lease\.never; ' "$OUT"
+run explain 2001:db8:1:2::99
+pbs_check_eq "explain IPv6 leased client: exit 0" 0 "$RC"
+check_re "explain IPv6 leased client: lease of bob in the /64" \
+	'^client 2001:db8:1:2::99 \(lease subject 2001:db8:1:2::/64\): relay allowed — lease of bob, [0-9]+ s left$' "$OUT"
+rcli "$MAIN_PORT" DEL popbsmtp:lease:100.64.5.0/24 >/dev/null
+
+# ---- JSON of awkward user names ----
+# Leases now: alice 192.0.2.0/24, bob 198.51.100.0/24 and 2001:db8:1:2::/64, carol
+# 233.252.0.0/24; the odd user takes over bob's 198.51.100.0/24.
+# quote, backslash, UTF-8 "jé", and a byte that is not UTF-8 (\xff).
+ODD=$'q"u\\o j\xc3\xa9 \xff'
+run grant 198.51.100.200 "$ODD"
+pbs_check_eq "grant a user with quote, backslash, UTF-8 and \\xff: exit 0" 0 "$RC"
+run --json list --user "$ODD"
+jpys 'd["count"]' 'd["leases"][0]["user"].startswith("q\"u\\o j\u00e9 ")' \
+	'len(d["leases"][0]["user"])' 'ascii(d["leases"][0]["user"][-1])'
+pbs_check_eq "list --json of that user: valid JSON (strict UTF-8), one lease" 1 "${J[0]}"
+pbs_check_eq "JSON user: quote and backslash kept, jé decodes as jé" True "${J[1]}"
+pbs_check_eq "JSON user: the stray byte is one character" 10 "${J[2]}"
+echo "# the stray byte came out as ${J[3]}"
+run --json list
+jpys 'd["count"]' \
+	'[l for l in d["leases"] if l["subject"] == "198.51.100.0/24"][0]["user"][:8] == "q\"u\\o j\u00e9"'
+pbs_check_eq "list --json with that user among others: parses, 4 leases" 4 "${J[0]}"
+pbs_check_eq "list --json: the odd user is bob's successor at 198.51.100.0/24" True "${J[1]}"
+run --json check 198.51.100.1
+pbs_check_eq "check --json with that user: parses, user as above" True \
+	"$(jpy 'd["lease"]["user"].startswith("q\"u\\o j\u00e9 ") and len(d["lease"]["user"]) == 10')"
+run list
+check_re "text list shows that user" '^198\.51\.100\.0/24 +q"u\\o j.. .' \
+	"$(printf '%s\n' "$OUT" | grep '^198\.51\.100\.0/24')"
+run revoke --user "$ODD"
+pbs_check_eq "revoke --user of that user: exit 0" 0 "$RC"
+run grant 198.51.100.77 bob
+
+# ---- stats ----
+
+run stats
+pbs_check_eq "stats: exit 0" 0 "$RC"
+pbs_check_eq "stats: lease count" "leases:          4" "$(printf '%s\n' "$OUT" | grep '^leases:')"
+check_re "stats: rtt" '^redis rtt: +[0-9]+ us' "$(printf '%s\n' "$OUT" | grep '^redis rtt:')"
+pbs_check_eq "stats: version" "redis version:   $REDIS_VERSION" "$(printf '%s\n' "$OUT" | grep '^redis version:')"
+check_re "stats: memory" '^redis memory: +[1-9][0-9]* bytes' "$(printf '%s\n' "$OUT" | grep '^redis memory:')"
+check_re "stats: lease key size" '^lease key size: +[1-9][0-9]* bytes \(MEMORY USAGE, mean of 4\)' \
+	"$(printf '%s\n' "$OUT" | grep '^lease key size:')"
+run --json stats
+pbs_check_eq "stats --json: exit 0" 0 "$RC"
+jpys 'sorted(d)' 'str(d["leases"]) + " " + d["redis_version"]' \
+	'all(type(d[k]) is int for k in ("rtt_us","used_memory","lease_key_bytes")) and d["rtt_us"] >= 0 and d["used_memory"] > 0 and d["lease_key_bytes"] > 0'
+pbs_check_eq "stats --json: fields" "['lease_key_bytes', 'leases', 'redis_version', 'rtt_us', 'used_memory']" "${J[0]}"
+pbs_check_eq "stats --json: leases, version" "4 $REDIS_VERSION" "${J[1]}"
+pbs_check_eq "stats --json: rtt_us, used_memory, lease_key_bytes are positive integers" True "${J[2]}"
+
+# ---- bad input: exit 2, one stderr line, nothing changed ----
+
+LONG_USER=$(printf 'u%.0s' $(seq 300))
+err_case "check not-an-address" 2 "'not-an-address' is not an IPv4 or IPv6 address" "$PBS_CONF" check not-an-address
+err_case "check 192.0.2.0/24 (a network)" 2 "is not an IPv4 or IPv6 address" "$PBS_CONF" check 192.0.2.0/24
+err_case "check 256.1.1.1" 2 "'256\.1\.1\.1' is not an IPv4 or IPv6 address" "$PBS_CONF" check 256.1.1.1
+err_case "grant bad address" 2 "'192\.0\.2' is not an IPv4 or IPv6 address" "$PBS_CONF" grant 192.0.2 alice
+err_case "revoke bad address" 2 "'::g' is not an IPv4 or IPv6 address" "$PBS_CONF" revoke ::g
+err_case "explain bad address" 2 "'x' is not an IPv4 or IPv6 address" "$PBS_CONF" explain x
+err_case "grant without user" 2 "usage: grant ADDR USER" "$PBS_CONF" grant 192.0.2.7
+err_case "grant empty user" 2 "empty user name" "$PBS_CONF" grant 192.0.2.7 ""
+err_case "grant user with a control byte" 2 "control characters" "$PBS_CONF" grant 192.0.2.7 $'ali\x01ce'
+err_case "grant user with a newline" 2 "control characters" "$PBS_CONF" grant 192.0.2.7 $'alice\nbob'
+err_case "grant user of 300 bytes" 2 "longer than 256 bytes" "$PBS_CONF" grant 192.0.2.7 "$LONG_USER"
+err_case "grant --ttl 0" 2 "--ttl: '0' is not 1\.\.2678400 seconds" "$PBS_CONF" grant 192.0.2.7 alice --ttl 0
+err_case "grant --ttl -1" 2 "--ttl: '-1' is not 1\.\.2678400 seconds" "$PBS_CONF" grant 192.0.2.7 alice --ttl -1
+err_case "grant --ttl abc" 2 "--ttl: 'abc' is not 1\.\.2678400 seconds" "$PBS_CONF" grant 192.0.2.7 alice --ttl abc
+err_case "grant --ttl 99999999999" 2 "--ttl: '99999999999' is not 1\.\.2678400 seconds" "$PBS_CONF" grant 192.0.2.7 alice --ttl 99999999999
+err_case "grant --ttl 2678401" 2 "--ttl: '2678401' is not" "$PBS_CONF" grant 192.0.2.7 alice --ttl 2678401
+err_case "grant --ttl without a value" 2 "--ttl needs a value" "$PBS_CONF" grant 192.0.2.7 alice --ttl
+err_case "grant --service IMAP (upper case)" 2 "service name may hold only" "$PBS_CONF" grant 192.0.2.7 alice --service IMAP
+err_case "grant --service with '|'" 2 "service name may hold only" "$PBS_CONF" grant 192.0.2.7 alice --service 'a|b'
+err_case "revoke --user without user" 2 "usage: revoke ADDR \| revoke --user USER" "$PBS_CONF" revoke --user
+err_case "revoke --user empty" 2 "empty user name" "$PBS_CONF" revoke --user ""
+err_case "list --user without user" 2 "--user needs a value" "$PBS_CONF" list --user
+err_case "unknown command" 2 "unknown command 'frob'" "$PBS_CONF" frob 192.0.2.7
+err_case "unknown global option" 2 "unrecognized option '--frob'|unknown option" "$PBS_CONF" --frob list
+err_case "unknown option of list" 2 "list: unexpected argument '--frob'" "$PBS_CONF" list --frob
+err_case "unknown option of check" 2 "check: unknown option --frob" "$PBS_CONF" check --frob 192.0.2.7
+err_case "unknown option of grant" 2 "grant: unexpected argument '--frob'" "$PBS_CONF" grant 192.0.2.7 alice --frob
+err_case "too many args: check" 2 "check: too many arguments" "$PBS_CONF" check 192.0.2.7 192.0.2.8
+err_case "too many args: grant" 2 "grant: unexpected argument 'extra'" "$PBS_CONF" grant 192.0.2.7 alice extra
+err_case "too many args: revoke" 2 "usage: revoke ADDR" "$PBS_CONF" revoke 192.0.2.7 192.0.2.8
+err_case "too many args: explain" 2 "explain: too many arguments" "$PBS_CONF" explain 192.0.2.7 a.example b.example
+err_case "too many args: stats" 2 "stats: unexpected argument 'x'" "$PBS_CONF" stats x
+err_case "too many args: list" 2 "list: unexpected argument 'x'" "$PBS_CONF" list x
+err_case "missing address: check" 2 "usage: check ADDR" "$PBS_CONF" check
+err_case "missing address: explain" 2 "usage: explain ADDR" "$PBS_CONF" explain
+err_case "flush without --yes" 2 "flush removes every lease under prefix 'popbsmtp:'; confirm with: flush --yes" "$PBS_CONF" flush
+err_case "flush --no" 2 "confirm with: flush --yes" "$PBS_CONF" flush --no
+
+# A key that does not hold a lease: a Redis-side error (3), named, nothing removed.
+rcli "$MAIN_PORT" SET popbsmtp:lease:198.18.9.0/24 "garbage" EX 600 >/dev/null
+err_case "check a key holding garbage" 3 "popbsmtp:lease:198\.18\.9\.0/24 does not hold a valid lease" "$PBS_CONF" check 198.18.9.1
+err_case "revoke a key holding garbage" 3 "does not hold a valid lease" "$PBS_CONF" revoke 198.18.9.1
+ctl_run "$PBS_CONF" list
+pbs_check_eq "list with a garbage key among the leases: exit 3" 3 "$RC"
+rcli "$MAIN_PORT" DEL popbsmtp:lease:198.18.9.0/24 >/dev/null
+
+# ---- Redis down, black-holed, refusing AUTH; broken config ----
+
+DEAD_PORT=$(pbs_free_port)
+DEAD_CONF=$PBS_TMP/dead.conf
+PBS_CONF_REDIS_PORT=$DEAD_PORT pbs_write_config "$DEAD_CONF"
+for args in "list" "check 192.0.2.7" "grant 192.0.2.7 alice" "revoke --user alice" "stats" "flush --yes"; do
+	# shellcheck disable=SC2086
+	err_case "Redis down: $args" 3 "Redis at 127\.0\.0\.1:$DEAD_PORT: connect failed" "$DEAD_CONF" $args
+done
+pbs_check_eq "Redis down: list prints nothing on stdout" "" "$(ctl_run "$DEAD_CONF" list; printf '%s' "$OUT")"
+
+pbs_start_blackhole
+HOLE_CONF=$PBS_TMP/blackhole.conf
+PBS_CONF_REDIS_PORT=$BLACKHOLE_PORT PBS_CONF_TIMEOUT_MS=250 pbs_write_config "$HOLE_CONF"
+for args in "check 192.0.2.7" "grant 192.0.2.7 alice" "list"; do
+	t=$(now_ms)
+	# shellcheck disable=SC2086
+	err_case "Redis black-holed: $args" 3 "Redis at 127\.0\.0\.1:$BLACKHOLE_PORT: .*timed out after 250 ms" "$HOLE_CONF" $args
+	pbs_check_le "Redis black-holed: $args gives up within 1 s" 1000 $(($(now_ms) - t))
+done
+
+AUTH_PASS='Right-Pass-4a7c'
+WRONG_PASS='Wr0ng-Secret-91xq'
+pbs_start_redis auth --requirepass "$AUTH_PASS"
+AUTH_PORT=$REDIS_PORT
+REDIS_PORT=$MAIN_PORT
+AUTH_CONF=$PBS_TMP/auth-wrong.conf
+{
+	printf 'redis: { host = "127.0.0.1"; port = %s; password = "%s"; timeout_ms = 250; };\n' "$AUTH_PORT" "$WRONG_PASS"
+} >"$AUTH_CONF"
+chmod 600 "$AUTH_CONF"  # a password in a file others can read gets a warning line
+export REDISCLI_AUTH=$AUTH_PASS
+rcli "$AUTH_PORT" SET popbsmtp:lease:192.0.2.7 "1|$(now_s)|imap|alice" EX 600 >/dev/null
+for args in "check 192.0.2.7" "grant 192.0.2.8 eve" "revoke 192.0.2.7" "flush --yes" "list"; do
+	# shellcheck disable=SC2086
+	STATE_PORT=$AUTH_PORT err_case "wrong password: $args" 3 "127\.0\.0\.1:$AUTH_PORT.*refused: WRONGPASS" "$AUTH_CONF" $args
+	if grep -qF -e "$WRONG_PASS" -e "$AUTH_PASS" "$OUTF" "$ERRF"; then
+		pbs_fail "wrong password: $args: the password appears in the output"
+	else
+		pbs_ok "wrong password: $args: the password does not appear in the output"
+	fi
+done
+NOPASS_CONF=$PBS_TMP/auth-none.conf
+PBS_CONF_REDIS_PORT=$AUTH_PORT pbs_write_config "$NOPASS_CONF"
+STATE_PORT=$AUTH_PORT err_case "no password for a server that wants one: check" 3 "NOAUTH" "$NOPASS_CONF" check 192.0.2.7
+STATE_PORT=$AUTH_PORT err_case "no password for a server that wants one: grant" 3 "NOAUTH" "$NOPASS_CONF" grant 192.0.2.8 eve
+RIGHT_CONF=$PBS_TMP/auth-right.conf
+sed "s/$WRONG_PASS/$AUTH_PASS/" "$AUTH_CONF" >"$RIGHT_CONF"
+chmod 600 "$RIGHT_CONF"
+ctl_run "$RIGHT_CONF" check 192.0.2.7
+pbs_check_eq "right password: check finds the lease, nothing on stderr" "0 " "$RC $ERR"
+unset REDISCLI_AUTH
+
+BROKEN=$PBS_TMP/broken.conf
+printf 'redis: { host = "127.0.0.1"; port = %s; };\nlease: {\n  ipv4_prefix = 33;\n};\n' "$MAIN_PORT" >"$BROKEN"
+before=$(state "$MAIN_PORT")
+ctl_run "$BROKEN" grant 192.0.2.9 alice
+pbs_check_eq "broken config (value out of range): exit 78" 78 "$RC"
+pbs_check_eq "broken config: FILE:LINE: what" "$BROKEN:3: lease.ipv4_prefix: 33 is out of range (0..32)" "$ERR"
+pbs_check_eq "broken config: nothing on stdout" "" "$OUT"
+pbs_check_eq "broken config: Redis unchanged" "$before" "$(state "$MAIN_PORT")"
+ctl_run "$BROKEN" -t
+pbs_check_eq "-t on the broken config: exit 78 with FILE:LINE" "78 $BROKEN:3: lease.ipv4_prefix: 33 is out of range (0..32)" "$RC $ERR"
+SYNTAX=$PBS_TMP/syntax.conf
+printf 'redis: { host = "127.0.0.1"; port = %s; };\nlease: { ttl = ; };\n' "$MAIN_PORT" >"$SYNTAX"
+ctl_run "$SYNTAX" list
+pbs_check_eq "config with a syntax error: exit 78" 78 "$RC"
+check_re "config with a syntax error: FILE:LINE" "^$SYNTAX:2: " "$ERR"
+ctl_run "$PBS_TMP/missing.conf" list
+pbs_check_eq "missing config file: exit 78" 78 "$RC"
+check_re "missing config file: names it" "$PBS_TMP/missing\.conf" "$ERR"
+
+# ---- a prefix holding glob characters: list and flush touch only their own keys ----
+
+GLOB_CONF=$PBS_TMP/glob.conf
+printf 'redis: { host = "127.0.0.1"; port = %s; prefix = "p*x:"; };\n' "$MAIN_PORT" >"$GLOB_CONF"
+ctl_run "$GLOB_CONF" grant 192.0.2.7 gus
+pbs_check_eq "prefix 'p*x:': grant" "0 granted 192.0.2.7 to gus for 1800 s" "$RC $OUT"
+rcli "$MAIN_PORT" SET 'pAx:lease:192.0.2.8' "1|$(now_s)|imap|foreign" EX 600 >/dev/null
+ctl_run "$GLOB_CONF" --json list
+pbs_check_eq "prefix 'p*x:': list sees only its own lease" "192.0.2.7 gus" \
+	"$(jpy '"|".join(l["subject"] + " " + l["user"] for l in d["leases"])')"
+ctl_run "$GLOB_CONF" flush --yes
+pbs_check_eq "prefix 'p*x:': flush removes only its own keys" "0 removed 1 lease and 1 user index" "$RC $OUT"
+pbs_check_eq "prefix 'p*x:': the look-alike key survives" 1 "$(rcli "$MAIN_PORT" EXISTS 'pAx:lease:192.0.2.8')"
+
+# ---- flush ----
+
+rcli "$MAIN_PORT" SET unrelated:key keep >/dev/null
+n_leases=$(state "$MAIN_PORT" | grep -c '^popbsmtp:lease:')
+n_users=$(state "$MAIN_PORT" | grep -c '^popbsmtp:user:')
+run flush --yes
+pbs_check_eq "flush --yes: exit 0" 0 "$RC"
+pbs_check_eq "flush --yes: counts what it removed" "removed $n_leases leases and $n_users user indexes" "$OUT"
+pbs_check_eq "flush --yes: no lease or index left" 0 "$(state "$MAIN_PORT" | grep -c '^popbsmtp:')"
+pbs_check_eq "flush --yes: other keys stay" "keep" "$(rcli "$MAIN_PORT" GET unrelated:key)"
+run --json list
+pbs_check_eq "list after flush: empty" "0 0" "$RC $(jpy 'd["count"]')"
+run flush --yes
+pbs_check_eq "flush --yes on nothing: exit 0" "0 removed 0 leases and 0 user indexes" "$RC $OUT"
+
+# ---- 20,000 leases: list walks them with SCAN, never KEYS ----
+
+pbs_start_redis big
+BIG_PORT=$REDIS_PORT
+REDIS_PORT=$MAIN_PORT
+BIG_CONF=$PBS_TMP/big.conf
+PBS_CONF_REDIS_PORT=$BIG_PORT PBS_CONF_TIMEOUT_MS=2000 pbs_write_config "$BIG_CONF"
+NOW=$(now_s)
+N=20000
+pipe_out=$(awk -v now="$NOW" -v n="$N" 'BEGIN {
+	for (i = 0; i < n; i++) {
+		k = sprintf("popbsmtp:lease:10.%d.%d.%d", int(i / 65536), int(i / 256) % 256, i % 256)
+		v = sprintf("1|%d|imap|user%d", now, i)
+		printf "*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$3\r\n600\r\n", length(k), k, length(v), v
+	}
+}' | rcli "$BIG_PORT" --pipe 2>&1)
+check_re "20,000 leases written with redis-cli --pipe" "errors: 0, replies: $N" "$pipe_out"
+pbs_check_eq "DBSIZE is 20,000" "$N" "$(rcli "$BIG_PORT" DBSIZE)"
+rcli "$BIG_PORT" CONFIG RESETSTAT >/dev/null
+
+t=$(now_ms)
+BIG=1 ctl_run "$BIG_CONF" list
+ms_text=$(($(now_ms) - t))
+pbs_check_eq "list of 20,000: exit 0" 0 "$RC"
+pbs_check_eq "list of 20,000: 20,000 rows after the header" "$N" "$(tail -n +2 "$OUTF" | grep -c .)"
+pbs_check_eq "list of 20,000: 20,000 distinct subjects" "$N" "$(tail -n +2 "$OUTF" | awk '{print $1}' | sort -u | wc -l)"
+pbs_check_eq "list of 20,000: every row is user<N> with service imap" 0 \
+	"$(tail -n +2 "$OUTF" | grep -Evc '^10\.[0-9]+\.[0-9]+\.[0-9]+ +user[0-9]+ +imap +[0-9T:Z-]+ +[0-9]+$')"
+
+t=$(now_ms)
+BIG=1 ctl_run "$BIG_CONF" --json list
+ms_json=$(($(now_ms) - t))
+pbs_check_eq "list --json of 20,000: exit 0" 0 "$RC"
+# The user of 10.A.B.C was written as user<A*65536 + B*256 + C>.
+jpys 'str(d["count"]) + " " + str(len(d["leases"]))' 'len({l["subject"] for l in d["leases"]})' '
+sum(1 for l in d["leases"]
+    if l["user"] != "user%d" % sum(int(x) << s for x, s in zip(l["subject"].split(".")[1:], (16, 8, 0)))
+    or l["service"] != "imap" or l["granted"] != '"$NOW"' or not 0 < l["ttl"] <= 600)'
+pbs_check_eq "list --json of 20,000: count and rows" "$N $N" "${J[0]}"
+pbs_check_eq "list --json of 20,000: distinct subjects" "$N" "${J[1]}"
+pbs_check_eq "list --json of 20,000: every lease matches what was written" 0 "${J[2]}"
+echo "# list of $N leases: ${ms_text} ms (text), ${ms_json} ms (--json)"
+
+ctl_run "$BIG_CONF" --json stats
+pbs_check_eq "stats --json over 20,000: leases" "$N" "$(jpy 'd["leases"]')"
+stats=$(rcli "$BIG_PORT" INFO commandstats | tr -d '\r')
+pbs_check_nomatch "no KEYS command was used (INFO commandstats)" '^cmdstat_keys:' "$stats"
+check_re "SCAN was used" '^cmdstat_scan:calls=' "$stats"
+scans=$(printf '%s\n' "$stats" | sed -n 's/^cmdstat_scan:calls=\([0-9]*\),.*/\1/p')
+pbs_check_le "SCAN walked with a cursor (more than one call per list)" "$scans" 6
+echo "# SCAN calls for 2 lists and 1 stats: $scans"
+
+t=$(now_ms)
+ctl_run "$BIG_CONF" flush --yes
+ms_flush=$(($(now_ms) - t))
+pbs_check_eq "flush --yes of 20,000" "0 removed $N leases and 0 user indexes" "$RC $OUT"
+pbs_check_eq "flush --yes of 20,000: DBSIZE 0" 0 "$(rcli "$BIG_PORT" DBSIZE)"
+pbs_check_nomatch "flush used no KEYS either" '^cmdstat_keys:' "$(rcli "$BIG_PORT" INFO commandstats | tr -d '\r')"
+echo "# flush of $N leases: ${ms_flush} ms"
+
+echo "# run time $(($(now_ms) - T_START)) ms"
+pbs_done
