@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "popbsmtp/log.h"
 
@@ -22,7 +23,22 @@ struct pbs_store {
 	char where[300];             /* "127.0.0.1:6379" or "unix:/path", for messages */
 	char err[512];
 	size_t good_sentinel;        /* the sentinel that answered last: asked first */
+	char master_host[256];       /* with sentinel: the master we are connected to */
+	int master_port;
+	long long verified_ms;       /* when a sentinel last confirmed it */
 };
+
+/* Sentinel-managed connections are re-checked this often: after a planned switchover
+ * the old master still says "master" for a while, and would answer with stale leases. */
+#define SENTINEL_RECHECK_MS 1000
+
+static long long store_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Record why the last call failed; returns -1 for convenience. */
 static int store_fail(pbs_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -322,6 +338,9 @@ static int store_open(pbs_store *s)
 		/* Every (re)connect asks again: the master may have changed. */
 		if (sentinel_resolve(s, host, sizeof host, &port) != 0)
 			return -1;
+		snprintf(s->master_host, sizeof s->master_host, "%s", host);
+		s->master_port = port;
+		s->verified_ms = store_now_ms();
 		s->ctx = redisConnectWithTimeout(host, port, tv);
 	} else if (s->cfg.socket) {
 		s->ctx = redisConnectUnixWithTimeout(s->cfg.socket, tv);
@@ -333,10 +352,27 @@ static int store_open(pbs_store *s)
 	return 0;
 }
 
+/* Ask a sentinel whether the master we talk to is still the master; drop the connection
+ * if it names another. A sentinel that cannot answer proves nothing: keep going. */
+static void store_recheck_master(pbs_store *s)
+{
+	char host[256];
+	int port = 0;
+
+	s->verified_ms = store_now_ms();
+	if (sentinel_resolve(s, host, sizeof host, &port) != 0)
+		return;
+	if (port != s->master_port || strcmp(host, s->master_host) != 0)
+		pbs_store_disconnect(s);
+}
+
 int pbs_store_connect(pbs_store *s)
 {
 	struct timeval tv = store_timeout(s);
 
+	if (s->ctx != NULL && s->cfg.sentinel_nodes.count > 0 &&
+	    store_now_ms() - s->verified_ms >= SENTINEL_RECHECK_MS)
+		store_recheck_master(s);
 	if (s->ctx != NULL)
 		return 0;
 	if (store_open(s) != 0)
