@@ -20,7 +20,7 @@
 #   PBS_KEEP_TMP=1            keep the temp dir (answers.log, logins.log, events.log, every
 #                             server's log and config)
 #   PBS_HA_STALE_BOUND_MS     how long the milter may refuse fresh leases after the
-#                             switchover (default 20000: a known limitation, see docs/ha.md)
+#                             switchover (default 3000; see docs/ha.md)
 set -u
 export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
