@@ -143,13 +143,16 @@ static void reply_append(char *out, size_t *o, size_t outlen, const char *src, s
 	out[*o] = '\0';
 }
 
-/* "<rcpt>: TEXT", safe to hand to smfi_setreply. */
+/* "<rcpt>: TEXT" (or TEXT alone when RCPT is NULL), safe to hand to smfi_setreply. */
 static void reply_text(const char *rcpt, const char *text, char *out, size_t outlen)
 {
 	size_t o = 0;
 
-	reply_append(out, &o, outlen, rcpt, 200);
-	reply_append(out, &o, outlen, ": ", 2);
+	out[0] = '\0';
+	if (rcpt != NULL) {
+		reply_append(out, &o, outlen, rcpt, 200);
+		reply_append(out, &o, outlen, ": ", 2);
+	}
 	reply_append(out, &o, outlen, text, 400);
 }
 
@@ -206,7 +209,9 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 		return SMFIS_TEMPFAIL;
 	default:
 		log_decision(ctx, s, "denied", rcpt, reason);
-		reply_text(rcpt, cfg->milter.reject_text, text, sizeof text);
+		/* Sendmail itself puts "<rcpt>... " in front of a 5xx from a milter. */
+		reply_text(s->mta == PBS_MTA_SENDMAIL ? NULL : rcpt, cfg->milter.reject_text, text,
+			   sizeof text);
 		smfi_setreply(ctx, "550", "5.7.1", text);
 		return SMFIS_REJECT;
 	}

@@ -9,9 +9,13 @@
 #                                    Sets SENDMAIL_PORT, SENDMAIL_DIR, SENDMAIL_LOG (-X SMTP
 #                                    traffic), SENDMAIL_MBOX, SENDMAIL_PID. Startup warnings
 #                                    land in $SENDMAIL_DIR/sendmail.out (there is no syslog).
+#                                    With PBS_SENDMAIL_MAPPED=1 it also listens on an IPv6
+#                                    socket bound to ::ffff:127.0.0.1, port SENDMAIL_MAPPED_PORT:
+#                                    IPv4 clients connecting there reach Sendmail (and the
+#                                    milter) as IPv4-mapped IPv6 addresses (::ffff:127.0.0.x).
 #   pbs_sendmail_add_user USER PASS an SMTP AUTH (PLAIN, LOGIN) account; the milter then sees
 #                                    {auth_authen}=USER.
-#   pbs_stop_sendmail               stop it and wait (also registered as cleanup).
+#   pbs_stop_sendmail [PID]         stop it and wait (also registered as cleanup).
 #
 # local.test.example is local: any user there is delivered (mbox format) to $SENDMAIL_MBOX, and
 # its {rcpt_mailer} is "local". Every other domain goes to [127.0.0.1]:SINK_PORT with
@@ -22,9 +26,9 @@ PBS_SENDMAIL_ROOT=${PBS_SENDMAIL_ROOT:-/var/cache/popbsmtp/sendmail-root}
 PBS_SENDMAIL_HOSTNAME=mx.test.example
 PBS_SENDMAIL_LOCAL_DOMAIN=local.test.example
 
-# _pbs_sendmail_mc DIR PORT MILTER_SPEC — print the .mc (docs quote this heredoc).
+# _pbs_sendmail_mc DIR PORT MILTER_SPEC [MAPPED_PORT] — print the .mc (docs quote this heredoc).
 _pbs_sendmail_mc() {
-	local dir=$1 port=$2 milter=$3
+	local dir=$1 port=$2 milter=$3 mapped=${4-}
 	cat <<EOF
 divert(0)dnl
 VERSIONID(\`popbsmtp e2e test')dnl
@@ -39,6 +43,7 @@ define(\`confHOSTS_FILE', \`$dir/hosts')dnl
 define(\`confDONT_PROBE_INTERFACES', \`True')dnl
 define(\`confDONT_BLAME_SENDMAIL', \`TrustStickyBit')dnl
 DAEMON_OPTIONS(\`Port=$port, Addr=127.0.0.1, Name=MTA')dnl
+$(_pbs_sendmail_mc_mapped "$mapped")
 FEATURE(\`no_default_msa')dnl
 FEATURE(\`nocanonify')dnl
 FEATURE(\`accept_unresolvable_domains')dnl
@@ -70,6 +75,17 @@ _pbs_sendmail_mc_milter() {
 		printf "INPUT_MAIL_FILTER(\`popbsmtp', \`S=%s, F=T, T=C:10s;S:10s;R:10s;E:5m')dnl" "$1"
 	else
 		printf 'dnl No milter: Sendmail alone (relay-path check only; an open relay!).'
+	fi
+}
+
+# _pbs_sendmail_mc_mapped PORT — the DAEMON_OPTIONS line of the IPv4-mapped listener, or a
+# comment when PORT is empty.
+_pbs_sendmail_mc_mapped() {
+	if [ -n "$1" ]; then
+		printf "DAEMON_OPTIONS(\`Port=%s, Addr=::ffff:127.0.0.1, Family=inet6, %s')dnl" "$1" \
+			'Name=MTA-v4mapped'
+	else
+		printf 'dnl No IPv6 listener.'
 	fi
 }
 
@@ -124,16 +140,25 @@ pbs_start_sendmail() {
 		{ echo "pbs_start_sendmail: no Sendmail in $PBS_SENDMAIL_ROOT (run scripts/fetch-sendmail)" >&2; return 1; }
 	pbs_stop_sendmail # a second start in one test replaces the first (e.g. another milter)
 	port=$(pbs_free_port)
+	SENDMAIL_MAPPED_PORT=
+	if [ "${PBS_SENDMAIL_MAPPED:-0}" = 1 ]; then
+		# Two calls in a row can hand out the same port; ask again until they differ.
+		until [ -n "$SENDMAIL_MAPPED_PORT" ] && [ "$SENDMAIL_MAPPED_PORT" != "$port" ]; do
+			SENDMAIL_MAPPED_PORT=$(pbs_free_port)
+		done
+	fi
 	_pbs_sendmail_files "$dir"
-	_pbs_sendmail_mc "$dir" "$port" "$milter" >"$dir/sendmail.mc"
+	_pbs_sendmail_mc "$dir" "$port" "$milter" "$SENDMAIL_MAPPED_PORT" >"$dir/sendmail.mc"
 	_pbs_sendmail_cf "$dir" || return 1
 	# -bD: stay in the foreground so the pid is ours; -X: SMTP traffic log (there is no syslog).
 	_pbs_sendmail_exec "$dir" -bD -X "$dir/traffic.log" >"$dir/sendmail.out" 2>&1 &
 	SENDMAIL_PID=$!
-	pbs_on_cleanup pbs_stop_sendmail
+	pbs_on_cleanup "pbs_stop_sendmail $SENDMAIL_PID"
 	# shellcheck disable=SC2034 # for the tests that source this file
 	SENDMAIL_PORT=$port SENDMAIL_DIR=$dir SENDMAIL_LOG="$dir/traffic.log" SENDMAIL_MBOX="$dir/local.mbox"
 	pbs_wait_port "$port" 15 || { cat "$dir/sendmail.out" >&2; return 1; }
+	[ -z "$SENDMAIL_MAPPED_PORT" ] || pbs_wait_port "$SENDMAIL_MAPPED_PORT" 5 ||
+		{ cat "$dir/sendmail.out" >&2; return 1; }
 }
 
 # pbs_sendmail_add_user USER PASSWORD — let USER log in with SMTP AUTH PLAIN/LOGIN. Works before
@@ -149,23 +174,27 @@ pbs_sendmail_add_user() {
 		untie %h or die "$db: $!\n";' "$db" "$1" "$PBS_SENDMAIL_HOSTNAME" "$2"
 }
 
-# _pbs_any_alive PID… — true while at least one of the PIDs still exists.
+# _pbs_any_alive PID… — true while at least one of the PIDs still runs. Zombies count as gone:
+# after a stop script (pbs_keep_servers) killed it, Sendmail waits for init to reap it.
 _pbs_any_alive() {
 	local p
-	for p; do kill -0 "$p" 2>/dev/null && return 0; done
+	for p; do ps -o stat= -p "$p" 2>/dev/null | grep -qv '^Z' && return 0; done
 	return 1
 }
 
-# pbs_stop_sendmail — TERM the daemon and its session processes (it does not pass TERM on to
-# them), wait for all of them (up to 5 s, then KILL).
+# pbs_stop_sendmail [PID] — TERM the daemon (default: $SENDMAIL_PID) and its session processes
+# (it does not pass TERM on to them), wait for all of them (up to 5 s, then KILL). The cleanup
+# names the PID, so that the stop script of pbs_keep_servers stops Sendmail too.
 # shellcheck disable=SC2086 # pids is a word list
 pbs_stop_sendmail() {
-	local pid=${SENDMAIL_PID:-} pids i=0
+	local pid=${1:-${SENDMAIL_PID:-}} pids i=0
 	[ -n "$pid" ] || return 0
+	# A stale PID may have been recycled: only signal Sendmail (or unshare/sh before the exec).
+	case $(ps -o comm= -p "$pid") in sendmail | unshare | sh) ;; *) return 0 ;; esac
 	pids="$pid $(ps -o pid= --ppid "$pid")"
 	kill $pids 2>/dev/null
 	while [ $i -lt 100 ] && _pbs_any_alive $pids; do sleep 0.05; i=$((i + 1)); done
 	_pbs_any_alive $pids && kill -9 $pids 2>/dev/null
 	wait "$pid" 2>/dev/null
-	SENDMAIL_PID=
+	[ "$pid" != "${SENDMAIL_PID:-}" ] || SENDMAIL_PID=
 }
