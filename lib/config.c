@@ -74,7 +74,7 @@ static const struct key_spec keys[] = {
 	 PBS_ON_ERROR_TEMPFAIL, NULL, on_error_words},
 	{"milter", "reject_text", KEY_STRING, AT(milter.reject_text), 1, 400, 0,
 	 "Relay access denied", NULL},
-	{"milter", "pool_size", KEY_INT, AT(milter.pool_size), 1, 1024, 16, NULL, NULL},
+	{"milter", "pool_size", KEY_INT, AT(milter.pool_size), 1, 1024, 64, NULL, NULL},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

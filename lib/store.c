@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,6 +39,46 @@ static long long store_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read one reply from C by DEADLINE (monotonic ms), sending what is queued first.
+ * hiredis' own blocking read bounds each read() by SO_RCVTIMEO, not the whole reply, so a
+ * server trickling a byte now and then would hold the caller forever. A timeout leaves C
+ * in error like any I/O failure (its errstr then says EAGAIN's text). */
+static int ctx_read_reply(redisContext *c, long long deadline, redisReply **out)
+{
+	void *r = NULL;
+	int done = 0;
+
+	*out = NULL;
+	while (!done)
+		if (redisBufferWrite(c, &done) != REDIS_OK)
+			return REDIS_ERR;
+	if (redisGetReplyFromReader(c, &r) != REDIS_OK)
+		return REDIS_ERR;
+	while (r == NULL) {
+		long long left = deadline - store_now_ms();
+		struct pollfd pfd = {c->fd, POLLIN, 0};
+		int ready = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready <= 0) {
+			c->err = REDIS_ERR_IO;
+			snprintf(c->errstr, sizeof c->errstr, "%s", strerror(EAGAIN));
+			return REDIS_ERR;
+		}
+		if (redisBufferRead(c) != REDIS_OK || redisGetReplyFromReader(c, &r) != REDIS_OK)
+			return REDIS_ERR;
+	}
+	*out = r;
+	return REDIS_OK;
+}
+
+/* The deadline for one exchange with Redis: timeout_ms from now. */
+static long long store_deadline(const pbs_store *s)
+{
+	return store_now_ms() + s->cfg.timeout_ms;
 }
 
 /* Record why the last call failed; returns -1 for convenience. */
@@ -191,12 +232,13 @@ static int store_reply_fail(pbs_store *s, const char *what, const redisReply *r)
  * The first error reply makes the whole sequence fail, but all replies are read. */
 static int store_read_replies(pbs_store *s, const char *what, int count, redisReply **last)
 {
+	long long deadline = store_deadline(s);
 	int i, rc = 0;
 
 	for (i = 0; i < count; i++) {
 		redisReply *r = NULL;
 
-		if (redisGetReply(s->ctx, (void **)&r) != REDIS_OK)
+		if (ctx_read_reply(s->ctx, deadline, &r) != REDIS_OK)
 			return store_io_fail(s, what);
 		if (r->type == REDIS_REPLY_ERROR && rc == 0)
 			rc = store_reply_fail(s, what, r);
@@ -246,6 +288,7 @@ static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t
 			int *port, char *why, size_t whylen)
 {
 	struct timeval tv = store_timeout(s);
+	long long deadline = store_deadline(s);
 	char shost[256];
 	int sport, rc = -1;
 	redisContext *c;
@@ -259,16 +302,18 @@ static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t
 		goto out;
 	}
 	if (s->cfg.sentinel_password[0] != '\0') {
-		r = redisCommandArgv(c, 2, (const char *[]){"AUTH", s->cfg.sentinel_password}, NULL);
-		if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+		redisAppendCommandArgv(c, 2, (const char *[]){"AUTH", s->cfg.sentinel_password},
+				       NULL);
+		if (ctx_read_reply(c, deadline, &r) != REDIS_OK || r->type == REDIS_REPLY_ERROR) {
 			snprintf(why, whylen, "sentinel %s refused AUTH", node);
 			goto out;
 		}
 		freeReplyObject(r);
+		r = NULL;
 	}
-	r = redisCommandArgv(c, 3, (const char *[]){"SENTINEL", "get-master-addr-by-name",
-						  s->cfg.sentinel_master}, NULL);
-	if (r == NULL) {
+	redisAppendCommandArgv(c, 3, (const char *[]){"SENTINEL", "get-master-addr-by-name",
+						    s->cfg.sentinel_master}, NULL);
+	if (ctx_read_reply(c, deadline, &r) != REDIS_OK) {
 		snprintf(why, whylen, "sentinel %s: %s", node, c->errstr);
 	} else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 		   r->element[0]->type == REDIS_REPLY_STRING &&
@@ -311,10 +356,11 @@ static int sentinel_resolve(pbs_store *s, char *host, size_t hostlen, int *port)
 /* A sentinel's answer may be stale: make sure the server really is the master. */
 static int store_check_master(pbs_store *s)
 {
-	redisReply *r = redisCommandArgv(s->ctx, 1, (const char *[]){"ROLE"}, NULL);
+	redisReply *r;
 	int ok;
 
-	if (r == NULL)
+	redisAppendCommandArgv(s->ctx, 1, (const char *[]){"ROLE"}, NULL);
+	if (ctx_read_reply(s->ctx, store_deadline(s), &r) != REDIS_OK)
 		return store_io_fail(s, "ROLE");
 	ok = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
 	     r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
@@ -397,8 +443,8 @@ struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,
 
 	if (pbs_store_connect(s) != 0)
 		return NULL;
-	r = redisCommandArgv(s->ctx, argc, argv, argvlen);
-	if (r == NULL) {
+	redisAppendCommandArgv(s->ctx, argc, argv, argvlen);
+	if (ctx_read_reply(s->ctx, store_deadline(s), &r) != REDIS_OK) {
 		store_io_fail(s, argv[0]);
 		return NULL;
 	}
@@ -410,14 +456,16 @@ struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,
 int pbs_store_pipeline(pbs_store *s, int count, const int *argcs, const char **const *argvs,
 		       struct redisReply **replies)
 {
+	long long deadline;
 	int i, j;
 
 	if (pbs_store_connect(s) != 0)
 		return -1;
 	for (i = 0; i < count; i++)
 		redisAppendCommandArgv(s->ctx, argcs[i], argvs[i], NULL);
+	deadline = store_deadline(s);
 	for (i = 0; i < count; i++) {
-		if (redisGetReply(s->ctx, (void **)&replies[i]) != REDIS_OK) {
+		if (ctx_read_reply(s->ctx, deadline, &replies[i]) != REDIS_OK) {
 			for (j = 0; j < i; j++)
 				freeReplyObject(replies[j]);
 			return store_io_fail(s, argvs[i][0]);

@@ -167,7 +167,7 @@ static void assert_defaults(const pbs_config *cfg)
 	assert_true(strings_are(&cfg->milter.local_domains, no_words));
 	assert_int_equal(cfg->milter.on_store_error, PBS_ON_ERROR_TEMPFAIL);
 	assert_string_equal(cfg->milter.reject_text, "Relay access denied");
-	assert_int_equal(cfg->milter.pool_size, 16);
+	assert_int_equal(cfg->milter.pool_size, 64);
 }
 
 static void test_empty_file_gives_defaults(void **state)
@@ -559,7 +559,7 @@ static const struct line_row line_rows[] = {
      NULL, 0},
     {"redis: { prefix = \"\"; };", NULL, "port", 6379},
     {"lease: { never = []; };", NULL, "ttl", 1800},
-    {"milter: { trusted = []; };", NULL, "pool_size", 16},
+    {"milter: { trusted = []; };", NULL, "pool_size", 64},
 };
 
 static long long int_field(const pbs_config *cfg, const char *key)
