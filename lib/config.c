@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <libconfig.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -615,21 +616,75 @@ static void report_parse_error(const config_t *lc, const char *path, pbs_config_
 	strlist_addf(&r->errors, "%s:%d: %s", file, config_error_line(lc), config_error_text(lc));
 }
 
+#define INCLUDE_DEPTH_MAX 10 /* libconfig 1.5's own limit */
+
+/* If LINE is an @include directive, put its file name in NAME (NAMELEN bytes) and return
+ * true. A line libconfig would reject anyway is left for libconfig to report. */
+static bool include_name(const char *line, char *name, size_t namelen)
+{
+	const char *p = line + strspn(line, " \t"), *q, *end;
+
+	if (strncmp(p, "@include", 8) != 0)
+		return false;
+	q = p + 8 + strspn(p + 8, " \t");
+	if (*q != '"' || (end = strchr(q + 1, '"')) == NULL || (size_t)(end - q - 1) >= namelen)
+		return false;
+	memcpy(name, q + 1, (size_t)(end - q - 1));
+	name[end - q - 1] = '\0';
+	return true;
+}
+
+/* Check FILE and, recursively, every file it @includes, before libconfig reads them:
+ * libconfig 1.5 exit()s the whole process when asked to include a directory, and
+ * truncates long integers in included files too. Includes resolve as libconfig 1.5 does
+ * them: DIR + "/" + NAME. Returns the number of problems reported. */
+static int check_file_tree(const char *file, const char *dir, int depth, pbs_config_report *r)
+{
+	FILE *f = fopen(file, "r");
+	char line[1024], name[512], target[1024];
+	int lineno = 0, bad = check_long_literals(file, r);
+	struct stat st;
+
+	if (f == NULL)
+		return bad;
+	while (fgets(line, sizeof line, f) != NULL) {
+		lineno++;
+		if (!include_name(line, name, sizeof name))
+			continue;
+		snprintf(target, sizeof target, "%s/%s", dir, name);
+		if (stat(target, &st) != 0 || !S_ISREG(st.st_mode)) {
+			strlist_addf(&r->errors, "%s:%d: @include \"%s\": %s", file, lineno, name,
+				     stat(target, &st) != 0 ? strerror(errno)
+							    : "not a regular file");
+			bad++;
+		} else if (depth < INCLUDE_DEPTH_MAX) {
+			bad += check_file_tree(target, dir, depth + 1, r);
+		}
+	}
+	fclose(f);
+	return bad;
+}
+
 /* Parse PATH into LC; on failure report why. Returns 0 or -1. */
 static int read_file(config_t *lc, const char *path, pbs_config_report *r)
 {
 	char *dir = dir_of(path);
 	FILE *probe;
+	int bad;
 
-	config_set_include_dir(lc, dir);
-	free(dir);
 	/* libconfig reports I/O errors without a reason: find it out ourselves. */
 	probe = fopen(path, "r");
-	if (probe == NULL) {
+	if (dir == NULL || probe == NULL) {
 		strlist_addf(&r->errors, "%s: cannot read: %s", path, strerror(errno));
+		free(dir);
 		return -1;
 	}
 	fclose(probe);
+	config_set_include_dir(lc, dir);
+	bad = check_file_tree(path, dir, 1, r);
+	free(dir);
+	if (bad)
+		return -1;
 	if (config_read_file(lc, path) != CONFIG_TRUE) {
 		if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
 			strlist_addf(&r->errors, "%s: cannot read: %s", path, config_error_text(lc));
@@ -637,7 +692,7 @@ static int read_file(config_t *lc, const char *path, pbs_config_report *r)
 			report_parse_error(lc, path, r);
 		return -1;
 	}
-	return check_long_literals(path, r) ? -1 : 0;
+	return 0;
 }
 
 pbs_config *pbs_config_load(const char *path, pbs_config_report *report)

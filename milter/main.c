@@ -130,10 +130,11 @@ static void check_redis(void)
 /* Open the listening socket with the configured ownership and mode. */
 static int open_socket(const pbs_config *cfg)
 {
-	static char *conn;
+	char *conn = strdup(cfg->milter.socket); /* smfi_setconn wants it writable; it copies */
+	int rc = conn != NULL ? smfi_setconn(conn) : MI_FAILURE;
 
-	conn = strdup(cfg->milter.socket);
-	if (conn == NULL || smfi_setconn(conn) != MI_SUCCESS) {
+	free(conn);
+	if (rc != MI_SUCCESS) {
 		pbs_log(LOG_ERR, "bad milter.socket '%s'", cfg->milter.socket);
 		return -1;
 	}

@@ -585,7 +585,13 @@ pbs_check_le "black hole x500: slowest RCPT answer under the MTA's 10 s command 
 pbs_check_eq "black hole x500: 500 sessions really were in flight at once" 500 "$(result "$out" max_inflight)"
 pbs_check_le "black hole x500: milter threads stay bounded (max Threads:)" 599 "$THRMAX"
 pbs_check_le "black hole x500: threads back to the idle count afterwards" $((THR0 + 2)) "$THR1"
-pbs_check_le "black hole x500: RSS growth over the run (kB)" 32768 $((RSS1 - RSS0))
+# An AddressSanitizer build keeps a large per-thread shadow and quarantine: RSS says
+# nothing about leaks there (LeakSanitizer checks those at exit instead).
+if ldd "$PBS_BIN/milter/popbsmtp-milter" | grep -q libasan; then
+	echo "# black hole x500: RSS growth not judged under AddressSanitizer"
+else
+	pbs_check_le "black hole x500: RSS growth over the run (kB)" 32768 $((RSS1 - RSS0))
+fi
 note "black hole x500: ${load_ms} ms for 2000 sessions; threads idle $THR0, max $THRMAX, after $THR1;" \
 	"RSS before ${RSS0} kB, max ${RSSMAX} kB, after ${RSS1} kB;" \
 	"RCPT p50 $(result "$out" p50_us) us, p99 $(result "$out" p99_us) us, max $max_us us"
@@ -622,7 +628,11 @@ pbs_check_le "Redis back x500: most leased relays continue (at least half)" "$(r
 busy=$(grep -c 'lease lookup for 10\.9\.0\.5 failed: all 16 Redis connections busy' "$PBS_TMP/milter-bh500.log")
 pbs_check_le "Redis back x500: milter threads stay bounded" 599 \
 	"$(awk '$1 > m { m = $1 } END { print m + 0 }' "$PBS_TMP/samples2")"
-pbs_check_le "Redis back x500: RSS growth since before the first run (kB)" 32768 $((RSS2 - RSS0))
+if ldd "$PBS_BIN/milter/popbsmtp-milter" | grep -q libasan; then
+	echo "# Redis back x500: RSS growth not judged under AddressSanitizer"
+else
+	pbs_check_le "Redis back x500: RSS growth since before the first run (kB)" 32768 $((RSS2 - RSS0))
+fi
 note "Redis back x500: ${load2_ms} ms for 2000 sessions; $(result "$out" relay_continue) of 4000 leased relays" \
 	"continued, $(result "$out" relay_reply4xx) deferred ($busy sessions logged 'all 16 Redis connections busy');" \
 	"RSS after ${RSS2} kB; RCPT p50 $(result "$out" p50_us) us, p99 $(result "$out" p99_us) us"

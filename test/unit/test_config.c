@@ -424,10 +424,45 @@ static void test_missing_file(void **state)
 
 static void test_missing_include(void **state)
 {
-	static const char *const want[] = {D "/bad-include.conf:4: cannot open include file", NULL};
+	static const char *const want[] = {D "/bad-include.conf:4: @include \"no-such-file.conf\": No such file or directory", NULL};
 
 	(void)state;
 	expect_errors(D "/bad-include.conf", want);
+}
+
+/* Including a directory would make libconfig 1.5 exit() the whole program (a hook that
+ * exits refuses the login): it is reported as FILE:LINE instead, and so is "". */
+static void test_include_directory(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX], want[PATH_MAX + 64];
+
+	(void)state;
+	write_file("incdir.conf", "lease: {\n\t@include \"\"\n};\n@include \".\"\n", 0644, path,
+	           sizeof path);
+	assert_null(pbs_config_load(path, &r));
+	assert_int_equal(r.errors.count, 2);
+	snprintf(want, sizeof want, "%s:2: @include \"\": not a regular file", path);
+	assert_string_equal(r.errors.items[0], want);
+	snprintf(want, sizeof want, "%s:4: @include \".\": not a regular file", path);
+	assert_string_equal(r.errors.items[1], want);
+	pbs_config_report_free(&r);
+}
+
+/* libconfig truncates a too-long integer in an included file as in the main file. */
+static void test_include_long_integer(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX], inc[PATH_MAX], want[PATH_MAX + 128];
+
+	(void)state;
+	write_file("long.inc", "port = 4294973675;\n", 0644, inc, sizeof inc);
+	write_file("long.conf", "redis: {\n@include \"long.inc\"\n};\n", 0644, path, sizeof path);
+	assert_null(pbs_config_load(path, &r));
+	assert_int_equal(r.errors.count, 1);
+	snprintf(want, sizeof want, "%s:1: integer 4294973675 is too large", inc);
+	assert_true(strncmp(r.errors.items[0], want, strlen(want)) == 0);
+	pbs_config_report_free(&r);
 }
 
 /* A relative @include is found next to the config file, not in the working directory:
@@ -867,6 +902,8 @@ int main(void)
 	    cmocka_unit_test(test_many_errors),
 	    cmocka_unit_test(test_missing_file),
 	    cmocka_unit_test(test_missing_include),
+	    cmocka_unit_test(test_include_directory),
+	    cmocka_unit_test(test_include_long_integer),
 	    cmocka_unit_test(test_include_relative_to_file),
 	    cmocka_unit_test(test_include_error_names_file),
 	    cmocka_unit_test(test_line_table),

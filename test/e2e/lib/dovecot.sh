@@ -104,12 +104,18 @@ service pop3 {
 service imap-postlogin {
   executable = script-login $1 -s imap
   user = \$default_internal_user
+  # A hook built with PBS_SANITIZE=ON reserves terabytes of address space for ASan's
+  # shadow memory: the default 256M limit would kill it before main (and fail the login).
+  vsz_limit = 0
   unix_listener imap-postlogin {
   }
 }
 service pop3-postlogin {
   executable = script-login $1 -s pop3
   user = \$default_internal_user
+  # A hook built with PBS_SANITIZE=ON reserves terabytes of address space for ASan's
+  # shadow memory: the default 256M limit would kill it before main (and fail the login).
+  vsz_limit = 0
   unix_listener pop3-postlogin {
   }
 }
