@@ -616,8 +616,6 @@ static void report_parse_error(const config_t *lc, const char *path, pbs_config_
 	strlist_addf(&r->errors, "%s:%d: %s", file, config_error_line(lc), config_error_text(lc));
 }
 
-#define INCLUDE_DEPTH_MAX 10 /* libconfig 1.5's own limit */
-
 /* If LINE is an @include directive, put its file name in NAME (NAMELEN bytes) and return
  * true. A line libconfig would reject anyway is left for libconfig to report. */
 static bool include_name(const char *line, char *name, size_t namelen)
@@ -634,11 +632,35 @@ static bool include_name(const char *line, char *name, size_t namelen)
 	return true;
 }
 
+/* The files check_file_tree has read, so that a file included many times (or including
+ * itself) is read once: otherwise nested includes cost exponential time. */
+struct visited {
+	dev_t dev[64];
+	ino_t ino[64];
+	int count;
+};
+
+/* True if ST's file was seen already (or the list is full); else remember it. */
+static bool seen_before(struct visited *v, const struct stat *st)
+{
+	int i;
+
+	for (i = 0; i < v->count; i++)
+		if (v->dev[i] == st->st_dev && v->ino[i] == st->st_ino)
+			return true;
+	if (v->count == (int)(sizeof v->dev / sizeof v->dev[0]))
+		return true;
+	v->dev[v->count] = st->st_dev;
+	v->ino[v->count++] = st->st_ino;
+	return false;
+}
+
 /* Check FILE and, recursively, every file it @includes, before libconfig reads them:
  * libconfig 1.5 exit()s the whole process when asked to include a directory, and
  * truncates long integers in included files too. Includes resolve as libconfig 1.5 does
  * them: DIR + "/" + NAME. Returns the number of problems reported. */
-static int check_file_tree(const char *file, const char *dir, int depth, pbs_config_report *r)
+static int check_file_tree(const char *file, const char *dir, struct visited *v,
+			   pbs_config_report *r)
 {
 	FILE *f = fopen(file, "r");
 	char line[1024], name[512], target[1024];
@@ -657,8 +679,8 @@ static int check_file_tree(const char *file, const char *dir, int depth, pbs_con
 				     stat(target, &st) != 0 ? strerror(errno)
 							    : "not a regular file");
 			bad++;
-		} else if (depth < INCLUDE_DEPTH_MAX) {
-			bad += check_file_tree(target, dir, depth + 1, r);
+		} else if (!seen_before(v, &st)) {
+			bad += check_file_tree(target, dir, v, r);
 		}
 	}
 	fclose(f);
@@ -681,7 +703,7 @@ static int read_file(config_t *lc, const char *path, pbs_config_report *r)
 	}
 	fclose(probe);
 	config_set_include_dir(lc, dir);
-	bad = check_file_tree(path, dir, 1, r);
+	bad = check_file_tree(path, dir, &(struct visited){.count = 0}, r);
 	free(dir);
 	if (bad)
 		return -1;
