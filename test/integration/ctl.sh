@@ -552,7 +552,8 @@ for args in "check 192.0.2.7" "grant 192.0.2.7 alice" "list"; do
 	t=$(now_ms)
 	# shellcheck disable=SC2086
 	err_case "Redis black-holed: $args" 3 "Redis at 127\.0\.0\.1:$BLACKHOLE_PORT: .*timed out after 250 ms" "$HOLE_CONF" $args
-	pbs_check_le "Redis black-holed: $args gives up within 1 s" 1000 $(($(now_ms) - t))
+	# The time includes err_case's before/after dump of Redis; the bound is loose for loaded hosts.
+	pbs_check_le "Redis black-holed: $args gives up within 2 s" 2000 $(($(now_ms) - t))
 done
 
 AUTH_PASS='Right-Pass-4a7c'
