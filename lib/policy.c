@@ -51,6 +51,17 @@ enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *f, const char 
 	}
 }
 
+bool pbs_policy_covers_message(const struct pbs_policy_facts *f, enum pbs_verdict verdict)
+{
+	if (verdict != PBS_VERDICT_ALLOW)
+		return false;
+	if (f->trusted)
+		return true;
+	/* The entitlement is per connection (AUTH cannot be undone, the lease is looked up
+	 * once per connection), so it covers the recipients still to come. */
+	return f->relay && (f->authenticated || f->lease == PBS_LEASE_LIVE);
+}
+
 const char *pbs_policy_reason_text(const char *reason)
 {
 	static const char *const words[][2] = {

@@ -2,8 +2,13 @@
  * callbacks.c — libmilter events in, pbs_policy_decide() verdicts out. Nothing here
  * decides: it gathers the facts (client address, AUTH, the MTA's routing of the
  * recipient, the lease), asks the policy, and maps the verdict to SMFIS_* and a reply.
- * Allowed recipients get SMFIS_CONTINUE, never SMFIS_ACCEPT: ACCEPT would wave the rest
- * of the message through, so a local first recipient would open the door for a relay.
+ *
+ * The MTA waits for the milter at every step it is told about, so popbsmtp asks for as
+ * few as it can: CONNECT without a reply (nothing is refused there), RCPT, and nothing
+ * else. SMFIS_ACCEPT ends filtering for the rest of the message, so it is answered only
+ * when every later recipient would be allowed anyway (pbs_policy_covers_message); any
+ * other allowed recipient gets SMFIS_CONTINUE — after a local first recipient, ACCEPT
+ * would let a relay recipient through unchecked.
  */
 #include "callbacks.h"
 
@@ -25,9 +30,9 @@ struct session {
 	bool has_addr;
 	pbs_addr addr;
 	char addr_text[PBS_ADDR_STRLEN];
+	bool trusted;
 	bool never_lease;
 	enum pbs_mta mta;
-	bool authenticated;
 	enum pbs_lease_state lease; /* asked at most once per connection */
 	char lease_user[PBS_LOG_SAFE_MAX];
 };
@@ -51,6 +56,7 @@ static bool client_address(SMFICTX *ctx, const struct sockaddr *hostaddr, pbs_ad
 	return pbs_addr_parse(smfi_getsymval(ctx, "{client_addr}"), out) == 0;
 }
 
+/* CONNECT gets no reply (SMFIP_NR_CONN): record the facts, decide at RCPT. */
 static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *hostaddr)
 {
 	struct session *s = calloc(1, sizeof *s);
@@ -59,8 +65,9 @@ static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *hostad
 
 	(void)hostname;
 	if (s == NULL) {
+		/* Without a session every recipient gets 451 (see on_envrcpt). */
 		pbs_log(LOG_ERR, "out of memory at connect");
-		return SMFIS_TEMPFAIL;
+		return SMFIS_NOREPLY;
 	}
 	pbs_runtime_session_begin();
 	s->rt = pbs_runtime_acquire();
@@ -73,27 +80,21 @@ static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *hostad
 	s->has_addr = client_address(ctx, hostaddr, &s->addr);
 	if (!s->has_addr) {
 		strcpy(s->addr_text, "(no IP address)");
-		return SMFIS_CONTINUE;
+		return SMFIS_NOREPLY;
 	}
 	pbs_addr_format(&s->addr, s->addr_text);
-	/* A trusted client may relay anything: let the whole connection through now. */
-	if (pbs_cidr_list_contains(&cfg->milter.trusted, &s->addr))
-		return SMFIS_ACCEPT;
+	s->trusted = pbs_cidr_list_contains(&cfg->milter.trusted, &s->addr);
 	s->never_lease = pbs_cidr_list_contains(&cfg->lease.never, &s->addr);
-	return SMFIS_CONTINUE;
+	return SMFIS_NOREPLY;
 }
 
-static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
+/* True when MAIL's {auth_authen} is set. The MTA sends MAIL's macros even though MAIL
+ * itself is negotiated away, and each MAIL replaces them: a transaction after AUTH sees it. */
+static bool authenticated(SMFICTX *ctx)
 {
-	struct session *s = smfi_getpriv(ctx);
 	const char *authen = smfi_getsymval(ctx, "{auth_authen}");
 
-	(void)argv;
-	if (s == NULL)
-		return SMFIS_TEMPFAIL;
-	/* A new transaction may follow AUTH, so take the macro afresh each time. */
-	s->authenticated = authen != NULL && authen[0] != '\0';
-	return SMFIS_CONTINUE;
+	return authen != NULL && authen[0] != '\0';
 }
 
 /* Ask Redis once per connection whether a lease covers the client. */
@@ -183,8 +184,8 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 		return SMFIS_TEMPFAIL;
 	cfg = s->rt->cfg;
 	pbs_policy_rcpt_domain(rcpt, domain, sizeof domain);
-	facts.trusted = false; /* trusted clients were accepted at connect */
-	facts.authenticated = s->authenticated;
+	facts.trusted = s->trusted;
+	facts.authenticated = authenticated(ctx);
 	facts.relay = pbs_policy_is_relay(s->mta, smfi_getsymval(ctx, "{rcpt_mailer}"), domain,
 					  &cfg->milter);
 	facts.never_lease = s->never_lease;
@@ -198,9 +199,11 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	}
 	switch (verdict) {
 	case PBS_VERDICT_ALLOW:
-		if (facts.relay)
+		if (facts.relay && !facts.trusted)
 			log_decision(ctx, s, "allowed", rcpt, reason);
-		return SMFIS_CONTINUE;
+		/* The rest of the message needs no decision: spare the MTA its remaining
+		 * RCPTs, the end of the message and, in Postfix, the hand-over to cleanup. */
+		return pbs_policy_covers_message(&facts, verdict) ? SMFIS_ACCEPT : SMFIS_CONTINUE;
 	case PBS_VERDICT_TEMPFAIL:
 		log_decision(ctx, s, "deferred", rcpt, reason);
 		reply_text(rcpt, "Relay authorization temporarily unavailable, try again later",
@@ -230,13 +233,33 @@ static sfsistat on_close(SMFICTX *ctx)
 	return SMFIS_CONTINUE;
 }
 
+/* Every step but CONNECT and RCPT is skipped, and CONNECT needs no reply. Never
+ * SMFIP_NR_RCPT: libmilter would then drop a REJECT. Where the MTA cannot skip the
+ * CONNECT reply, libmilter sends CONTINUE for it. */
+static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned long mta_steps,
+			     unsigned long mta_f2, unsigned long mta_f3, unsigned long *actions,
+			     unsigned long *steps, unsigned long *f2, unsigned long *f3)
+{
+	(void)ctx;
+	(void)mta_actions;
+	(void)mta_steps;
+	(void)mta_f2;
+	(void)mta_f3;
+	*actions = 0; /* a relay gate changes nothing in the message */
+	*steps = SMFIP_NR_CONN | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NODATA | SMFIP_NOHDRS |
+		 SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN;
+	*f2 = 0;
+	*f3 = 0;
+	return SMFIS_CONTINUE;
+}
+
 struct smfiDesc pbs_milter_desc = {
 	.xxfi_name = "popbsmtp",
 	.xxfi_version = SMFI_VERSION,
-	.xxfi_flags = 0, /* a relay gate changes nothing in the message */
+	.xxfi_flags = 0,
 	.xxfi_connect = on_connect,
-	.xxfi_envfrom = on_envfrom,
 	.xxfi_envrcpt = on_envrcpt,
 	.xxfi_close = on_close,
-	/* header, eoh, body, eom, abort, unknown, data: NULL, so the MTA skips them. */
+	.xxfi_negotiate = on_negotiate,
+	/* helo, envfrom, header, eoh, body, eom, abort, unknown, data: NULL, never called. */
 };

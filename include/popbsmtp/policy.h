@@ -39,6 +39,13 @@ struct pbs_policy_facts {
  * local, never-lease, lookup-needed, lease, no-lease, store-error. */
 enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *facts, const char **reason);
 
+/* True when VERDICT for this recipient holds for every later recipient of the message
+ * too, so the milter may answer ACCEPT and the MTA skips the rest of the message's milter
+ * steps: the client may relay anything (trusted network, or SMTP AUTH or a live lease
+ * shown on this relay recipient). Never for a local recipient of any other client, nor
+ * for a relay let through by on_store_error = accept: ACCEPT there would open the relay. */
+bool pbs_policy_covers_message(const struct pbs_policy_facts *facts, enum pbs_verdict verdict);
+
 /* Which MTA is talking, from the "v" macro (NULL or unrecognised: unknown). */
 enum pbs_mta pbs_policy_mta(const char *v_macro);
 

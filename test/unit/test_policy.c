@@ -159,6 +159,67 @@ static void test_decide_invariants(void **state)
 	table_done("decide invariants");
 }
 
+/* ACCEPT for the whole message only when every later recipient would be allowed too. */
+static void test_covers_message(void **state)
+{
+	static const enum pbs_lease_state leases[] = {UNK, LIVE, NONE, SERR};
+	static const enum pbs_on_store_error errs[] = {TEMP, REJ, ACC};
+	static const struct {
+		struct pbs_policy_facts facts;
+		bool covers;
+	} rows[] = {
+	    {{T, F, F, F, UNK, TEMP}, true},   /* trusted, even at a local first recipient */
+	    {{F, T, T, F, UNK, TEMP}, true},   /* AUTH, shown on a relay recipient */
+	    {{F, T, F, F, UNK, TEMP}, false},  /* AUTH at a local recipient: no relay seen yet */
+	    {{F, F, T, F, LIVE, TEMP}, true},  /* a live lease on a relay recipient */
+	    {{F, F, F, F, UNK, TEMP}, false},  /* local recipient, no entitlement */
+	    {{F, F, F, F, LIVE, TEMP}, false}, /* local recipient, lease already known */
+	    {{F, F, T, F, SERR, ACC}, false},  /* on_store_error = accept: per recipient */
+	    {{F, F, T, T, LIVE, TEMP}, false}, /* lease.never: refused */
+	    {{F, F, T, F, NONE, TEMP}, false},
+	};
+	unsigned bits;
+	size_t i, l, e, l2, checked = 0;
+
+	(void)state;
+	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		const char *reason;
+		enum pbs_verdict v = pbs_policy_decide(&rows[i].facts, &reason);
+
+		ROW_CHECK(pbs_policy_covers_message(&rows[i].facts, v) == rows[i].covers,
+		          "row %zu: covers_message is %d, expected %d", i + 1, !rows[i].covers,
+		          rows[i].covers);
+	}
+	/* Safety: whatever the later recipients are (local or relay), and whatever a lookup
+	 * not made yet would find, they are allowed once the message is covered. */
+	for (bits = 0; bits < 16; bits++)
+		for (l = 0; l < 4; l++)
+			for (e = 0; e < 3; e++) {
+				struct pbs_policy_facts f = {(bits & 1) != 0, (bits & 2) != 0,
+				                             (bits & 4) != 0, (bits & 8) != 0,
+				                             leases[l],       errs[e]};
+				const char *reason;
+
+				if (!pbs_policy_covers_message(&f, pbs_policy_decide(&f, &reason)))
+					continue;
+				for (l2 = 0; l2 < 4; l2++) {
+					struct pbs_policy_facts later = f;
+
+					if (f.lease != UNK && leases[l2] != f.lease)
+						continue;
+					later.lease = leases[l2];
+					later.relay = !f.relay;
+					ROW_CHECK(pbs_policy_decide(&later, &reason) == PBS_VERDICT_ALLOW &&
+					              pbs_policy_decide(&f, &reason) == PBS_VERDICT_ALLOW,
+					          "combination %u/%zu/%zu covers the message, but a later "
+					          "recipient (lease %zu) is not allowed", bits, l, e, l2);
+					checked++;
+				}
+			}
+	assert_true(checked > 20);
+	table_done("covers message");
+}
+
 static void test_mta(void **state)
 {
 	static const struct {
@@ -371,6 +432,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_decide_table), cmocka_unit_test(test_decide_invariants),
+	    cmocka_unit_test(test_covers_message),
 	    cmocka_unit_test(test_mta),          cmocka_unit_test(test_is_relay_table),
 	    cmocka_unit_test(test_rcpt_domain),
 	};
