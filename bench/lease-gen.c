@@ -1,26 +1,18 @@
 /*
  * lease-gen.c — many leases in Redis's wire protocol, for "redis-cli --pipe" (bench/run's
- * scale benchmark). Each lease is written the way lib/store.c's pbs_store_grant writes one
- * (docs/lease-schema.md):
+ * scale benchmark). Each lease is written exactly as lib/store.c's pbs_store_grant writes
+ * one (docs/lease-schema.md), one command and nothing else:
  *
- *   SET    <prefix>lease:<addr>  "1|<granted>|<service>|<user>"  EX <ttl>
- *   SADD   <prefix>user:<user>   <addr>
- *   EXPIRE <prefix>user:<user>   <ttl>
+ *   SET <prefix>lease:<addr> "1|<granted>|<service>|<user>" EX <ttl>
  *
- * (store.c sends the EXPIRE twice, with NX then GT, inside MULTI/EXEC; the stored result is
- * the same.) Addresses are IPv4, counted up from BASE (default 10.0.0.0) — the subject of an
- * address at the default lease.ipv4_prefix of 32 is the address itself. Lease i belongs to
- * user "user<i / PER_USER>" (with -d, "user<i / PER_USER>@DOMAIN", the way most sites name
+ * Addresses are IPv4, counted up from BASE (default 10.0.0.0) — the subject of an address
+ * at the default lease.ipv4_prefix of 32 is the address itself. Lease i belongs to user
+ * "user<i / PER_USER>" (with -d, "user<i / PER_USER>@DOMAIN", the way most sites name
  * their users), so every user holds PER_USER consecutive addresses (the last maybe fewer).
  *
- *   lease-gen -n COUNT [-u PER_USER] [-d DOMAIN] [-t TTL] [-p PREFIX] [-a BASE]
- *             [-s SERVICE] [-i | -l] [-H]
+ *   lease-gen -n COUNT [-u PER_USER] [-d DOMAIN] [-t TTL] [-p PREFIX] [-a BASE] [-s SERVICE]
  *
- * -i writes only the index commands (SADD, EXPIRE), -l only the leases (SET); by default
- * both. -H writes the index as a hash instead of a set (HSET <prefix>user:<user> <addr> "",
- * then the same EXPIRE): not what popbsmtp stores today, but a proposed format whose memory
- * bench/run measures beside the real one. Output goes to stdout; exit 0, or 1 on a usage
- * error, 2 on a write error.
+ * Output goes to stdout; exit 0, or 1 on a usage error, 2 on a write error.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -58,7 +50,7 @@ static int parse_num(const char *s, long long min, long long max, long long *out
 static int usage(void)
 {
 	fprintf(stderr, "usage: lease-gen -n COUNT [-u PER_USER] [-d DOMAIN] [-t TTL] [-p PREFIX]"
-	                " [-a BASE] [-s SERVICE] [-i | -l] [-H]\n");
+	                " [-a BASE] [-s SERVICE]\n");
 	return 1;
 }
 
@@ -66,11 +58,11 @@ int main(int argc, char **argv)
 {
 	long long count = -1, per_user = 1, ttl = 1800, i;
 	const char *prefix = "popbsmtp:", *base_text = "10.0.0.0", *service = "imap", *domain = NULL;
-	int opt, leases = 1, index = 1, hash = 0;
+	int opt;
 	struct in_addr base;
 	char ttls[24], granted[24];
 
-	while ((opt = getopt(argc, argv, "n:u:d:t:p:a:s:ilH")) != -1) {
+	while ((opt = getopt(argc, argv, "n:u:d:t:p:a:s:")) != -1) {
 		switch (opt) {
 		case 'n':
 			if (parse_num(optarg, 1, 100000000, &count) != 0)
@@ -96,20 +88,11 @@ int main(int argc, char **argv)
 		case 's':
 			service = optarg;
 			break;
-		case 'i':
-			leases = 0;
-			break;
-		case 'l':
-			index = 0;
-			break;
-		case 'H':
-			hash = 1;
-			break;
 		default:
 			return usage();
 		}
 	}
-	if (count < 0 || optind != argc || (!leases && !index))
+	if (count < 0 || optind != argc)
 		return usage();
 	if (inet_pton(AF_INET, base_text, &base) != 1) {
 		fprintf(stderr, "lease-gen: -a %s is not an IPv4 address\n", base_text);
@@ -124,23 +107,14 @@ int main(int argc, char **argv)
 	snprintf(granted, sizeof granted, "%lld", (long long)time(NULL));
 	for (i = 0; i < count; i++) {
 		struct in_addr a = {htonl(ntohl(base.s_addr) + (uint32_t)i)};
-		char addr[INET_ADDRSTRLEN], user[300], key[512], ukey[512], value[512];
+		char addr[INET_ADDRSTRLEN], user[300], key[512], value[512];
 
 		inet_ntop(AF_INET, &a, addr, sizeof addr);
 		snprintf(user, sizeof user, "user%lld%s%s", i / per_user, domain ? "@" : "",
 		         domain ? domain : "");
 		snprintf(key, sizeof key, "%slease:%s", prefix, addr);
-		snprintf(ukey, sizeof ukey, "%suser:%s", prefix, user);
 		snprintf(value, sizeof value, "1|%s|%s|%s", granted, service, user);
-		if (leases)
-			resp(stdout, 5, (const char *const[]){"SET", key, value, "EX", ttls});
-		if (index) {
-			if (hash)
-				resp(stdout, 4, (const char *const[]){"HSET", ukey, addr, ""});
-			else
-				resp(stdout, 3, (const char *const[]){"SADD", ukey, addr});
-			resp(stdout, 3, (const char *const[]){"EXPIRE", ukey, ttls});
-		}
+		resp(stdout, 5, (const char *const[]){"SET", key, value, "EX", ttls});
 	}
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "lease-gen: write error: %s\n", strerror(errno));

@@ -55,32 +55,6 @@ static void list_one(const struct ctl *c, const struct ctl_lease *l, void *arg)
 	st->count++;
 }
 
-/* The leases named in USER's index that still belong to USER. */
-static int list_user(const struct ctl *c, struct list_state *st)
-{
-	char ukey[PBS_KEY_MAX];
-	redisReply *r;
-	size_t i;
-	int rc = CTL_OK;
-
-	if (pbs_lease_user_key(pbs_store_prefix(c->store), st->user, ukey) != 0)
-		return ctl_fail(CTL_USAGE, "user name too long");
-	r = pbs_store_command(c->store, 2, (const char *[]){"SMEMBERS", ukey}, NULL);
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-		freeReplyObject(r);
-		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
-	}
-	for (i = 0; i < r->elements && rc != CTL_STORE; i++) {
-		struct ctl_lease l;
-
-		rc = ctl_fetch(c, r->element[i]->str, &l);
-		if (rc == CTL_OK)
-			list_one(c, &l, st);
-	}
-	freeReplyObject(r);
-	return rc == CTL_STORE ? CTL_STORE : CTL_OK;
-}
-
 int ctl_cmd_list(struct ctl *c, int argc, char **argv)
 {
 	struct list_state st = {0, NULL};
@@ -101,7 +75,8 @@ int ctl_cmd_list(struct ctl *c, int argc, char **argv)
 		printf("{\"leases\":[");
 	else
 		printf("%-40s %-24s %-6s %-20s %6s\n", "SUBJECT", "USER", "SVC", "GRANTED", "TTL");
-	rc = st.user ? list_user(c, &st) : ctl_scan_leases(c, list_one, &st);
+	/* --user too walks every lease: the value names the user, nothing else does. */
+	rc = ctl_scan_leases(c, list_one, &st);
 	if (c->json)
 		printf("],\"count\":%lld}\n", st.count);
 	return rc;
@@ -196,71 +171,104 @@ int ctl_cmd_grant(struct ctl *c, int argc, char **argv)
 
 /* ---- revoke ---- */
 
-/* Remove SUBJECT's lease (and its index entry) if it belongs to ONLY_USER (any user when
- * NULL). WATCH makes it atomic: a login that re-grants meanwhile is not undone. */
-static int revoke_subject(const struct ctl *c, const char *subject, const char *only_user)
+/* How often revoke --user tries a lease whose EXEC was aborted (it changed meanwhile). */
+#define REVOKE_TRIES 3
+
+/* One try at removing SUBJECT's lease if it belongs to ONLY_USER (any user when NULL).
+ * WATCH makes it atomic: a grant between the GET and the EXEC aborts the EXEC, sets
+ * *RACED and removes nothing. CTL_OK removed, CTL_NO nothing to remove, or CTL_STORE. */
+static int revoke_once(const struct ctl *c, const char *subject, const char *only_user,
+		       bool *raced)
 {
-	char key[PBS_KEY_MAX], ukey[PBS_KEY_MAX];
+	char key[PBS_KEY_MAX];
+	const char *multi[1] = {"MULTI"}, *del[2] = {"DEL", key}, *exec[1] = {"EXEC"};
+	const char **argvs[3] = {multi, del, exec};
+	const int argcs[3] = {1, 2, 1};
 	struct ctl_lease l;
-	redisReply *r[4];
+	redisReply *r[3];
 	int rc, i;
 
+	*raced = false;
 	if (pbs_lease_key(pbs_store_prefix(c->store), subject, key) != 0)
 		return ctl_fail(CTL_USAGE, "key too long");
-	freeReplyObject(pbs_store_command(c->store, 2, (const char *[]){"WATCH", key}, NULL));
+	r[0] = pbs_store_command(c->store, 2, (const char *[]){"WATCH", key}, NULL);
+	rc = r[0] == NULL || r[0]->type == REDIS_REPLY_ERROR ? CTL_STORE : CTL_OK;
+	freeReplyObject(r[0]);
+	if (rc != CTL_OK)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	rc = ctl_fetch(c, subject, &l);
 	if (rc == CTL_OK && only_user != NULL && strcmp(l.lease.user, only_user) != 0)
 		rc = CTL_NO;
-	if (rc != CTL_OK || pbs_lease_user_key(pbs_store_prefix(c->store), l.lease.user, ukey)) {
-		freeReplyObject(pbs_store_command(c->store, 1, (const char *[]){"UNWATCH"}, NULL));
+	if (rc != CTL_OK) {
+		/* A dropped connection took the WATCH with it: do not reconnect just to UNWATCH. */
+		if (pbs_store_connected(c->store))
+			freeReplyObject(
+			    pbs_store_command(c->store, 1, (const char *[]){"UNWATCH"}, NULL));
 		return rc;
 	}
-	{
-		const char *multi[1] = {"MULTI"}, *del[2] = {"DEL", key},
-			   *srem[3] = {"SREM", ukey, subject}, *exec[1] = {"EXEC"};
-		const char **argvs[4] = {multi, del, srem, exec};
-		const int argcs[4] = {1, 2, 3, 1};
-
-		if (pbs_store_pipeline(c->store, 4, argcs, argvs, r) != 0)
-			return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	if (pbs_store_pipeline(c->store, 3, argcs, argvs, r) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	/* EXEC: an array when it ran, nil when aborted, an error when MULTI or DEL failed. */
+	if (r[2]->type == REDIS_REPLY_ARRAY) {
+		rc = CTL_OK;
+	} else if (r[2]->type == REDIS_REPLY_NIL) {
+		*raced = true;
+		rc = CTL_NO;
+	} else {
+		rc = ctl_fail(CTL_STORE, "Redis at %s: revoke refused: %s", pbs_store_where(c->store),
+			      r[2]->type == REDIS_REPLY_ERROR ? r[2]->str : "unexpected reply");
 	}
-	rc = r[3]->type == REDIS_REPLY_ARRAY ? CTL_OK : CTL_NO;
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 3; i++)
 		freeReplyObject(r[i]);
 	return rc;
 }
 
-/* Every lease of USER, through the per-user index; other users' leases stay. */
+/* Remove SUBJECT's lease if it belongs to ONLY_USER (any user when NULL). By address, a
+ * grant that races the revoke wins (a login meanwhile is not undone). By user, a lease that
+ * changed is looked at again: if it was granted again to the same user it goes too, if
+ * another user took it over it stays. */
+static int revoke_subject(const struct ctl *c, const char *subject, const char *only_user)
+{
+	int tries = only_user != NULL ? REVOKE_TRIES : 1, rc = CTL_NO;
+	bool raced = true;
+
+	while (raced && tries-- > 0)
+		rc = revoke_once(c, subject, only_user, &raced);
+	return rc;
+}
+
+struct revoke_state {
+	const char *user;
+	long long removed;
+	int rc; /* CTL_STORE once a revoke failed: the rest is skipped */
+};
+
+static void revoke_one(const struct ctl *c, const struct ctl_lease *l, void *arg)
+{
+	struct revoke_state *st = arg;
+
+	if (st->rc == CTL_STORE || strcmp(l->lease.user, st->user) != 0)
+		return;
+	st->rc = revoke_subject(c, l->subject, st->user);
+	if (st->rc == CTL_OK) {
+		printf("revoked %s\n", l->subject);
+		st->removed++;
+	}
+}
+
+/* Every lease of USER, found by walking all leases (there is no per-user index); other
+ * users' leases stay. */
 static int revoke_user(const struct ctl *c, const char *user)
 {
-	char ukey[PBS_KEY_MAX];
-	redisReply *r;
-	size_t i;
-	int removed = 0, rc = CTL_OK;
+	struct revoke_state st = {user, 0, CTL_OK};
+	const char *problem = pbs_lease_user_problem(user);
 
-	if (pbs_lease_user_problem(user) != NULL || 
-	    pbs_lease_user_key(pbs_store_prefix(c->store), user, ukey) != 0)
-		return ctl_fail(CTL_USAGE, "'%s': %s", user,
-				pbs_lease_user_problem(user) ? pbs_lease_user_problem(user)
-							    : "too long");
-	r = pbs_store_command(c->store, 2, (const char *[]){"SMEMBERS", ukey}, NULL);
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-		freeReplyObject(r);
-		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
-	}
-	for (i = 0; i < r->elements && rc != CTL_STORE; i++) {
-		rc = revoke_subject(c, r->element[i]->str, user);
-		if (rc == CTL_OK) {
-			printf("revoked %s\n", r->element[i]->str);
-			removed++;
-		}
-	}
-	freeReplyObject(r);
-	if (rc == CTL_STORE)
-		return rc;
-	freeReplyObject(pbs_store_command(c->store, 2, (const char *[]){"DEL", ukey}, NULL));
-	printf("%d lease%s of %s revoked\n", removed, removed == 1 ? "" : "s", user);
-	return removed ? CTL_OK : CTL_NO;
+	if (problem != NULL)
+		return ctl_fail(CTL_USAGE, "'%s': %s", user, problem);
+	if (ctl_scan_leases(c, revoke_one, &st) != CTL_OK || st.rc == CTL_STORE)
+		return CTL_STORE;
+	printf("%lld lease%s of %s revoked\n", st.removed, st.removed == 1 ? "" : "s", user);
+	return st.removed ? CTL_OK : CTL_NO;
 }
 
 int ctl_cmd_revoke(struct ctl *c, int argc, char **argv)
@@ -435,17 +443,15 @@ int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 
 int ctl_cmd_flush(struct ctl *c, int argc, char **argv)
 {
-	long long leases = 0, users = 0;
+	long long leases = 0;
 	int rc;
 
 	if (argc != 2 || strcmp(argv[1], "--yes") != 0)
 		return ctl_fail(CTL_USAGE, "flush removes every lease under prefix '%s'; "
 					   "confirm with: flush --yes",
 				pbs_store_prefix(c->store));
-	if ((rc = ctl_unlink_matching(c, "lease:", &leases)) != CTL_OK ||
-	    (rc = ctl_unlink_matching(c, "user:", &users)) != CTL_OK)
+	if ((rc = ctl_unlink_leases(c, &leases)) != CTL_OK)
 		return rc;
-	printf("removed %lld lease%s and %lld user index%s\n", leases, leases == 1 ? "" : "s",
-	       users, users == 1 ? "" : "es");
+	printf("removed %lld lease%s\n", leases, leases == 1 ? "" : "s");
 	return CTL_OK;
 }

@@ -55,8 +55,8 @@ int ctl_scan_leases(const struct ctl *c, void (*each)(const struct ctl *, const 
 						      void *),
 		    void *arg);
 
-/* Delete every key matching "<prefix>KIND*" (SCAN + UNLINK); counts into *N. */
-int ctl_unlink_matching(const struct ctl *c, const char *kind, long long *n);
+/* Delete every lease key, "<prefix>lease:*" (SCAN + UNLINK); counts into *N. */
+int ctl_unlink_leases(const struct ctl *c, long long *n);
 
 /* The commands. ARGV[0] is the command name. */
 int ctl_cmd_list(struct ctl *c, int argc, char **argv);

@@ -174,8 +174,8 @@ int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out)
 	return rc;
 }
 
-/* "<prefix>KIND*" with the prefix's glob characters escaped, for SCAN MATCH. */
-static void match_pattern(const char *prefix, const char *kind, char *out, size_t len)
+/* "<prefix>lease:*" with the prefix's glob characters escaped, for SCAN MATCH. */
+static void match_pattern(const char *prefix, char *out, size_t len)
 {
 	size_t o = 0;
 
@@ -184,17 +184,17 @@ static void match_pattern(const char *prefix, const char *kind, char *out, size_
 			out[o++] = '\\';
 		out[o++] = *prefix;
 	}
-	snprintf(out + o, len - o, "%s*", kind);
+	snprintf(out + o, len - o, "lease:*");
 }
 
-/* Walk SCAN over "<prefix>KIND*" and hand each batch of keys to ON_BATCH. */
-static int scan_keys(const struct ctl *c, const char *kind,
+/* Walk SCAN over "<prefix>lease:*" and hand each batch of keys to ON_BATCH. */
+static int scan_keys(const struct ctl *c,
 		     int (*on_batch)(const struct ctl *, char **, size_t, void *), void *arg)
 {
 	char pattern[PBS_KEY_MAX * 2], cursor[32] = "0";
 	int rc = CTL_OK;
 
-	match_pattern(pbs_store_prefix(c->store), kind, pattern, sizeof pattern);
+	match_pattern(pbs_store_prefix(c->store), pattern, sizeof pattern);
 	do {
 		const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_BATCH};
 		redisReply *r = pbs_store_command(c->store, 6, argv, NULL);
@@ -238,7 +238,7 @@ int ctl_scan_leases(const struct ctl *c,
 {
 	struct scan_each se = {each, arg};
 
-	return scan_keys(c, "lease:", lease_batch, &se);
+	return scan_keys(c, lease_batch, &se);
 }
 
 static int unlink_batch(const struct ctl *c, char **keys, size_t n, void *arg)
@@ -263,7 +263,7 @@ static int unlink_batch(const struct ctl *c, char **keys, size_t n, void *arg)
 	return CTL_OK;
 }
 
-int ctl_unlink_matching(const struct ctl *c, const char *kind, long long *n)
+int ctl_unlink_leases(const struct ctl *c, long long *n)
 {
-	return scan_keys(c, kind, unlink_batch, n);
+	return scan_keys(c, unlink_batch, n);
 }

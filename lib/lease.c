@@ -27,22 +27,12 @@ const char *pbs_lease_subject(const pbs_addr *client, unsigned ipv4_bits, unsign
 	return out;
 }
 
-/* PREFIX + KIND + NAME into OUT, refusing to truncate. */
-static int lease_join(const char *prefix, const char *kind, const char *name,
-		      char out[PBS_KEY_MAX])
-{
-	int n = snprintf(out, PBS_KEY_MAX, "%s%s%s", prefix, kind, name);
-	return (n < 0 || n >= PBS_KEY_MAX) ? -1 : 0;
-}
-
 int pbs_lease_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX])
 {
-	return lease_join(prefix, "lease:", subject, out);
-}
+	/* Refused, not truncated: a cut key would name another lease. */
+	int n = snprintf(out, PBS_KEY_MAX, "%slease:%s", prefix, subject);
 
-int pbs_lease_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX])
-{
-	return lease_join(prefix, "user:", user, out);
+	return (n < 0 || n >= PBS_KEY_MAX) ? -1 : 0;
 }
 
 const char *pbs_lease_user_problem(const char *user)

@@ -228,9 +228,9 @@ static int store_reply_fail(pbs_store *s, const char *what, const redisReply *r)
 	return -1;
 }
 
-/* Read COUNT pipelined replies; the last one goes to *LAST (may be NULL to discard).
- * The first error reply makes the whole sequence fail, but all replies are read. */
-static int store_read_replies(pbs_store *s, const char *what, int count, redisReply **last)
+/* Read and discard COUNT pipelined replies. The first error reply makes the whole sequence
+ * fail, but all replies are read. */
+static int store_read_replies(pbs_store *s, const char *what, int count)
 {
 	long long deadline = store_deadline(s);
 	int i, rc = 0;
@@ -242,10 +242,7 @@ static int store_read_replies(pbs_store *s, const char *what, int count, redisRe
 			return store_io_fail(s, what);
 		if (r->type == REDIS_REPLY_ERROR && rc == 0)
 			rc = store_reply_fail(s, what, r);
-		if (i == count - 1 && last != NULL && rc == 0)
-			*last = r;
-		else
-			freeReplyObject(r);
+		freeReplyObject(r);
 		if (s->ctx == NULL)
 			return -1;
 	}
@@ -274,7 +271,7 @@ static int store_handshake(pbs_store *s)
 		redisAppendCommandArgv(s->ctx, 2, select, NULL);
 		sent++;
 	}
-	return sent ? store_read_replies(s, "AUTH/SELECT", sent, NULL) : 0;
+	return sent ? store_read_replies(s, "AUTH/SELECT", sent) : 0;
 }
 
 static struct timeval store_timeout(const pbs_store *s)
@@ -476,39 +473,20 @@ int pbs_store_pipeline(pbs_store *s, int count, const int *argcs, const char **c
 
 int pbs_store_grant(pbs_store *s, const char *subject, const pbs_lease *lease, int ttl)
 {
-	char key[PBS_KEY_MAX], ukey[PBS_KEY_MAX], value[PBS_LEASE_VALUE_MAX], ttls[16];
+	char key[PBS_KEY_MAX], value[PBS_LEASE_VALUE_MAX], ttls[16];
 	size_t vlen = pbs_lease_encode(lease, value);
-	redisReply *exec = NULL;
-	size_t i;
-	int rc;
 
-	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0 ||
-	    pbs_lease_user_key(s->cfg.prefix, lease->user, ukey) != 0)
+	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0)
 		return store_fail(s, "lease key too long");
 	if (pbs_store_connect(s) != 0)
 		return -1;
 	snprintf(ttls, sizeof ttls, "%d", ttl);
-	/* One round trip: the lease and its index entry change together or not at all. The
-	 * index only ever gains time (NX sets a fresh one, GT extends), never loses it. */
-	redisAppendCommand(s->ctx, "MULTI");
+	/* One command, so one round trip and nothing half-written. There is no per-user index
+	 * (it cost more memory than the lease): the value names the user, and popbsmtpctl finds
+	 * a user's leases by scanning them. */
 	redisAppendCommandArgv(s->ctx, 5, (const char *[]){"SET", key, value, "EX", ttls},
 			       (const size_t[]){3, strlen(key), vlen, 2, strlen(ttls)});
-	redisAppendCommandArgv(s->ctx, 3, (const char *[]){"SADD", ukey, subject}, NULL);
-	redisAppendCommandArgv(s->ctx, 4, (const char *[]){"EXPIRE", ukey, ttls, "NX"}, NULL);
-	redisAppendCommandArgv(s->ctx, 4, (const char *[]){"EXPIRE", ukey, ttls, "GT"}, NULL);
-	redisAppendCommand(s->ctx, "EXEC");
-	rc = store_read_replies(s, "grant", 6, &exec);
-	if (rc != 0)
-		return -1;
-	if (exec->type != REDIS_REPLY_ARRAY) {
-		freeReplyObject(exec);
-		return store_fail(s, "Redis at %s: grant: transaction aborted", s->where);
-	}
-	for (i = 0; i < exec->elements && rc == 0; i++)
-		if (exec->element[i]->type == REDIS_REPLY_ERROR)
-			rc = store_reply_fail(s, "grant", exec->element[i]);
-	freeReplyObject(exec);
-	return rc;
+	return store_read_replies(s, "grant", 1);
 }
 
 enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *lease)

@@ -1,6 +1,7 @@
 /*
  * lease.h — the one place that knows how a lease looks in Redis: which key covers an
- * address, the per-user index key, and the versioned value "1|<granted>|<service>|<user>".
+ * address, and the versioned value "1|<granted>|<service>|<user>" — the only record of
+ * whose lease it is (there is no per-user index).
  * docs/lease-schema.md describes the same format for other tools.
  */
 #ifndef POPBSMTP_LEASE_H
@@ -31,9 +32,6 @@ const char *pbs_lease_subject(const pbs_addr *client, unsigned ipv4_bits, unsign
 
 /* "<prefix>lease:<subject>" into OUT (PBS_KEY_MAX bytes). Returns 0, -1 if too long. */
 int pbs_lease_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]);
-
-/* "<prefix>user:<user>" into OUT (PBS_KEY_MAX bytes). Returns 0, -1 if too long. */
-int pbs_lease_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
 /* NULL when USER may hold a lease, else why not (empty, too long, control bytes). */
 const char *pbs_lease_user_problem(const char *user);

@@ -36,8 +36,8 @@ const char *pbs_store_error(const pbs_store *store);
 /* Make sure a connection is up (connect, AUTH, SELECT). Returns 0 or -1. */
 int pbs_store_connect(pbs_store *store);
 
-/* Write LEASE for SUBJECT with TTL seconds and add SUBJECT to its user's index, in one
- * round trip (MULTI/EXEC). Returns 0 or -1. */
+/* Write LEASE for SUBJECT with TTL seconds: one SET ... EX, one round trip. A lease
+ * already there (whoever held it) is replaced and its time starts afresh. Returns 0 or -1. */
 int pbs_store_grant(pbs_store *store, const char *subject, const pbs_lease *lease, int ttl);
 
 /* One GET of SUBJECT's lease. On FOUND fills LEASE; a value that does not decode is an error. */

@@ -2,8 +2,10 @@
 # ctl.sh BUILD_DIR — popbsmtpctl against private redis-servers this test starts on loopback:
 # every command (list, check, grant, revoke, explain, stats, flush; --help, -t, -V), text
 # and JSON output (the JSON is parsed and its fields asserted), IPv4 /24 and IPv6 /64 and
-# /48 lease subjects, revoke --user leaving other users' leases alone, check agreeing with
-# lease.never, list over 20,000 leases walked with SCAN (never KEYS, checked in INFO
+# /48 lease subjects, a grant writing the lease key and nothing else, revoke --user leaving
+# other users' leases alone (also a lease another user took over between its GET and its
+# EXEC, made to happen by a proxy), check agreeing with lease.never, list, list --user and
+# revoke --user over 20,000 leases walked with SCAN (never KEYS, checked in INFO
 # commandstats), JSON of awkward user names, and every error path: its exit status, one
 # line on stderr, and no change to Redis (a dump of every key before and after).
 #
@@ -99,8 +101,8 @@ rcli() {
 	redis-cli -h 127.0.0.1 -p "$port" "$@"
 }
 
-# state PORT — DBSIZE and every key with its type, value (set members sorted) and absolute
-# expiry, sorted: two equal states mean nothing changed. SCAN inside Lua, never KEYS.
+# state PORT — DBSIZE and every key with its type, value (strings) and absolute expiry,
+# sorted: two equal states mean nothing changed. SCAN inside Lua, never KEYS.
 state() {
 	redis-cli -h 127.0.0.1 -p "$1" EVAL '
 local out, cur = {"dbsize " .. redis.call("DBSIZE")}, "0"
@@ -109,10 +111,7 @@ repeat
   cur = r[1]
   for _, k in ipairs(r[2]) do
     local t, v = redis.call("TYPE", k).ok, "?"
-    if t == "string" then v = redis.call("GET", k)
-    elseif t == "set" then
-      local m = redis.call("SMEMBERS", k); table.sort(m); v = table.concat(m, ",")
-    end
+    if t == "string" then v = redis.call("GET", k) end
     out[#out + 1] = k .. " " .. t .. " " .. v .. " exp=" .. redis.call("EXPIRETIME", k)
   end
 until cur == "0"
@@ -221,10 +220,8 @@ pbs_check_le "grant time is now (not after)" "$(now_s)" "$g"
 ttl=$(rcli "$MAIN_PORT" TTL popbsmtp:lease:192.0.2.0/24)
 pbs_check_le "grant: TTL is lease.ttl (1800)" 1800 "$ttl"
 pbs_check_le "grant: TTL is lease.ttl (>= 1790)" "$ttl" 1790
-pbs_check_eq "grant adds the subject to alice's index" 1 \
-	"$(rcli "$MAIN_PORT" SISMEMBER popbsmtp:user:alice 192.0.2.0/24)"
-pbs_check_le "alice's index expires no earlier than the lease" \
-	"$(rcli "$MAIN_PORT" EXPIRETIME popbsmtp:user:alice)" "$(rcli "$MAIN_PORT" EXPIRETIME popbsmtp:lease:192.0.2.0/24)"
+pbs_check_eq "grant writes one key, the lease (no per-user index)" \
+	"1 popbsmtp:lease:192.0.2.0/24" "$(rcli "$MAIN_PORT" DBSIZE) $(rcli "$MAIN_PORT" --scan)"
 
 run check 192.0.2.200
 pbs_check_eq "check 192.0.2.200 (same /24): exit 0" 0 "$RC"
@@ -319,8 +316,7 @@ run grant 203.0.113.4 bob
 run grant 233.252.0.1 carol
 run grant 198.51.100.77 bob
 pbs_check_eq "bob re-leases the /24 alice leased first: exit 0" 0 "$RC"
-pbs_check_eq "alice's index still names 198.51.100.0/24" 1 \
-	"$(rcli "$MAIN_PORT" SISMEMBER popbsmtp:user:alice 198.51.100.0/24)"
+check_re "the /24 is bob's now" '^1\|[0-9]+\|ctl\|bob$' "$(lease_value 198.51.100.0/24)"
 
 run list
 pbs_check_eq "list: exit 0" 0 "$RC"
@@ -358,13 +354,10 @@ pbs_check_eq "revoke --user alice: names what it removed" \
 	"$(printf '%s\n' "$OUT" | sort | tr '\n' '|')"
 pbs_check_eq "alice's leases are gone" "0 0" \
 	"$(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:192.0.2.0/24) $(rcli "$MAIN_PORT" EXISTS 'popbsmtp:lease:2001:db8:9::/64')"
-pbs_check_eq "alice's index is gone" 0 "$(rcli "$MAIN_PORT" EXISTS popbsmtp:user:alice)"
 check_re "bob's re-lease of alice's old /24 stays" '^1\|[0-9]+\|ctl\|bob$' "$(lease_value 198.51.100.0/24)"
 check_re "bob's other leases stay" '^1\|[0-9]+\|imap\|bob 1\|[0-9]+\|ctl\|bob$' \
 	"$(lease_value 2001:db8:1:2::/64) $(lease_value 203.0.113.0/24)"
 check_re "carol's lease stays" '^1\|[0-9]+\|ctl\|carol$' "$(lease_value 233.252.0.0/24)"
-pbs_check_eq "bob's index is untouched" "198.51.100.0/24,2001:db8:1:2::/64,203.0.113.0/24" \
-	"$(rcli "$MAIN_PORT" SMEMBERS popbsmtp:user:bob | sort | paste -sd, -)"
 run check 198.51.100.1
 pbs_check_eq "check after revoke --user alice: bob's /24 still covered" 0 "$RC"
 run check 192.0.2.7
@@ -375,9 +368,10 @@ pbs_check_eq "revoke --user alice again: exit 1, nothing revoked" "1 0 leases of
 run revoke 203.0.113.200
 pbs_check_eq "revoke 203.0.113.200 (bob's /24): exit 0" 0 "$RC"
 pbs_check_eq "revoke ADDR: output" "revoked 203.0.113.0/24" "$OUT"
-pbs_check_eq "revoke ADDR: lease and index entry gone" "0 0" \
-	"$(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:203.0.113.0/24) $(rcli "$MAIN_PORT" SISMEMBER popbsmtp:user:bob 203.0.113.0/24)"
-pbs_check_eq "revoke ADDR: bob's other leases stay" 2 "$(rcli "$MAIN_PORT" SCARD popbsmtp:user:bob)"
+pbs_check_eq "revoke ADDR: the lease is gone" 0 "$(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:203.0.113.0/24)"
+run --json list --user bob
+pbs_check_eq "revoke ADDR: bob's other leases stay" "198.51.100.0/24 2001:db8:1:2::/64" \
+	"$(jpy '" ".join(sorted(l["subject"] for l in d["leases"]))')"
 run revoke 203.0.113.200
 pbs_check_eq "revoke ADDR again: exit 1" 1 "$RC"
 pbs_check_eq "revoke ADDR again: output" "no lease covers 203.0.113.200 (203.0.113.0/24)" "$OUT"
@@ -618,23 +612,130 @@ ctl_run "$GLOB_CONF" --json list
 pbs_check_eq "prefix 'p*x:': list sees only its own lease" "192.0.2.7 gus" \
 	"$(jpy '"|".join(l["subject"] + " " + l["user"] for l in d["leases"])')"
 ctl_run "$GLOB_CONF" flush --yes
-pbs_check_eq "prefix 'p*x:': flush removes only its own keys" "0 removed 1 lease and 1 user index" "$RC $OUT"
+pbs_check_eq "prefix 'p*x:': flush removes only its own keys" "0 removed 1 lease" "$RC $OUT"
 pbs_check_eq "prefix 'p*x:': the look-alike key survives" 1 "$(rcli "$MAIN_PORT" EXISTS 'pAx:lease:192.0.2.8')"
 
 # ---- flush ----
 
 rcli "$MAIN_PORT" SET unrelated:key keep >/dev/null
+# A per-user index set an older version wrote: not a lease, so ignored; it expires by its TTL.
+rcli "$MAIN_PORT" SADD popbsmtp:user:alice 192.0.2.0/24 >/dev/null
+rcli "$MAIN_PORT" EXPIRE popbsmtp:user:alice 600 >/dev/null
 n_leases=$(state "$MAIN_PORT" | grep -c '^popbsmtp:lease:')
-n_users=$(state "$MAIN_PORT" | grep -c '^popbsmtp:user:')
+run --json list
+pbs_check_eq "list ignores an old per-user index set" "0 $n_leases" "$RC $(jpy 'd["count"]')"
 run flush --yes
 pbs_check_eq "flush --yes: exit 0" 0 "$RC"
-pbs_check_eq "flush --yes: counts what it removed" "removed $n_leases leases and $n_users user indexes" "$OUT"
-pbs_check_eq "flush --yes: no lease or index left" 0 "$(state "$MAIN_PORT" | grep -c '^popbsmtp:')"
+pbs_check_eq "flush --yes: counts what it removed" "removed $n_leases leases" "$OUT"
+pbs_check_eq "flush --yes: no lease left" 0 "$(state "$MAIN_PORT" | grep -c '^popbsmtp:lease:')"
 pbs_check_eq "flush --yes: other keys stay" "keep" "$(rcli "$MAIN_PORT" GET unrelated:key)"
+pbs_check_eq "flush --yes: the old index set is left to expire" 1 "$(rcli "$MAIN_PORT" EXISTS popbsmtp:user:alice)"
 run --json list
 pbs_check_eq "list after flush: empty" "0 0" "$RC $(jpy 'd["count"]')"
 run flush --yes
-pbs_check_eq "flush --yes on nothing: exit 0" "0 removed 0 leases and 0 user indexes" "$RC $OUT"
+pbs_check_eq "flush --yes on nothing: exit 0" "0 removed 0 leases" "$RC $OUT"
+rcli "$MAIN_PORT" DEL popbsmtp:user:alice unrelated:key >/dev/null
+
+# ---- revoke racing a grant ----
+# A proxy between popbsmtpctl and Redis holds each MULTI … EXEC a client sends until it has
+# the DEL's key, and before passing it on grants that key again, to the next user named in
+# $RACE_USERS (read when a client connects; once the list is used up it only passes bytes
+# on). So the grant lands exactly between revoke's GET and its EXEC, every time. It logs
+# "KEY USER" for each grant to $RACE_LOG.
+
+RACE_PORT=$(pbs_free_port)
+RACE_USERS=$PBS_TMP/race-users
+RACE_LOG=$PBS_TMP/race-log
+: >"$RACE_USERS"
+"$PY" -S - "$RACE_PORT" "$MAIN_PORT" "$RACE_USERS" "$RACE_LOG" <<'PY' &
+import socket, sys, threading, time
+port, redis_port, users_file, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+
+def command(*words):
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+
+def regrant(key, user):
+    value = b"1|%d|imap|%s" % (int(time.time()), user)
+    with socket.create_connection(("127.0.0.1", redis_port)) as r:
+        r.sendall(command(b"SET", key, value, b"EX", b"600"))
+        ok = r.recv(64) == b"+OK\r\n"
+    with open(log, "ab") as f:
+        f.write(key + b" " + user + (b"\n" if ok else b" FAILED\n"))
+
+def to_client(server, client):
+    try:
+        while data := server.recv(65536):
+            client.sendall(data)
+    except OSError:
+        pass
+    client.close()
+
+def serve(client):
+    users, buf = open(users_file, "rb").read().split(), b""
+    server = socket.create_connection(("127.0.0.1", redis_port))
+    threading.Thread(target=to_client, args=(server, client), daemon=True).start()
+    try:
+        while data := client.recv(65536):
+            buf += data
+            at = buf.find(MULTI)
+            if at >= 0 and b"EXEC\r\n" not in buf[at:]:
+                continue
+            if at >= 0 and users:
+                # MULTI, then *2 $3 DEL $n KEY: the key is the 8th line.
+                regrant(buf[at:].split(b"\r\n")[7], users.pop(0))
+            server.sendall(buf)
+            buf = b""
+    except OSError:
+        pass
+    server.close()
+
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+pbs_track_pid $!
+pbs_wait_port "$RACE_PORT" 5 || pbs_fail "the re-granting proxy did not start"
+RACE_CONF=$PBS_TMP/race.conf
+PBS_CONF_REDIS_PORT=$RACE_PORT PBS_CONF_TIMEOUT_MS=2000 PBS_CONF_LEASE_EXTRA='ipv4_prefix = 24;' \
+	pbs_write_config "$RACE_CONF"
+
+# revoke --user alice: her first lease is taken over by bob between GET and EXEC (it stays
+# bob's); her second is granted to her again (a login meanwhile): retried, and it goes.
+for a in 192.0.2.7 198.51.100.7 203.0.113.7; do run grant "$a" alice; done
+run grant 233.252.0.1 carol
+printf 'bob alice\n' >"$RACE_USERS"
+ctl_run "$RACE_CONF" revoke --user alice
+mapfile -t raced < <(awk '{ print $1 }' "$RACE_LOG")
+pbs_check_eq "race: the proxy granted two leases again, to bob then alice" \
+	"2 bob alice" "${#raced[@]} $(awk '{ printf "%s%s", sep, $2; sep = " " }' "$RACE_LOG")"
+pbs_check_eq "race: revoke --user alice: exit 0, two revoked" "0 2 leases of alice revoked" \
+	"$RC $(printf '%s\n' "$OUT" | tail -n 1)"
+pbs_check_nomatch "race: the lease bob took over is not reported revoked" \
+	"^revoked ${raced[0]#popbsmtp:lease:}\$" "$OUT"
+check_re "race: the lease bob took over between GET and EXEC is bob's" '^1\|[0-9]+\|imap\|bob$' \
+	"$(rcli "$MAIN_PORT" GET "${raced[0]}")"
+pbs_check_eq "race: the lease granted to alice again was revoked on the retry" 0 \
+	"$(rcli "$MAIN_PORT" EXISTS "${raced[1]}")"
+run --json list
+pbs_check_eq "race: left are bob's taken-over lease and carol's" \
+	"${raced[0]#popbsmtp:lease:} bob|233.252.0.0/24 carol" \
+	"$(jpy '"|".join(sorted(l["subject"] + " " + l["user"] for l in d["leases"]))')"
+
+# revoke ADDR: a grant that races it wins (a login meanwhile is not undone).
+run grant 192.0.2.9 alice
+: >"$RACE_LOG"
+printf 'alice\n' >"$RACE_USERS"
+ctl_run "$RACE_CONF" revoke 192.0.2.9
+pbs_check_eq "race: revoke ADDR with a grant between GET and EXEC: exit 1, lease kept" \
+	"1 popbsmtp:lease:192.0.2.0/24 alice" "$RC $(cat "$RACE_LOG")"
+check_re "race: the new grant stands" '^1\|[0-9]+\|imap\|alice$' "$(lease_value 192.0.2.0/24)"
+: >"$RACE_USERS"
+run flush --yes
 
 # ---- 20,000 leases: list walks them with SCAN, never KEYS ----
 
@@ -688,12 +789,35 @@ scans=$(printf '%s\n' "$stats" | sed -n 's/^cmdstat_scan:calls=\([0-9]*\),.*/\1/
 pbs_check_le "SCAN walked with a cursor (more than one call per list)" "$scans" 6
 echo "# SCAN calls for 2 lists and 1 stats: $scans"
 
+# ---- one user among 20,000: list --user and revoke --user walk every lease ----
+# user7 gets three more leases; user70, user700 and user7000 must not count as user7.
+for a in 10.250.0.1 10.250.0.2 10.250.0.3; do ctl_run "$BIG_CONF" grant "$a" user7; done
+t=$(now_ms)
+ctl_run "$BIG_CONF" --json list --user user7
+ms_list_user=$(($(now_ms) - t))
+pbs_check_eq "list --user user7 among 20,000 users: exit 0, their 4 leases" \
+	"0 4 10.0.0.7 10.250.0.1 10.250.0.2 10.250.0.3" \
+	"$RC $(jpy 'str(d["count"]) + " " + " ".join(sorted(l["subject"] for l in d["leases"] if l["user"] == "user7"))')"
+t=$(now_ms)
+ctl_run "$BIG_CONF" revoke --user user7
+ms_revoke_user=$(($(now_ms) - t))
+pbs_check_eq "revoke --user user7 among 20,000 users: exit 0, 4 revoked" \
+	"0 4 leases of user7 revoked|revoked 10.0.0.7|revoked 10.250.0.1|revoked 10.250.0.2|revoked 10.250.0.3|" \
+	"$RC $(printf '%s\n' "$OUT" | sort | tr '\n' '|')"
+pbs_check_eq "revoke --user user7: every other user's lease stays" $((N - 1)) "$(rcli "$BIG_PORT" DBSIZE)"
+pbs_check_eq "revoke --user user7: user70, user700, user7000 keep theirs" \
+	"1|$NOW|imap|user70 1|$NOW|imap|user700 1|$NOW|imap|user7000" \
+	"$(rcli "$BIG_PORT" MGET popbsmtp:lease:10.0.0.70 popbsmtp:lease:10.0.2.188 popbsmtp:lease:10.0.27.88 | paste -sd' ' -)"
+ctl_run "$BIG_CONF" list --user user7
+pbs_check_eq "list --user user7 after the revoke: the header only" "0 1" "$RC $(printf '%s\n' "$OUT" | grep -c .)"
+echo "# list --user, revoke --user over $N leases: ${ms_list_user} ms, ${ms_revoke_user} ms"
+
 t=$(now_ms)
 ctl_run "$BIG_CONF" flush --yes
 ms_flush=$(($(now_ms) - t))
-pbs_check_eq "flush --yes of 20,000" "0 removed $N leases and 0 user indexes" "$RC $OUT"
+pbs_check_eq "flush --yes of 20,000" "0 removed $((N - 1)) leases" "$RC $OUT"
 pbs_check_eq "flush --yes of 20,000: DBSIZE 0" 0 "$(rcli "$BIG_PORT" DBSIZE)"
-pbs_check_nomatch "flush used no KEYS either" '^cmdstat_keys:' "$(rcli "$BIG_PORT" INFO commandstats | tr -d '\r')"
+pbs_check_nomatch "--user and flush used no KEYS either" '^cmdstat_keys:' "$(rcli "$BIG_PORT" INFO commandstats | tr -d '\r')"
 echo "# flush of $N leases: ${ms_flush} ms"
 
 echo "# run time $(($(now_ms) - T_START)) ms"

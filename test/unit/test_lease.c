@@ -1,6 +1,6 @@
 /*
  * test_lease.c — the lease format as stored in Redis: which subject covers a client,
- * the key names, the "1|<granted>|<service>|<user>" value, and which users and service
+ * the key name, the "1|<granted>|<service>|<user>" value, and which users and service
  * names may hold a lease. Values read back from Redis are untrusted, so decode is
  * tested mostly on what it must refuse.
  */
@@ -105,28 +105,25 @@ static void test_subject_parses_as_cidr(void **state)
 static void test_keys(void **state)
 {
 	char key[PBS_KEY_MAX];
-	char *subject, *user, *prefix;
+	char *subject, *prefix;
 
 	(void)state;
 	assert_int_equal(pbs_lease_key("popbsmtp:", "192.0.2.7", key), 0);
 	assert_string_equal(key, "popbsmtp:lease:192.0.2.7");
 	assert_int_equal(pbs_lease_key("popbsmtp:", "2001:db8:1:2::/64", key), 0);
 	assert_string_equal(key, "popbsmtp:lease:2001:db8:1:2::/64");
-	assert_int_equal(pbs_lease_user_key("popbsmtp:", "alice@example.com", key), 0);
-	assert_string_equal(key, "popbsmtp:user:alice@example.com");
-	assert_int_equal(pbs_lease_user_key("popbsmtp:", "a|b c", key), 0);
-	assert_string_equal(key, "popbsmtp:user:a|b c");
 	assert_int_equal(pbs_lease_key("", "192.0.2.7", key), 0);
 	assert_string_equal(key, "lease:192.0.2.7");
 	assert_int_equal(pbs_lease_key("site2/", "192.0.2.7", key), 0);
 	assert_string_equal(key, "site2/lease:192.0.2.7");
 
-	/* The longest configurable prefix with the longest user name fits. */
+	/* The longest configurable prefix with the longest subject fits. */
 	prefix = repeat('p', PBS_PREFIX_MAX);
-	user = repeat('u', PBS_USER_MAX);
-	assert_int_equal(pbs_lease_user_key(prefix, user, key), 0);
-	assert_int_equal(strlen(key), PBS_PREFIX_MAX + strlen("user:") + PBS_USER_MAX);
-	free(user);
+	subject = repeat('s', PBS_ADDR_STRLEN - 1);
+	assert_int_equal(pbs_lease_key(prefix, subject, key), 0);
+	assert_int_equal(strlen(key), PBS_PREFIX_MAX + strlen("lease:") + PBS_ADDR_STRLEN - 1);
+	free(subject);
+	free(prefix);
 
 	/* Exactly PBS_KEY_MAX - 1 characters fit; one more is refused, not truncated. */
 	subject = repeat('s', PBS_KEY_MAX - 1 - strlen("popbsmtp:lease:"));
@@ -136,10 +133,8 @@ static void test_keys(void **state)
 	subject = repeat('s', PBS_KEY_MAX - strlen("popbsmtp:lease:"));
 	assert_int_equal(pbs_lease_key("popbsmtp:", subject, key), -1);
 	free(subject);
-	user = repeat('u', 20000);
-	assert_int_equal(pbs_lease_user_key("popbsmtp:", user, key), -1);
-	assert_int_equal(pbs_lease_key(user, "192.0.2.7", key), -1);
-	free(user);
+	prefix = repeat('p', 20000);
+	assert_int_equal(pbs_lease_key(prefix, "192.0.2.7", key), -1);
 	free(prefix);
 }
 
