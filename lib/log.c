@@ -5,16 +5,35 @@
 #include "popbsmtp/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char *log_ident = "popbsmtp";
 static int log_stderr_level = PBS_LOG_NO_STDERR;
 
+/* True when stderr is the systemd journal: systemd then sets JOURNAL_STREAM to its
+ * "DEVICE:INODE". syslog reaches the journal too, so a copy would log every line twice. */
+static bool stderr_is_journal(void)
+{
+	const char *stream = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	char extra;
+
+	if (stream == NULL || sscanf(stream, "%llu:%llu%c", &dev, &ino, &extra) != 2 ||
+	    fstat(STDERR_FILENO, &st) != 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void pbs_log_open(const char *ident, int stderr_level)
 {
 	log_ident = ident;
-	log_stderr_level = stderr_level;
+	log_stderr_level = stderr_is_journal() ? PBS_LOG_NO_STDERR : stderr_level;
 	/* LOG_NDELAY: connect now, so a later chroot or privilege drop cannot cut us off. */
 	openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }

@@ -16,7 +16,8 @@
 #define PBS_LOG_NO_STDERR (-1)
 
 /* Start logging as IDENT to syslog; also copy lines at STDERR_LEVEL or more severe to
- * stderr (LOG_DEBUG: all; LOG_WARNING: only trouble; PBS_LOG_NO_STDERR: none). */
+ * stderr (LOG_DEBUG: all; LOG_WARNING: only trouble; PBS_LOG_NO_STDERR: none) — unless
+ * stderr is the systemd journal, which gets the syslog lines already. */
 void pbs_log_open(const char *ident, int stderr_level);
 
 /* Log one line at PRIORITY (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */

@@ -683,6 +683,15 @@ printf 'milter: { socket = "unix:%s"; user = ""; bogus = 1; };\n' "$PBS_TMP/neve
 "${WRAP[@]}" "$MILTER" -f -c "$BAD" >"$PBS_TMP/badstart.log" 2>&1
 pbs_check_eq "starting with a bad config exits 78" 78 $?
 pbs_check_eq "starting with a bad config opens no socket" no "$([ -e "$PBS_TMP/never.sock" ] && echo yes || echo no)"
+# Under systemd, stderr is the journal (JOURNAL_STREAM names its device and inode), which
+# gets the syslog lines already: no copy on stderr, or the journal would show each twice.
+: >"$PBS_TMP/journal.log"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$PBS_TMP/journal.log") "$MILTER" -f -c "$BAD" >>"$PBS_TMP/journal.log" 2>&1
+pbs_check_eq "stderr is the journal: a bad config still exits 78" 78 $?
+pbs_check_eq "stderr is the journal: the errors are not copied to it" 0 "$(grep -c 'bogus' "$PBS_TMP/journal.log")"
+JOURNAL_STREAM=1:1 "$MILTER" -f -c "$BAD" >"$PBS_TMP/notjournal.log" 2>&1
+pbs_check_match "JOURNAL_STREAM naming another file: the errors are on stderr" \
+	"unknown setting 'milter\\.bogus'" "$(cat "$PBS_TMP/notjournal.log")"
 
 # Nothing removed that should not be: a regular file at milter.socket is left alone …
 echo precious >"$PBS_TMP/precious"
