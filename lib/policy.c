@@ -94,18 +94,6 @@ enum pbs_mta pbs_policy_mta(const char *v)
 	return PBS_MTA_UNKNOWN;
 }
 
-const char *pbs_policy_mta_name(enum pbs_mta mta)
-{
-	switch (mta) {
-	case PBS_MTA_POSTFIX:
-		return "Postfix";
-	case PBS_MTA_SENDMAIL:
-		return "Sendmail";
-	default:
-		return "unknown MTA";
-	}
-}
-
 /* Mailer names that mean "leaves this site" and "stays here", per MTA. The same word
  * differs: Postfix's "relay" is inbound relay_domains, Sendmail's "relay" is the smart host. */
 static const char *const postfix_relay[] = {"smtp", NULL};

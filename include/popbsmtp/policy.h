@@ -52,8 +52,6 @@ enum pbs_mta pbs_policy_mta(const char *v_macro);
 /* A reason token of pbs_policy_decide() in words, for people ("no lease"). */
 const char *pbs_policy_reason_text(const char *reason);
 
-const char *pbs_policy_mta_name(enum pbs_mta mta);
-
 /* True when a recipient routed to MAILER for DOMAIN leaves this site. Domains in
  * milter.local_domains are local; then milter.relay_mailers / local_mailers (or the MTA's
  * defaults) decide; an unknown or missing mailer counts as relay, so doubt fails closed. */
