@@ -33,3 +33,17 @@ pbs_stop_milter() {
 
 # pbs_ctl ARGS… — popbsmtpctl with the test's config.
 pbs_ctl() { "$PBS_BIN/ctl/popbsmtpctl" -c "$PBS_CONF" "$@"; }
+
+# pbs_check_accepted_message SRC — a leased SRC sends one message to two relay recipients
+# through the MTA under test: the milter accepts the message at the first, the MTA asks it
+# no more, and both recipients must still reach the next hop (the smtp-sink).
+pbs_check_accepted_message() {
+	pbs_smtp "$1" first@remote.example second@remote.example >/dev/null
+	pbs_check_match "lease, two relay recipients: the second is accepted too" '^250 ' \
+		"$(pbs_rcpt_reply second@remote.example)"
+	if pbs_sink_wait second@remote.example 1 && pbs_sink_wait first@remote.example 1; then
+		pbs_ok "both relay recipients reached the next hop"
+	else
+		pbs_fail "a recipient of the two-recipient message never reached the next hop"
+	fi
+}
