@@ -31,12 +31,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../e2e/lib/common.sh"
 . "$here/../e2e/lib/postfix.sh"
-
-if [ $# -ne 1 ] || [ ! -d "$1" ]; then
-	echo "usage: $0 BUILD_DIR" >&2
-	exit 2
-fi
-PBS_BIN=$(cd "$1" && pwd)
+pbs_build_dir_arg "$@"
 MILTER=$PBS_BIN/milter/popbsmtp-milter
 PROBE=$PBS_BIN/bench/milter-probe
 LOAD=$PBS_BIN/bench/milter-load

@@ -18,12 +18,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../e2e/lib/common.sh"
 . "$here/../e2e/lib/milter.sh"
-
-if [ $# -ne 1 ] || [ ! -d "$1" ]; then
-	echo "usage: $0 BUILD_DIR" >&2
-	exit 2
-fi
-PBS_BIN=$(cd "$1" && pwd)
+pbs_build_dir_arg "$@"
 MILTER=$PBS_BIN/milter/popbsmtp-milter
 PROBE=$PBS_BIN/bench/milter-probe
 for exe in "$MILTER" "$PROBE" "$PBS_BIN/ctl/popbsmtpctl"; do
@@ -521,6 +516,29 @@ fi
 # =====================================================================================
 # Redis trouble on the main instance (timeout_ms 250): stopped, then restarted.
 # =====================================================================================
+
+# relay_after_restart ACCEPT_CHECK SOON_CHECK — start the main Redis again on its port and
+# lease 192.0.2.10 to alice anew (the restarted Redis is empty), then run a relay session
+# from 192.0.2.10 every 0.1 s until the milter accepts it (giving up after 5 s x SLOW).
+# Checks ACCEPT_CHECK: the last answer is accept; SOON_CHECK: it came within 3 s x SLOW of
+# the grant (ms). Sets TRIES to the number of sessions run.
+relay_after_restart() {
+	local t0
+	pbs_restart_redis main "$REDIS_PORT" || pbs_fail "Redis did not restart"
+	pbs_ctl grant 192.0.2.10 alice >/dev/null
+	t0=$(pbs_now_ms)
+	TRIES=0
+	while :; do
+		session "${PF[@]}" connect:192.0.2.10 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$FAR"
+		TRIES=$((TRIES + 1))
+		[ "${ANS[2]:-}" = accept ] && break
+		[ $(($(pbs_now_ms) - t0)) -gt $((5000 * SLOW)) ] && break
+		sleep 0.1
+	done
+	expect "$1" noreply skipped accept
+	pbs_check_le "$2" $((3000 * SLOW)) $(($(pbs_now_ms) - t0))
+}
+
 pbs_stop_redis main
 bound=$((1000 * SLOW))
 log_mark
@@ -542,36 +560,14 @@ session "${PF[@]}" connect:198.51.100.7 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:
 expect "Redis stopped: lease.never client still 550" noreply skipped "$(deny "$FAR")"
 # Right after a failure (backoff running), bring Redis back on the same port.
 session "${PF[@]}" connect:192.0.2.10 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$FAR"
-pbs_restart_redis main "$REDIS_PORT" || pbs_fail "Redis did not restart"
-pbs_ctl grant 192.0.2.10 alice >/dev/null
-t0=$(pbs_now_ms)
-tries=0
-while :; do
-	session "${PF[@]}" connect:192.0.2.10 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$FAR"
-	tries=$((tries + 1))
-	[ "${ANS[2]:-}" = accept ] && break
-	[ $(($(pbs_now_ms) - t0)) -gt $((5000 * SLOW)) ] && break
-	sleep 0.1
-done
-expect "Redis back: relay accepted again, milter not restarted" noreply skipped accept
-pbs_check_le "Redis back: relaying again soon (backoff 0.5 s; bound 3 s for a loaded host) (ms)" $((3000 * SLOW)) $(($(pbs_now_ms) - t0))
+relay_after_restart "Redis back: relay accepted again, milter not restarted" \
+	"Redis back: relaying again soon (backoff 0.5 s; bound 3 s for a loaded host) (ms)"
 # Restart Redis while the milter's pooled connection is idle: the stale connection must
 # not keep relays deferred for long.
 pbs_stop_redis main
-pbs_restart_redis main "$REDIS_PORT" || pbs_fail "Redis did not restart"
-pbs_ctl grant 192.0.2.10 alice >/dev/null
-t0=$(pbs_now_ms)
-tries=0
-while :; do
-	session "${PF[@]}" connect:192.0.2.10 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$FAR"
-	tries=$((tries + 1))
-	[ "${ANS[2]:-}" = accept ] && break
-	[ $(($(pbs_now_ms) - t0)) -gt $((5000 * SLOW)) ] && break
-	sleep 0.1
-done
-expect "Redis restarted while idle: relay accepted again" noreply skipped accept
-pbs_check_le "Redis restarted while idle: relaying again soon (bound 3 s for a loaded host) (ms)" $((3000 * SLOW)) $(($(pbs_now_ms) - t0))
-echo "# Redis restarted while idle: $((tries - 1)) session(s) deferred before the first relay"
+relay_after_restart "Redis restarted while idle: relay accepted again" \
+	"Redis restarted while idle: relaying again soon (bound 3 s for a loaded host) (ms)"
+echo "# Redis restarted while idle: $((TRIES - 1)) session(s) deferred before the first relay"
 
 # ---- Redis black-holed (timeout_ms 200) ----
 use_instance blackhole

@@ -65,6 +65,17 @@ pbs_track_pid() { PBS_PIDS="$PBS_PIDS $1"; }
 pbs_on_cleanup() { PBS_CLEANUPS="$PBS_CLEANUPS
 $1"; }
 
+# pbs_build_dir_arg ARGS… — the arguments of a test run as "SCRIPT BUILD_DIR": unless they
+# are one existing directory, print the usage and exit 2. Sets PBS_BIN to its absolute path.
+pbs_build_dir_arg() {
+	if [ $# -ne 1 ] || [ ! -d "$1" ]; then
+		echo "usage: $0 BUILD_DIR" >&2
+		exit 2
+	fi
+	# shellcheck disable=SC2034 # for the test script and the helpers it sources
+	PBS_BIN=$(cd "$1" && pwd)
+}
+
 # pbs_free_port — print a TCP port on 127.0.0.1 that is free right now.
 pbs_free_port() {
 	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

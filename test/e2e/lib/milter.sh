@@ -1,6 +1,8 @@
 # milter.sh — start and stop popbsmtp-milter for the end-to-end tests and the demo
 # (bash, sourced after common.sh). PBS_BIN must name the directory holding the built
-# programs' subdirectories (the CMake build dir: hook/, milter/, ctl/).
+# programs' subdirectories (the CMake build dir: hook/, milter/, ctl/). The pbs_check_*
+# story steps at the end, shared by the Postfix and Sendmail tests, also need dovecot.sh
+# and postfix.sh (the curl and swaks helpers).
 
 # pbs_milter_conf_group SOCKET_PATH — the milter{} group a test config needs: a unix
 # socket anyone may use (Postfix and Sendmail run as other users), no privilege drop,
@@ -46,4 +48,75 @@ pbs_check_accepted_message() {
 	else
 		pbs_fail "a recipient of the two-recipient message never reached the next hop"
 	fi
+}
+
+# pbs_start_story_servers — everything the Postfix and Sendmail stories run on but the MTA: a
+# private Redis, PBS_CONF (a config for it with a milter{} group on $PBS_TMP/milter.sock),
+# Dovecot running popbsmtp-postlogin -c PBS_CONF, the milter and smtp-sink as the next hop.
+# Returns 1 if one of them does not come up.
+pbs_start_story_servers() {
+	pbs_start_redis || return 1
+	PBS_CONF="$PBS_TMP/popbsmtp.conf"
+	pbs_write_config "$PBS_CONF" "$(pbs_milter_conf_group "$PBS_TMP/milter.sock")"
+	pbs_start_dovecot "$PBS_BIN/hook/popbsmtp-postlogin" -c "$PBS_CONF" || return 1
+	pbs_start_milter "$PBS_CONF" || return 1
+	pbs_start_smtp_sink
+}
+
+# pbs_check_login_lease SRC RCPT — the start of the story on the MTA under test: SRC, with no
+# lease, may not relay to RCPT; after an IMAP login as alice from SRC it may, the message
+# reaches the next hop, the milter logs the decision with alice's name, and a message to two
+# relay recipients goes out whole (pbs_check_accepted_message).
+pbs_check_login_lease() {
+	local src=$1 rcpt=$2
+	# Sendmail puts "<rcpt>... " in front of the milter's reply text.
+	pbs_check_match "no lease: relay refused" '^550 5\.7\.1 .*Relay access denied' \
+		"$(pbs_smtp_rcpt_reply "$src" "$rcpt")"
+
+	pbs_login_imap "$src" alice secret
+	pbs_check_eq "IMAP login from $src" 0 $?
+	pbs_check_match "after the IMAP login: relay accepted" '^250 ' "$(pbs_smtp_rcpt_reply "$src" "$rcpt")"
+	if pbs_sink_wait "$rcpt" 1; then
+		pbs_ok "the relayed message reached the next hop"
+	else
+		pbs_fail "the relayed message never reached the next hop"
+	fi
+	pbs_check_match "the decision is logged with the lease's user" \
+		"relay allowed: client=$(pbs_re_quote "$src") rcpt=<$(pbs_re_quote "$rcpt")> reason=lease user=alice" \
+		"$(cat "$MILTER_LOG")"
+	pbs_check_accepted_message "$src"
+}
+
+# pbs_check_short_lease SRC RCPT — grant SRC a lease of 2 s (as carol, with popbsmtpctl): SRC
+# relays to RCPT through the MTA under test while the lease lives and is refused once it
+# has expired.
+pbs_check_short_lease() {
+	pbs_ctl grant "$1" carol --ttl 2 >/dev/null
+	pbs_check_match "a short lease relays while it lives" '^250 ' "$(pbs_smtp_rcpt_reply "$1" "$2")"
+	sleep 2.5
+	pbs_check_match "after its TTL the lease is gone: refused" '^550 5\.7\.1' \
+		"$(pbs_smtp_rcpt_reply "$1" "$2")"
+}
+
+# pbs_check_redis_outage SRC RELAY_RCPT LOCAL_RCPT — stop the main Redis: SRC's relay to
+# RELAY_RCPT is deferred (451), mail from SRC to LOCAL_RCPT is still accepted and an IMAP
+# login as alice from SRC still works. Then start Redis again, empty, on the same port: after
+# a new login from SRC the relay is accepted again, the milter not restarted. Returns 1 if
+# Redis does not come back.
+pbs_check_redis_outage() {
+	local src=$1 relay_rcpt=$2 local_rcpt=$3
+	pbs_stop_redis
+	pbs_check_match "Redis stopped: relay deferred" '^451 4\.3\.0' \
+		"$(pbs_smtp_rcpt_reply "$src" "$relay_rcpt")"
+	pbs_check_match "Redis stopped: local mail still accepted" '^250 ' \
+		"$(pbs_smtp_rcpt_reply "$src" "$local_rcpt")"
+	pbs_login_imap "$src" alice secret
+	pbs_check_eq "Redis stopped: IMAP login still works" 0 $?
+
+	pbs_restart_redis main "$REDIS_PORT" || return 1
+	# The restarted Redis is empty; the milter's backoff after the outage lasts at most 0.5 s.
+	sleep 0.6
+	pbs_login_imap "$src" alice secret
+	pbs_check_match "Redis back: a new login relays again, no restart needed" '^250 ' \
+		"$(pbs_smtp_rcpt_reply "$src" "$relay_rcpt")"
 }
