@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
+
 struct load {
 	struct sockaddr_in server;
 	uint32_t base; /* host order */
@@ -183,26 +185,6 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct_us(const uint64_t *v, long n, double p)
-{
-	long rank = (long)(p / 100.0 * (double)n + 0.999999);
-
-	if (n == 0)
-		return 0;
-	if (rank < 1)
-		rank = 1;
-	if (rank > n)
-		rank = n;
-	return (double)v[rank - 1] / 1000.0;
-}
-
 static int usage(void)
 {
 	fprintf(stderr, "usage: imap-load [-c CONCURRENCY] [-n LOGINS] [-a BASE_ADDR] "
@@ -219,7 +201,7 @@ int main(int argc, char **argv)
 	int opt, concurrency = 4, quiet = 0, i;
 	long total = 0, ok = 0, errors = 0;
 	uint64_t *all, t0, t1;
-	double elapsed;
+	double elapsed, p50, p90, p99, max;
 
 	L.logins = 200;
 	L.addr_count = 200;
@@ -286,15 +268,17 @@ int main(int argc, char **argv)
 		memcpy(all + total, ws[i].lat, (size_t)ws[i].n * sizeof *all);
 		total += ws[i].n;
 	}
-	qsort(all, (size_t)total, sizeof *all, cmp_u64);
+	pbs_samples_sort(all, (size_t)total);
+	p50 = pbs_samples_pct_us(all, (size_t)total, 50);
+	p90 = pbs_samples_pct_us(all, (size_t)total, 90);
+	p99 = pbs_samples_pct_us(all, (size_t)total, 99);
+	max = pbs_samples_pct_us(all, (size_t)total, 100);
 	if (!quiet)
 		printf("imap-load: %ld logins, %ld failed, %.3f s: %.1f logins/s; to the OK: p50 "
 		       "%.0f us, p90 %.0f, p99 %.0f, max %.0f\n",
-		       ok, errors, elapsed, ok / elapsed, pct_us(all, total, 50),
-		       pct_us(all, total, 90), pct_us(all, total, 99), pct_us(all, total, 100));
+		       ok, errors, elapsed, ok / elapsed, p50, p90, p99, max);
 	printf("RESULT logins=%ld ok=%ld errors=%ld concurrency=%d elapsed_s=%.3f "
 	       "logins_per_s=%.1f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f\n",
-	       L.logins, ok, errors, concurrency, elapsed, ok / elapsed, pct_us(all, total, 50),
-	       pct_us(all, total, 90), pct_us(all, total, 99), pct_us(all, total, 100));
+	       L.logins, ok, errors, concurrency, elapsed, ok / elapsed, p50, p90, p99, max);
 	return errors ? 2 : 0;
 }

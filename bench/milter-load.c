@@ -17,6 +17,7 @@
  * Exit 0 when every session ran, 2 when any failed or setup failed, 1 on a usage error.
  */
 #include "milter_client.h"
+#include "samples.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -366,27 +367,10 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-/* Order for qsort. */
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted samples, in microseconds. */
+/* Nearest-rank percentile P of sorted samples S, in microseconds. */
 static double pct_us(const struct samples *s, double p)
 {
-	size_t rank;
-
-	if (s->n == 0)
-		return 0.0;
-	rank = (size_t)(p / 100.0 * (double)s->n + 0.999999);
-	if (rank < 1)
-		rank = 1;
-	if (rank > s->n)
-		rank = s->n;
-	return (double)s->v[rank - 1] / 1000.0;
+	return pbs_samples_pct_us(s->v, s->n, p);
 }
 
 /* Merge every worker's samples of one kind into a sorted array. -1 on no memory. */
@@ -408,7 +392,7 @@ static int merge_sorted(struct worker *ws, int n, size_t off, struct samples *ou
 			memcpy(out->v + out->n, s->v, s->n * sizeof(uint64_t));
 		out->n += s->n;
 	}
-	qsort(out->v, out->n, sizeof(uint64_t), cmp_u64);
+	pbs_samples_sort(out->v, out->n);
 	return 0;
 }
 

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
+
 extern char **environ;
 
 struct command {
@@ -60,25 +62,6 @@ static int run_once(const struct command *cmd, const posix_spawn_file_actions_t 
 			return -1;
 	*ns = now_ns() - t0;
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of N sorted samples, in microseconds. */
-static double pct_us(const uint64_t *v, long n, double p)
-{
-	long rank = (long)(p / 100.0 * (double)n + 0.999999);
-
-	if (rank < 1)
-		rank = 1;
-	if (rank > n)
-		rank = n;
-	return (double)v[rank - 1] / 1000.0;
 }
 
 static int usage(void)
@@ -149,24 +132,25 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < ncmd; i++) {
 		struct command *c = &cmds[i];
-		double sum = 0, p50;
+		double sum = 0, p10, p50, p90;
 		long k;
 
-		qsort(c->ns, (size_t)runs, sizeof(uint64_t), cmp_u64);
+		pbs_samples_sort(c->ns, (size_t)runs);
 		for (k = 0; k < runs; k++)
 			sum += (double)c->ns[k] / 1000.0;
-		p50 = pct_us(c->ns, runs, 50);
+		p10 = pbs_samples_pct_us(c->ns, (size_t)runs, 10);
+		p50 = pbs_samples_pct_us(c->ns, (size_t)runs, 50);
+		p90 = pbs_samples_pct_us(c->ns, (size_t)runs, 90);
 		if (i == 0)
 			base = p50;
 		if (!quiet)
 			printf("%s: median %.1f us, p10 %.1f, p90 %.1f, mean %.1f (%ld runs, %ld "
 			       "failed)\n",
-			       c->label, p50, pct_us(c->ns, runs, 10), pct_us(c->ns, runs, 90),
-			       sum / (double)runs, runs, c->failures);
+			       c->label, p50, p10, p90, sum / (double)runs, runs, c->failures);
 		printf("RESULT label=%s runs=%ld failures=%ld p10_us=%.1f p50_us=%.1f p90_us=%.1f "
 		       "mean_us=%.1f ratio=%.4f\n",
-		       c->label, runs, c->failures, pct_us(c->ns, runs, 10), p50,
-		       pct_us(c->ns, runs, 90), sum / (double)runs, base > 0 ? p50 / base : 0);
+		       c->label, runs, c->failures, p10, p50, p90, sum / (double)runs,
+		       base > 0 ? p50 / base : 0);
 		if (c->failures > 0)
 			status = 2;
 	}
