@@ -299,7 +299,7 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 	struct pbs_policy_facts f = {false, false, true, false, PBS_LEASE_UNKNOWN,
 				     (enum pbs_on_store_error)m->on_store_error};
 	const char *words[2], *reason;
-	char subject[PBS_ADDR_STRLEN];
+	char subject[PBS_ADDR_STRLEN], rcpt[512];
 	struct ctl_lease l;
 	enum pbs_verdict v;
 	pbs_addr addr;
@@ -308,13 +308,16 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 	if ((rc = positional(argc, argv, words, 2, &n)) != CTL_OK)
 		return rc;
 	if (n < 1)
-		return ctl_fail(CTL_USAGE, "usage: explain ADDR [RECIPIENT-DOMAIN]");
+		return ctl_fail(CTL_USAGE, "usage: explain ADDR [RECIPIENT | DOMAIN]");
 	if ((rc = ctl_subject(c, words[0], &addr, subject)) != CTL_OK)
 		return rc;
 	f.trusted = pbs_cidr_list_contains(&m->trusted, &addr);
 	f.never_lease = pbs_cidr_list_contains(&c->cfg->lease.never, &addr);
-	/* Without the MTA's routing only local_domains can mark a domain local. */
-	f.relay = n < 2 || pbs_policy_is_relay(PBS_MTA_UNKNOWN, "smtp", words[1], m);
+	/* Without the MTA's routing, take the recipient to be routed as written, out: only
+	 * local_domains can then make it local. */
+	if (n > 1 && (size_t)snprintf(rcpt, sizeof rcpt, "%s%s",
+				      strchr(words[1], '@') ? "" : "postmaster@", words[1]) < sizeof rcpt)
+		f.relay = pbs_policy_is_relay(PBS_MTA_UNKNOWN, "smtp", rcpt, rcpt, m);
 	v = pbs_policy_decide(&f, &reason);
 	if (v == PBS_VERDICT_NEED_LEASE) {
 		rc = ctl_fetch(c, subject, &l);

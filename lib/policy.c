@@ -127,10 +127,87 @@ static bool in_mailers(const pbs_strlist *list, const char *const *defaults, con
 	return list->count > 0 ? in_strlist(list, w) : in_words(defaults, w);
 }
 
-bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *domain,
-			 const struct pbs_milter_config *cfg)
+/* Characters of a local part that mean nothing to routing in any MTA: RFC 5321 atext
+ * without '%' and '!' (sender routes), '/' and '^' (Sendmail operators), '|' and '`'. */
+static bool plain_local_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("#$&'*+-=?_{}~", c) != NULL);
+}
+
+/* True when S[0..LEN) is dot-separated non-empty runs of characters OK accepts: no leading,
+ * trailing or doubled dot. */
+static bool dotted_run(const char *s, size_t len, bool (*ok)(unsigned char))
+{
+	size_t i;
+
+	if (len == 0 || s[0] == '.' || s[len - 1] == '.')
+		return false;
+	for (i = 0; i < len; i++) {
+		if (s[i] == '.' ? s[i + 1] == '.' : !ok((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static bool plain_domain_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-';
+}
+
+/* The domain of ADDR ("local@domain", or within angle brackets) when the address means the
+ * same to every MTA: one '@', a local part of plain characters, a host name with no
+ * trailing dot. NULL for anything an MTA could read as a route elsewhere ('%', '!', quotes,
+ * a second '@', source routes, address literals) or that is not a single address. */
+static const char *plain_address_domain(const char *addr)
+{
+	size_t len = addr != NULL ? strlen(addr) : 0;
+	const char *at;
+
+	if (len > 1 && addr[0] == '<') {
+		if (addr[len - 1] != '>')
+			return NULL;
+		addr++;
+		len -= 2;
+	}
+	at = memchr(addr, '@', len);
+	if (at == NULL || len > 320 ||
+	    !dotted_run(addr, (size_t)(at - addr), plain_local_char) ||
+	    !dotted_run(at + 1, len - (size_t)(at - addr) - 1, plain_domain_char))
+		return NULL;
+	return at + 1;
+}
+
+/* The length of a domain returned by plain_address_domain(). */
+static size_t domain_length(const char *domain)
+{
+	return strcspn(domain, ">");
+}
+
+/* True when the domain list may call this recipient local: the MTA resolved it (RESOLVED,
+ * its {rcpt_addr}) to a plain address in a domain of the list, and the client asked for
+ * (RCPT) a plain address in that same domain. Anything an MTA could parse differently from
+ * us fails the test, and then the mailer decides. */
+static bool in_local_domains(const char *rcpt, const char *resolved, const pbs_strlist *domains)
+{
+	const char *asked = plain_address_domain(rcpt), *routed = plain_address_domain(resolved);
+	size_t len, i;
+
+	if (asked == NULL || routed == NULL || (len = domain_length(routed)) != domain_length(asked) ||
+	    strncasecmp(asked, routed, len) != 0)
+		return false;
+	for (i = 0; i < domains->count; i++)
+		if (strlen(domains->items[i]) == len && strncasecmp(domains->items[i], routed, len) == 0)
+			return true;
+	return false;
+}
+
+bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *rcpt,
+			 const char *resolved, const struct pbs_milter_config *cfg)
 {
 	const char *const *relay = unknown_relay, *const *local = unknown_local;
+	bool leaves;
 
 	if (mta == PBS_MTA_POSTFIX) {
 		relay = postfix_relay;
@@ -139,28 +216,11 @@ bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *domai
 		relay = sendmail_relay;
 		local = sendmail_local;
 	}
-	if (domain != NULL && domain[0] != '\0' && in_strlist(&cfg->local_domains, domain))
-		return false;
-	if (mailer == NULL || mailer[0] == '\0')
-		return true;
-	if (in_mailers(&cfg->relay_mailers, relay, mailer))
-		return true;
-	/* A mailer in neither list counts as relay: doubt fails closed. */
-	return !in_mailers(&cfg->local_mailers, local, mailer);
-}
-
-void pbs_policy_rcpt_domain(const char *rcpt, char *out, size_t outlen)
-{
-	const char *at = rcpt ? strrchr(rcpt, '@') : NULL;
-	size_t len;
-
-	out[0] = '\0';
-	if (at == NULL || outlen == 0)
-		return;
-	at++;
-	len = strcspn(at, ">");
-	if (len >= outlen)
-		return;
-	memcpy(out, at, len);
-	out[len] = '\0';
+	if (mailer == NULL || mailer[0] == '\0' || in_mailers(&cfg->relay_mailers, relay, mailer))
+		leaves = true;
+	else /* A mailer in neither list counts as relay: doubt fails closed. */
+		leaves = !in_mailers(&cfg->local_mailers, local, mailer);
+	/* The domain list only turns the MTA's "out" into "ours" (Sendmail routes backup-MX
+	 * domains through its relay mailer), never the other way round. */
+	return leaves && !in_local_domains(rcpt, resolved, &cfg->local_domains);
 }

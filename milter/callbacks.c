@@ -171,23 +171,37 @@ static void log_decision(SMFICTX *ctx, const struct session *s, const char *what
 		qid ? pbs_log_safe(qid, safe_qid) : "-");
 }
 
+/* The address the MTA resolved the recipient to ({rcpt_addr}), which milter.local_domains
+ * is checked against. Both MTAs send it by default; say once if this one does not, as the
+ * domain list then cannot apply and those recipients count as relay. */
+static const char *resolved_rcpt(SMFICTX *ctx, const pbs_config *cfg)
+{
+	static int said;
+	const char *addr = smfi_getsymval(ctx, "{rcpt_addr}");
+
+	if (addr == NULL && cfg->milter.local_domains.count > 0 &&
+	    __atomic_exchange_n(&said, 1, __ATOMIC_RELAXED) == 0)
+		pbs_log(LOG_WARNING, "the MTA sends no {rcpt_addr} at RCPT: milter.local_domains "
+				     "cannot apply (add {rcpt_addr} to its RCPT macros)");
+	return addr;
+}
+
 static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct session *s = smfi_getpriv(ctx);
 	const pbs_config *cfg;
 	struct pbs_policy_facts facts;
 	const char *rcpt = argv != NULL ? argv[0] : NULL, *reason;
-	char domain[256], text[512];
+	char text[512];
 	enum pbs_verdict verdict;
 
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
 	cfg = s->rt->cfg;
-	pbs_policy_rcpt_domain(rcpt, domain, sizeof domain);
 	facts.trusted = s->trusted;
 	facts.authenticated = authenticated(ctx);
-	facts.relay = pbs_policy_is_relay(s->mta, smfi_getsymval(ctx, "{rcpt_mailer}"), domain,
-					  &cfg->milter);
+	facts.relay = pbs_policy_is_relay(s->mta, smfi_getsymval(ctx, "{rcpt_mailer}"), rcpt,
+					  resolved_rcpt(ctx, cfg), &cfg->milter);
 	facts.never_lease = s->never_lease;
 	facts.lease = s->lease;
 	facts.on_store_error = (enum pbs_on_store_error)cfg->milter.on_store_error;

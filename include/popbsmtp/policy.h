@@ -52,13 +52,14 @@ enum pbs_mta pbs_policy_mta(const char *v_macro);
 /* A reason token of pbs_policy_decide() in words, for people ("no lease"). */
 const char *pbs_policy_reason_text(const char *reason);
 
-/* True when a recipient routed to MAILER for DOMAIN leaves this site. Domains in
- * milter.local_domains are local; then milter.relay_mailers / local_mailers (or the MTA's
- * defaults) decide; an unknown or missing mailer counts as relay, so doubt fails closed. */
-bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *domain,
-			 const struct pbs_milter_config *cfg);
-
-/* The domain of a recipient "<local@domain>" (or without brackets) into OUT; "" if none. */
-void pbs_policy_rcpt_domain(const char *rcpt, char *out, size_t outlen);
+/* True when a recipient leaves this site. The MTA's routing decides: MAILER ({rcpt_mailer})
+ * is looked up in milter.relay_mailers / local_mailers (or the MTA's defaults), and an
+ * unknown or missing mailer counts as relay, so doubt fails closed. milter.local_domains
+ * can only turn a relay into local, and only when RCPT (the address the client gave) and
+ * RESOLVED (the MTA's {rcpt_addr}) are both plain "local@domain" addresses in the same
+ * listed domain: '%', '!', quotes, several '@', source routes, address literals or a
+ * trailing dot in either one, or no RESOLVED at all, leave the decision to the mailer. */
+bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *rcpt,
+			 const char *resolved, const struct pbs_milter_config *cfg);
 
 #endif

@@ -12,7 +12,7 @@ PBS_BIN=$(cd "$1" && pwd)
 REMOTE=user@remote.example
 LOCAL=postmaster@local.test.example
 
-pbs_start_story_servers || exit 1
+PBS_CONF_MILTER_EXTRA=$PBS_LOCAL_DOMAINS pbs_start_story_servers || exit 1
 pbs_start_postfix "unix:$MILTER_SOCKET" "$DOVECOT_AUTH_SOCKET" || exit 1
 
 # relay_reply SRC RCPT… — the reply to the last RCPT of one session from SRC.
@@ -48,6 +48,7 @@ pbs_check_match "IPv6 client outside the leased /64 is refused" '^550 5\.7\.1' \
 	"$(pbs_smtp_xclient IPV6:2001:db8:1:3::77 $REMOTE >/dev/null; pbs_rcpt_reply)"
 
 pbs_check_short_lease 127.0.0.9 $REMOTE
+pbs_check_sender_routes 127.0.0.12
 pbs_check_redis_outage 127.0.0.5 $REMOTE $LOCAL || exit 1
 
 pbs_stop_milter

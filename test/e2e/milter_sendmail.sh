@@ -15,7 +15,7 @@ PBS_BIN=$(cd "$1" && pwd)
 REMOTE=user@remote.example
 LOCAL=postmaster@local.test.example
 
-pbs_start_story_servers || exit 1
+PBS_CONF_MILTER_EXTRA=$PBS_LOCAL_DOMAINS pbs_start_story_servers || exit 1
 # A second listener on an IPv6 socket: IPv4 clients reach it as ::ffff:127.0.0.x.
 PBS_SENDMAIL_MAPPED=1 pbs_start_sendmail "local:$MILTER_SOCKET" || exit 1
 pbs_sendmail_add_user alice secret
@@ -71,6 +71,7 @@ pbs_check_match "the milter logs the mapped client as IPv4" \
 pbs_check_nomatch "no ::ffff: address reaches the log" '::ffff:' "$(cat "$MILTER_LOG")"
 
 pbs_check_short_lease 127.0.0.9 $REMOTE
+pbs_check_sender_routes 127.0.0.12
 pbs_check_redis_outage 127.0.0.5 $REMOTE $LOCAL || exit 1
 
 # Sendmail's "relay" mailer (the smart host) means *out*; the milter knows that only because

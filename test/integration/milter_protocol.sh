@@ -357,14 +357,41 @@ pbs_check_eq "the unknown MTA is logged once (per process)" 1 \
 	"$(grep -c 'not recognised' "$MILTER_LOG")"
 
 # ---- milter.local_domains ----
+# The list applies to what the MTA resolved the recipient to ({rcpt_addr}), and only when the
+# recipient as given and as resolved are the same plain address domain.
 for r in '<u@local.example>' '<u@LOCAL.Example>' 'u@local.example'; do
-	session "${PF[@]}" connect:192.0.2.22 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$r"
+	resolved=${r#<}
+	session "${PF[@]}" connect:192.0.2.22 'mail:<a@b.example>' "${SMTP[@]}" \
+		"macro:rcpt:{rcpt_addr}=${resolved%>}" "rcpt:$r"
 	expect "local_domains: smtp recipient $r continues" noreply skipped continue
 done
 for r in '<u@local.example.evil.example>' '<u@sublocal.example>' '<"u@local.example"@far.example>'; do
-	session "${PF[@]}" connect:192.0.2.22 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$r"
+	resolved=${r#<}
+	session "${PF[@]}" connect:192.0.2.22 'mail:<a@b.example>' "${SMTP[@]}" \
+		"macro:rcpt:{rcpt_addr}=${resolved%>}" "rcpt:$r"
 	expect "local_domains: $r is not local (550)" noreply skipped "$(deny "$r")"
 done
+# Sender routes through a listed domain, with what Postfix resolves them to (issue 11).
+while read -r r resolved; do
+	session "${PF[@]}" connect:192.0.2.22 'mail:<a@b.example>' "${SMTP[@]}" \
+		"macro:rcpt:{rcpt_addr}=$resolved" "rcpt:$r"
+	expect "local_domains: sender route $r is not local (550)" noreply skipped "$(deny "${r//%/%%}")"
+done <<'ROUTES'
+<victim%far.example@local.example> victim@far.example
+<victim%far.example@local.example> victim%far.example@local.example
+<victim@far.example@local.example> victim@far.example
+<"victim@far.example"@local.example> "victim@far.example"@local.example
+<far.example!victim@local.example> victim@far.example
+<@local.example:victim@far.example> victim@far.example
+<u@local.example> u@far.example
+<u@local.example.> u@local.example.
+ROUTES
+session "${PF[@]}" connect:192.0.2.22 'mail:<a@b.example>' "${SMTP[@]}" 'rcpt:<u@local.example>'
+expect "local_domains: without {rcpt_addr} the list cannot apply (550)" noreply skipped \
+	"$(deny '<u@local.example>')"
+session "${PF[@]}" connect:192.0.2.22 'mail:<a@b.example>' "${SMTP[@]}" 'rcpt:<u@local.example>'
+pbs_check_eq "a missing {rcpt_addr} is logged once (per process)" 1 \
+	"$(grep -c 'sends no {rcpt_addr}' "$MILTER_LOG")"
 
 # ---- lease.never ----
 now=$(date +%s)
@@ -408,7 +435,8 @@ expect "three transactions in one connection: each accepted at its recipient" \
 pbs_check_eq "three transactions in one connection: one Redis GET" 1 "$(gets)"
 reset_stats
 session "${PF[@]}" connect:192.0.2.11 'mail:<a@b.example>' "${LOCAL[@]}" "rcpt:$HOME_RCPT" \
-	"${LOCAL[@]}" 'rcpt:<you@here.example>' "${SMTP[@]}" 'rcpt:<u@local.example>'
+	"${LOCAL[@]}" 'rcpt:<you@here.example>' "${SMTP[@]}" 'macro:rcpt:{rcpt_addr}=u@local.example' \
+	'rcpt:<u@local.example>'
 session "${PF[@]}" connect:192.0.2.11 'macro:mail:{auth_authen}=bob' 'mail:<a@b.example>' \
 	"${SMTP[@]}" 'rcpt:<r1@far.example>' "${SMTP[@]}" 'rcpt:<r2@far.example>'
 session "${PF[@]}" connect:127.0.0.1 'mail:<a@b.example>' "${SMTP[@]}" 'rcpt:<r1@far.example>'
@@ -425,12 +453,14 @@ expect "recipient without angle brackets: relay 550, local continue" noreply ski
 	"$(deny 'user@far.example')" continue
 long=$(printf 'A%.0s' $(seq 1 10240))
 session "${PF[@]}" connect:192.0.2.30 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:<$long@far.example>" \
-	"${SMTP[@]}" "rcpt:<$long@local.example>" "mail:<$long@b.example>"
+	"${SMTP[@]}" "macro:rcpt:{rcpt_addr}=$long@local.example" "rcpt:<$long@local.example>" \
+	"mail:<$long@b.example>"
 pbs_check_eq "10 KB local part: MAIL skipped" skipped "${ANS[1]:-}"
 pbs_check_match "10 KB local part, relay: 550 with a bounded reply" \
 	'^replycode 550 5\.7\.1 <A{150,300}: Relay access denied$' "${ANS[2]:-}"
 pbs_check_le "10 KB local part: reply text stays short" 700 "${#ANS[2]}"
-pbs_check_eq "10 KB local part @local.example: continue" continue "${ANS[3]:-}"
+pbs_check_match "10 KB local part @local.example: longer than any address, not local (550)" \
+	'^replycode 550 5\.7\.1 ' "${ANS[3]:-}"
 pbs_check_eq "10 KB sender: MAIL skipped" skipped "${ANS[4]:-}"
 session "${PF[@]}" connect:192.0.2.30 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:<a@$long.example>"
 pbs_check_match "10 KB domain: relay 550" '^replycode 550 5\.7\.1 <a@A+: Relay access denied$' "${ANS[2]:-}"

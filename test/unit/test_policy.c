@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "popbsmtp/policy.h"
 
@@ -292,79 +293,120 @@ static void make_cfg(enum cfg_kind kind, struct pbs_milter_config *cfg)
 struct relay_row {
 	enum pbs_mta mta;
 	const char *mailer;
-	const char *domain;
+	const char *rcpt;     /* RCPT TO as the client gave it */
+	const char *resolved; /* {rcpt_addr}: the MTA's resolution */
 	enum cfg_kind cfg;
 	bool relay;
 };
 
+#define R_COM "<u@example.com>", "u@example.com"
+
 static const struct relay_row relay_rows[] = {
     /* Postfix defaults: only smtp leaves; its "relay" is inbound relay_domains */
-    {PF, "smtp", "example.com", CFG_DEFAULT, T},
-    {PF, "SMTP", "example.com", CFG_DEFAULT, T},
-    {PF, "local", "example.com", CFG_DEFAULT, F},
-    {PF, "virtual", "example.com", CFG_DEFAULT, F},
-    {PF, "lmtp", "example.com", CFG_DEFAULT, F},
-    {PF, "relay", "example.com", CFG_DEFAULT, F},
-    {PF, "error", "example.com", CFG_DEFAULT, F},
-    {PF, "esmtp", "example.com", CFG_DEFAULT, T},
+    {PF, "smtp", R_COM, CFG_DEFAULT, T},
+    {PF, "SMTP", R_COM, CFG_DEFAULT, T},
+    {PF, "local", R_COM, CFG_DEFAULT, F},
+    {PF, "virtual", R_COM, CFG_DEFAULT, F},
+    {PF, "lmtp", R_COM, CFG_DEFAULT, F},
+    {PF, "relay", R_COM, CFG_DEFAULT, F},
+    {PF, "error", R_COM, CFG_DEFAULT, F},
+    {PF, "esmtp", R_COM, CFG_DEFAULT, T},
     /* Sendmail defaults: its "relay" is the smart host */
-    {SM, "esmtp", "example.com", CFG_DEFAULT, T},
-    {SM, "smtp", "example.com", CFG_DEFAULT, T},
-    {SM, "smtp8", "example.com", CFG_DEFAULT, T},
-    {SM, "dsmtp", "example.com", CFG_DEFAULT, T},
-    {SM, "relay", "example.com", CFG_DEFAULT, T},
-    {SM, "local", "example.com", CFG_DEFAULT, F},
-    {SM, "prog", "example.com", CFG_DEFAULT, F},
-    {SM, "virtual", "example.com", CFG_DEFAULT, T},
+    {SM, "esmtp", R_COM, CFG_DEFAULT, T},
+    {SM, "smtp", R_COM, CFG_DEFAULT, T},
+    {SM, "smtp8", R_COM, CFG_DEFAULT, T},
+    {SM, "dsmtp", R_COM, CFG_DEFAULT, T},
+    {SM, "relay", R_COM, CFG_DEFAULT, T},
+    {SM, "local", R_COM, CFG_DEFAULT, F},
+    {SM, "prog", R_COM, CFG_DEFAULT, F},
+    {SM, "virtual", R_COM, CFG_DEFAULT, T},
     /* unknown MTA: relay-ish names and anything unknown leave; "local" stays */
-    {UN, "smtp", "example.com", CFG_DEFAULT, T},
-    {UN, "esmtp", "example.com", CFG_DEFAULT, T},
-    {UN, "relay", "example.com", CFG_DEFAULT, T},
-    {UN, "local", "example.com", CFG_DEFAULT, F},
-    {UN, "lmtp", "example.com", CFG_DEFAULT, T},
+    {UN, "smtp", R_COM, CFG_DEFAULT, T},
+    {UN, "esmtp", R_COM, CFG_DEFAULT, T},
+    {UN, "relay", R_COM, CFG_DEFAULT, T},
+    {UN, "local", R_COM, CFG_DEFAULT, F},
+    {UN, "lmtp", R_COM, CFG_DEFAULT, T},
     /* a mailer nobody knows counts as relay on every MTA: doubt fails closed */
-    {PF, "smtp-out", "example.com", CFG_DEFAULT, T},
-    {SM, "smtp-out", "example.com", CFG_DEFAULT, T},
-    {UN, "smtp-out", "example.com", CFG_DEFAULT, T},
+    {PF, "smtp-out", R_COM, CFG_DEFAULT, T},
+    {SM, "smtp-out", R_COM, CFG_DEFAULT, T},
+    {UN, "smtp-out", R_COM, CFG_DEFAULT, T},
     /* no mailer at all: relay */
-    {PF, NULL, "example.com", CFG_DEFAULT, T},
-    {PF, "", "example.com", CFG_DEFAULT, T},
-    {SM, NULL, "example.com", CFG_DEFAULT, T},
-    {SM, "", "example.com", CFG_DEFAULT, T},
-    {UN, NULL, NULL, CFG_DEFAULT, T},
-    {UN, "", "", CFG_DEFAULT, T},
-    /* milter.local_domains: always local, case-insensitively, whatever the mailer */
-    {PF, "smtp", "example.org", CFG_DOMAINS, F},
-    {PF, "smtp", "EXAMPLE.ORG", CFG_DOMAINS, F},
-    {SM, "esmtp", "mail.example.net", CFG_DOMAINS, F},
-    {UN, NULL, "Example.Org", CFG_DOMAINS, F},
-    {PF, "smtp", "sub.example.org", CFG_DOMAINS, T},
-    {PF, "smtp", "example.org.evil.test", CFG_DOMAINS, T},
-    {PF, "smtp", "", CFG_DOMAINS, T},
-    {PF, "smtp", NULL, CFG_DOMAINS, T},
-    {PF, "local", "example.com", CFG_DOMAINS, F},
+    {PF, NULL, R_COM, CFG_DEFAULT, T},
+    {PF, "", R_COM, CFG_DEFAULT, T},
+    {SM, NULL, R_COM, CFG_DEFAULT, T},
+    {SM, "", R_COM, CFG_DEFAULT, T},
+    {UN, NULL, NULL, NULL, CFG_DEFAULT, T},
+    {UN, "", "", "", CFG_DEFAULT, T},
+    /* milter.local_domains: a plain address the MTA resolved into a listed domain is local,
+     * case-insensitively, with or without angle brackets */
+    {PF, "smtp", "<u@example.org>", "u@example.org", CFG_DOMAINS, F},
+    {PF, "smtp", "<u@EXAMPLE.ORG>", "u@example.org", CFG_DOMAINS, F},
+    {SM, "relay", "<first.last+tag@mail.example.net>", "first.last+tag@Mail.Example.NET",
+     CFG_DOMAINS, F},
+    {SM, "esmtp", "<o'brien@example.org>", "o'brien@example.org", CFG_DOMAINS, F},
+    {UN, NULL, "u@Example.Org", "<u@example.org>", CFG_DOMAINS, F},
+    {PF, "local", R_COM, CFG_DOMAINS, F},
+    /* ... never a domain that only looks like one of the list */
+    {PF, "smtp", "<u@sub.example.org>", "u@sub.example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org.evil.test>", "u@example.org.evil.test", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.orgx>", "u@example.orgx", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@>", "u@", CFG_DOMAINS, T},
+    {PF, "smtp", "<example.org>", "example.org", CFG_DOMAINS, T},
+    {PF, "smtp", NULL, NULL, CFG_DOMAINS, T},
+    /* ... nor when the MTA resolved it elsewhere, or said nothing: its routing decides */
+    {PF, "smtp", "<u@example.org>", "u@remote.example", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org>", NULL, CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org>", "", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@remote.example>", "u@example.org", CFG_DOMAINS, T},
+    /* ... nor for sender routes that the MTA strips its own domain from (the open relay of
+     * issue 11: Postfix and Sendmail deliver these to victim@remote.example) */
+    {PF, "smtp", "<victim%remote.example@example.org>", "victim@remote.example", CFG_DOMAINS, T},
+    {PF, "smtp", "<victim%remote.example@example.org>", "victim%remote.example@example.org",
+     CFG_DOMAINS, T},
+    {PF, "smtp", "<victim@remote.example@example.org>", "victim@remote.example", CFG_DOMAINS, T},
+    {PF, "smtp", "<\"victim@remote.example\"@example.org>", "\"victim@remote.example\"@example.org",
+     CFG_DOMAINS, T},
+    {SM, "esmtp", "<remote.example!victim@example.org>", "victim@remote.example", CFG_DOMAINS, T},
+    {SM, "relay", "<remote.example!victim@example.org>", "remote.example!victim@example.org",
+     CFG_DOMAINS, T},
+    {SM, "relay", "<@example.org:victim@remote.example>", "victim@remote.example", CFG_DOMAINS, T},
+    {SM, "relay", "<@remote.example:victim@example.org>", "victim@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<victim\\@remote.example@example.org>", "victim@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org.>", "u@example.org.", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org>", "u@example.org.", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@[192.0.2.1]>", "u@[192.0.2.1]", CFG_DOMAINS, T},
+    {PF, "smtp", "<u/x@example.org>", "u/x@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u^x@example.org>", "u^x@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u..x@example.org>", "u..x@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<.u@example.org>", ".u@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example..org>", "u@example..org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org> ", "u@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org", "u@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u x@example.org>", "u x@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u@example.org,v@remote.example>", "u@example.org", CFG_DOMAINS, T},
+    {PF, "smtp", "<u\xc3\xa9@example.org>", "u\xc3\xa9@example.org", CFG_DOMAINS, T},
     /* configured relay_mailers replace the MTA's relay list */
-    {PF, "lmtp", "example.com", CFG_RELAY, T},
-    {PF, "LMTP", "example.com", CFG_RELAY, T},
-    {PF, "smtp-internal-out", "example.com", CFG_RELAY, T},
-    {SM, "local", "example.com", CFG_RELAY, F},
-    {PF, "virtual", "example.com", CFG_RELAY, F},
+    {PF, "lmtp", R_COM, CFG_RELAY, T},
+    {PF, "LMTP", R_COM, CFG_RELAY, T},
+    {PF, "smtp-internal-out", R_COM, CFG_RELAY, T},
+    {SM, "local", R_COM, CFG_RELAY, F},
+    {PF, "virtual", R_COM, CFG_RELAY, F},
     /* configured local_mailers replace the MTA's local list */
-    {PF, "smtp-internal", "example.com", CFG_LOCAL, F},
-    {SM, "SMTP-Internal", "example.com", CFG_LOCAL, F},
-    {UN, "smtp-internal", "example.com", CFG_LOCAL, F},
-    {PF, "virtual", "example.com", CFG_LOCAL, T},
-    {SM, "prog", "example.com", CFG_LOCAL, T},
-    {PF, "local", "example.com", CFG_LOCAL, F},
-    {PF, "smtp", "example.com", CFG_LOCAL, T},
+    {PF, "smtp-internal", R_COM, CFG_LOCAL, F},
+    {SM, "SMTP-Internal", R_COM, CFG_LOCAL, F},
+    {UN, "smtp-internal", R_COM, CFG_LOCAL, F},
+    {PF, "virtual", R_COM, CFG_LOCAL, T},
+    {SM, "prog", R_COM, CFG_LOCAL, T},
+    {PF, "local", R_COM, CFG_LOCAL, F},
+    {PF, "smtp", R_COM, CFG_LOCAL, T},
     /* both configured: neither default list counts any more */
-    {PF, "lmtp", "example.com", CFG_BOTH, T},
-    {PF, "smtp-internal", "example.com", CFG_BOTH, F},
-    {PF, "smtp", "example.com", CFG_BOTH, T},
-    {SM, "esmtp", "example.com", CFG_BOTH, T},
-    {PF, "virtual", "example.com", CFG_BOTH, T},
+    {PF, "lmtp", R_COM, CFG_BOTH, T},
+    {PF, "smtp-internal", R_COM, CFG_BOTH, F},
+    {PF, "smtp", R_COM, CFG_BOTH, T},
+    {SM, "esmtp", R_COM, CFG_BOTH, T},
+    {PF, "virtual", R_COM, CFG_BOTH, T},
     /* the administrator says smtp stays here (e.g. a content filter next door) */
-    {PF, "smtp", "example.com", CFG_LOCAL_SMTP, F},
+    {PF, "smtp", R_COM, CFG_LOCAL_SMTP, F},
 };
 
 static void test_is_relay_table(void **state)
@@ -378,57 +420,72 @@ static void test_is_relay_table(void **state)
 		bool got;
 
 		make_cfg(r->cfg, &cfg);
-		got = pbs_policy_is_relay(r->mta, r->mailer, r->domain, &cfg);
-		ROW_CHECK(got == r->relay, "row %zu: %s mailer '%s' domain '%s' config %d: got %s",
-		          i + 1, mta_name(r->mta), r->mailer ? r->mailer : "(null)",
-		          r->domain ? r->domain : "(null)", (int)r->cfg, got ? "relay" : "local");
+		got = pbs_policy_is_relay(r->mta, r->mailer, r->rcpt, r->resolved, &cfg);
+		ROW_CHECK(got == r->relay,
+		          "row %zu: %s mailer '%s' rcpt '%s' resolved '%s' config %d: got %s", i + 1,
+		          mta_name(r->mta), r->mailer ? r->mailer : "(null)",
+		          r->rcpt ? r->rcpt : "(null)", r->resolved ? r->resolved : "(null)",
+		          (int)r->cfg, got ? "relay" : "local");
 	}
 	table_done("is_relay");
 }
 
-static void test_rcpt_domain(void **state)
+/* The safety property, stated without the code under test: a recipient the relay mailer
+ * routes out may count as local only when both addresses are a single '@', no routing
+ * character anywhere, and the same listed domain after the '@'. */
+static bool may_be_local(const char *rcpt, const char *resolved)
 {
-	static const struct {
-		const char *rcpt;
-		const char *domain;
-	} rows[] = {
-	    {"<a@Example.COM>", "Example.COM"},
-	    {"a@example.com", "example.com"},
-	    {"<a@example.com> NOTIFY=NEVER", "example.com"},
-	    {"<@route:a@b>", "b"},
-	    {"<@r1,@r2:user@dest.example>", "dest.example"},
-	    {"<\"a@b\"@c.example>", "c.example"},
-	    {"<postmaster>", ""},
-	    {"postmaster", ""},
-	    {"<>", ""},
-	    {"", ""},
-	    {NULL, ""},
-	    {"<a@>", ""},
-	    {"<a@[192.0.2.1]>", "[192.0.2.1]"},
-	};
-	char out[256];
-	size_t i;
+	const char *addrs[2] = {rcpt, resolved}, *domain[2];
+	size_t k, len[2];
+
+	for (k = 0; k < 2; k++) {
+		const char *a = addrs[k], *at = strchr(a, '@');
+		size_t n = strlen(a);
+		if (at == NULL || strchr(at + 1, '@') != NULL || strpbrk(a, "%!\"\\:,;[]()/^ ") != NULL)
+			return false;
+		domain[k] = at + 1;
+		len[k] = strcspn(at + 1, ">");
+		if (len[k] == 0 || domain[k][len[k] - 1] == '.' || n == 0)
+			return false;
+	}
+	return len[0] == len[1] && strncasecmp(domain[0], domain[1], len[0]) == 0 &&
+	       ((len[0] == 11 && strncasecmp(domain[0], "example.org", 11) == 0) ||
+	        (len[0] == 16 && strncasecmp(domain[0], "mail.example.net", 16) == 0));
+}
+
+/* Every combination of local parts, routing tricks and domains as RCPT and as {rcpt_addr}:
+ * none that fails the property above may be called local. */
+static void test_local_domains_property(void **state)
+{
+	static const char *const locals[] = {"u", "first.last", "victim%remote.example",
+	    "remote.example!victim", "\"victim@remote.example\"", "victim@remote.example",
+	    "@example.org:victim", "@remote.example:victim", "a\\@b", "u.", "o'brien", "u/x"};
+	static const char *const domains[] = {"example.org", "EXAMPLE.org", "example.org.",
+	    "remote.example", "[192.0.2.1]", "mail.example.net", "example.org>", "sub.example.org",
+	    "example.org@remote.example", ""};
+	static const char *const wraps[][2] = {{"", ""}, {"<", ">"}};
+	char addrs[sizeof locals / sizeof locals[0] * 10 * 2][128];
+	size_t n = 0, i, j, l, d, w;
+	struct pbs_milter_config cfg;
 
 	(void)state;
-	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-		memset(out, 'X', sizeof out);
-		out[sizeof out - 1] = '\0';
-		pbs_policy_rcpt_domain(rows[i].rcpt, out, sizeof out);
-		ROW_CHECK(strcmp(out, rows[i].domain) == 0,
-		          "domain of '%s': got '%s', expected '%s'",
-		          rows[i].rcpt ? rows[i].rcpt : "(null)", out, rows[i].domain);
+	make_cfg(CFG_DOMAINS, &cfg);
+	for (l = 0; l < sizeof locals / sizeof locals[0]; l++)
+		for (d = 0; d < sizeof domains / sizeof domains[0]; d++)
+			for (w = 0; w < 2; w++)
+				snprintf(addrs[n++], sizeof addrs[0], "%s%s@%s%s", wraps[w][0],
+				         locals[l], domains[d], wraps[w][1]);
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < n; j++) {
+			bool relay = pbs_policy_is_relay(SM, "relay", addrs[i], addrs[j], &cfg);
+			ROW_CHECK(relay || may_be_local(addrs[i], addrs[j]),
+			          "rcpt '%s' resolved '%s' counted local", addrs[i], addrs[j]);
+		}
 	}
-
-	/* A domain that does not fit OUT is not cut short into another domain. */
-	{
-		char small[8];
-		memset(small, 'X', sizeof small);
-		pbs_policy_rcpt_domain("<a@example.com>", small, sizeof small);
-		ROW_CHECK(strcmp(small, "") == 0, "too long for OUT: got '%.8s'", small);
-		pbs_policy_rcpt_domain("<a@ex.com>", small, sizeof small);
-		ROW_CHECK(strcmp(small, "ex.com") == 0, "just fits: got '%s'", small);
-	}
-	table_done("rcpt_domain");
+	/* and the property is not vacuous: the plain ones are local */
+	ROW_CHECK(!pbs_policy_is_relay(SM, "relay", "<u@example.org>", "u@EXAMPLE.org", &cfg),
+	          "a plain address in a listed domain is local");
+	table_done("local_domains property");
 }
 
 int main(void)
@@ -437,7 +494,7 @@ int main(void)
 	    cmocka_unit_test(test_decide_table), cmocka_unit_test(test_decide_invariants),
 	    cmocka_unit_test(test_covers_message),
 	    cmocka_unit_test(test_mta),          cmocka_unit_test(test_is_relay_table),
-	    cmocka_unit_test(test_rcpt_domain),
+	    cmocka_unit_test(test_local_domains_property),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

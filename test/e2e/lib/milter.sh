@@ -120,3 +120,28 @@ pbs_check_redis_outage() {
 	pbs_check_match "Redis back: a new login relays again, no restart needed" '^250 ' \
 		"$(pbs_smtp_rcpt_reply "$src" "$relay_rcpt")"
 }
+
+# PBS_LOCAL_DOMAINS — the milter.local_domains line of the stories: the MTA's own domain and
+# a backup-MX domain (which both MTAs route out, through the next hop).
+PBS_LOCAL_DOMAINS='local_domains = [ "local.test.example", "backup.test.example" ];'
+
+# pbs_check_sender_routes SRC — SRC holds no lease and milter.local_domains is
+# PBS_LOCAL_DOMAINS: a plain recipient in the backup-MX domain is accepted (what the domain
+# list is for), but no sender route behind a listed domain ("%" hack, a second "@", a
+# quoted local part, a UUCP bang path, a source route) gets through to a remote victim,
+# whatever the MTA makes of it, and nothing for the victim reaches the next hop.
+pbs_check_sender_routes() {
+	local src=$1 domain rcpt
+	pbs_check_match "local_domains: a plain backup-MX recipient is accepted" '^250 ' \
+		"$(pbs_smtp_rcpt_reply "$src" user@backup.test.example)"
+	for domain in local.test.example backup.test.example; do
+		for rcpt in "victim%remote.example@$domain" "victim@remote.example@$domain" \
+			"\"victim@remote.example\"@$domain" "remote.example!victim@$domain" \
+			"@$domain:victim@remote.example"; do
+			pbs_check_match "local_domains: sender route <$rcpt> is not relayed" '^5[0-9][0-9] ' \
+				"$(pbs_smtp_rcpt_reply "$src" "$rcpt")"
+		done
+	done
+	pbs_check_eq "no sender-routed message reached the next hop" 0 \
+		"$(pbs_count_files_with "$SINK_DIR" '^X-Rcpt-Args: .*victim')"
+}
