@@ -18,8 +18,18 @@
 #include <sys/stat.h>
 
 #include "popbsmtp/lease.h"
+#include "popbsmtp/policy.h"
 
-enum key_type { KEY_INT, KEY_STRING, KEY_ENUM, KEY_MODE, KEY_CIDRS, KEY_STRINGS, KEY_NODES };
+enum key_type {
+	KEY_INT,
+	KEY_STRING,
+	KEY_ENUM,
+	KEY_MODE,
+	KEY_CIDRS,
+	KEY_STRINGS,
+	KEY_NODES,
+	KEY_DOMAINS
+};
 
 struct key_spec {
 	const char *group;
@@ -69,7 +79,7 @@ static const struct key_spec keys[] = {
 	 empty_list},
 	{"milter", "local_mailers", KEY_STRINGS, AT(milter.local_mailers), 0, 0, 0, NULL,
 	 empty_list},
-	{"milter", "local_domains", KEY_STRINGS, AT(milter.local_domains), 0, 0, 0, NULL,
+	{"milter", "local_domains", KEY_DOMAINS, AT(milter.local_domains), 0, 0, 0, NULL,
 	 empty_list},
 	{"milter", "on_store_error", KEY_ENUM, AT(milter.on_store_error), 0, 0,
 	 PBS_ON_ERROR_TEMPFAIL, NULL, on_error_words},
@@ -170,7 +180,7 @@ static int set_list(pbs_config *cfg, const struct key_spec *k, const char *const
 		for (i = 0; i < n; i++)
 			if (pbs_cidr_parse(words[i], &list->items[list->count]) == 0)
 				list->count++;
-	} else { /* KEY_STRINGS, KEY_NODES */
+	} else { /* KEY_STRINGS, KEY_NODES, KEY_DOMAINS */
 		pbs_strlist *list = field(cfg, k);
 		strlist_free(list);
 		for (i = 0; i < n; i++)
@@ -206,6 +216,7 @@ static int set_default(pbs_config *cfg, const struct key_spec *k)
 	case KEY_CIDRS:
 	case KEY_STRINGS:
 	case KEY_NODES:
+	case KEY_DOMAINS:
 		return set_list(cfg, k, k->words, words_count(k->words));
 	}
 	return -1;
@@ -239,7 +250,8 @@ void pbs_config_free(pbs_config *cfg)
 			free(*(char **)f);
 		else if (keys[i].type == KEY_CIDRS)
 			free(((pbs_cidr_list *)f)->items);
-		else if (keys[i].type == KEY_STRINGS || keys[i].type == KEY_NODES)
+		else if (keys[i].type == KEY_STRINGS || keys[i].type == KEY_NODES ||
+			 keys[i].type == KEY_DOMAINS)
 			strlist_free(f);
 	}
 	free(cfg->path);
@@ -427,6 +439,10 @@ static int apply_list(pbs_config *cfg, const config_setting_t *s, const struct k
 			   pbs_addr_split_hostport(words[i], host, sizeof host, &port) != 0) {
 			key_error(r, at, k, "'%s' is not HOST:PORT", words[i]);
 			bad = 1;
+		} else if (k->type == KEY_DOMAINS && !pbs_policy_plain_domain(words[i])) {
+			key_error(r, at, k, "'%s' is not a domain name such as \"backup.example\" "
+				  "(letters, digits, '-', no trailing dot)", words[i]);
+			bad = 1;
 		}
 	}
 	if (!bad)
@@ -456,6 +472,7 @@ static void apply_setting(pbs_config *cfg, const config_setting_t *s, const stru
 	case KEY_CIDRS:
 	case KEY_STRINGS:
 	case KEY_NODES:
+	case KEY_DOMAINS:
 		apply_list(cfg, s, k, &at, r);
 		break;
 	}

@@ -156,6 +156,11 @@ static bool plain_domain_char(unsigned char c)
 	       c == '-';
 }
 
+bool pbs_policy_plain_domain(const char *domain)
+{
+	return domain != NULL && dotted_run(domain, strlen(domain), plain_domain_char);
+}
+
 /* The domain of ADDR ("local@domain", or within angle brackets) when the address means the
  * same to every MTA: one '@', a local part of plain characters, a host name with no
  * trailing dot. NULL for anything an MTA could read as a route elsewhere ('%', '!', quotes,

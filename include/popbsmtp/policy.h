@@ -62,4 +62,8 @@ const char *pbs_policy_reason_text(const char *reason);
 bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *rcpt,
 			 const char *resolved, const struct pbs_milter_config *cfg);
 
+/* True when DOMAIN is a host name as milter.local_domains must list them: dot-separated
+ * labels of letters, digits and '-', no empty label, no trailing dot. */
+bool pbs_policy_plain_domain(const char *domain);
+
 #endif

@@ -592,6 +592,19 @@ static const struct line_row line_rows[] = {
      "milter.on_store_error: '' is not one of tempfail, reject, accept", NULL, 0},
     {"milter: { reject_text = \"\"; };", "milter.reject_text: length 0 is out of range (1..400)",
      NULL, 0},
+    {"milter: { local_domains = [ \"backup.example\", \"B-2.Example\" ]; };", NULL, "pool_size", 64},
+    {"milter: { local_domains = [ \"backup.example.\" ]; };",
+     "milter.local_domains: 'backup.example.' is not a domain name such as \"backup.example\" "
+     "(letters, digits, '-', no trailing dot)", NULL, 0},
+    {"milter: { local_domains = [ \"@backup.example\" ]; };",
+     "milter.local_domains: '@backup.example' is not a domain name such as \"backup.example\" "
+     "(letters, digits, '-', no trailing dot)", NULL, 0},
+    {"milter: { local_domains = [ \"*.example\" ]; };",
+     "milter.local_domains: '*.example' is not a domain name such as \"backup.example\" "
+     "(letters, digits, '-', no trailing dot)", NULL, 0},
+    {"milter: { local_domains = [ \"\" ]; };",
+     "milter.local_domains: '' is not a domain name such as \"backup.example\" "
+     "(letters, digits, '-', no trailing dot)", NULL, 0},
     {"redis: { prefix = \"\"; };", NULL, "port", 6379},
     {"lease: { never = []; };", NULL, "ttl", 1800},
     {"milter: { trusted = []; };", NULL, "pool_size", 64},
