@@ -167,9 +167,12 @@ bool pbs_policy_plain_domain(const char *domain)
  * a second '@', source routes, address literals) or that is not a single address. */
 static const char *plain_address_domain(const char *addr)
 {
-	size_t len = addr != NULL ? strlen(addr) : 0;
+	size_t len;
 	const char *at;
 
+	if (addr == NULL)
+		return NULL;
+	len = strlen(addr);
 	if (len > 1 && addr[0] == '<') {
 		if (addr[len - 1] != '>')
 			return NULL;
