@@ -465,6 +465,219 @@ static void test_include_long_integer(void **state)
 	pbs_config_report_free(&r);
 }
 
+/* Load PATH expecting exactly one error, WANT. */
+static void expect_one_error(const char *path, const char *want)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg = pbs_config_load(path, &r);
+
+	if (cfg != NULL || r.errors.count != 1 || strcmp(r.errors.items[0], want) != 0) {
+		print_report(&r);
+		pbs_config_free(cfg);
+		pbs_config_report_free(&r);
+		fail_msg("%s: expected only the error\n  %s", path, want);
+	}
+	pbs_config_report_free(&r);
+}
+
+/* The directory "adir" in the temp dir: what libconfig 1.5 must never be asked to include. */
+static void make_adir(void)
+{
+	char dir[PATH_MAX];
+
+	snprintf(dir, sizeof dir, "%s/adir", tmpdir);
+	assert_true(mkdir(dir, 0755) == 0 || errno == EEXIST);
+}
+
+/* An include name of any length is checked: 600 bytes naming a directory (libconfig 1.5
+ * would exit() the test program) is an error, not skipped as names of 512 bytes were. */
+static void test_include_long_name(void **state)
+{
+	char name[601], dir[PATH_MAX + 600], path[PATH_MAX], text[700], want[PATH_MAX + 700];
+	size_t len = 0;
+
+	(void)state;
+	while (len < 600) { /* five directories of 99 bytes and one of 100, each made */
+		if (len > 0)
+			name[len++] = '/';
+		memset(name + len, 'd', len < 500 ? 99 : 100);
+		len += len < 500 ? 99 : 100;
+		name[len] = '\0';
+		snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
+		assert_true(mkdir(dir, 0755) == 0 || errno == EEXIST);
+	}
+	assert_int_equal(strlen(name), 600);
+	snprintf(text, sizeof text, "@include \"%s\"\n", name);
+	write_file("longname.conf", text, 0644, path, sizeof path);
+	snprintf(want, sizeof want, "%s:1: @include \"%s\": not a regular file", path, name);
+	expect_one_error(path, want);
+}
+
+/* More includes than the pre-check follows (64 in all) is an error at the first one over,
+ * not a reason to skip the rest: here the 65th names a directory. */
+static void test_include_too_many(void **state)
+{
+	char text[65 * 32], path[PATH_MAX], want[PATH_MAX + 128];
+	size_t len = 0;
+	int i;
+
+	(void)state;
+	make_adir();
+	write_file("empty.inc", "# nothing\n", 0644, path, sizeof path);
+	for (i = 0; i < 64; i++)
+		len += (size_t)snprintf(text + len, sizeof text - len, "@include \"empty.inc\"\n");
+	write_file("sixtyfour.conf", text, 0644, path, sizeof path);
+	pbs_config_free(load_ok(path, &(pbs_config_report){{NULL, 0}, {NULL, 0}}));
+
+	snprintf(text + len, sizeof text - len, "@include \"adir\"\n");
+	write_file("sixtyfive.conf", text, 0644, path, sizeof path);
+	snprintf(want, sizeof want, "%s:65: @include \"adir\": more than 64 @include directives "
+	         "in all, more than popbsmtp checks", path);
+	expect_one_error(path, want);
+}
+
+/* Lines of any length: an @include after 1100 spaces and 1100 tabs, behind a line of
+ * 3000 bytes, is seen and checked (lines were read in 1023-byte pieces). */
+static void test_include_long_line(void **state)
+{
+	char text[6000], path[PATH_MAX], want[PATH_MAX + 64];
+	size_t len = 0;
+
+	(void)state;
+	make_adir();
+	text[len++] = '#';
+	memset(text + len, 'x', 3000);
+	len += 3000;
+	text[len++] = '\n';
+	memset(text + len, ' ', 1100);
+	len += 1100;
+	memcpy(text + len, "@include", 8);
+	len += 8;
+	memset(text + len, '\t', 1100);
+	len += 1100;
+	snprintf(text + len, sizeof text - len, "\"adir\"\n");
+	write_file("longline.conf", text, 0644, path, sizeof path);
+	snprintf(want, sizeof want, "%s:2: @include \"adir\": not a regular file", path);
+	expect_one_error(path, want);
+}
+
+/* Includes are seen where libconfig 1.5's scanner sees them, no more and no fewer. */
+static const struct {
+	const char *text;
+	const char *error; /* after "PATH:"; NULL: loads */
+} include_rows[] = {
+    /* In a comment or string it is no include. */
+    {"/*\n@include \"adir\"\n*/\n", NULL},
+    {"milter: { reject_text = \"no\n@include \\\"adir\\\"\n\"; };\n", NULL},
+    {"@include \"open-comment.inc\"\n@include \"adir\"\n*/\n", NULL},
+    /* At a line's start, after blanks, after comments and strings that ended. */
+    {" \t @include\t \"adir\"\n", "1: @include \"adir\": not a regular file"},
+    {"# x\n@include \"adir\"\n", "2: @include \"adir\": not a regular file"},
+    {"lease: { ttl = 5; }; // /*\n@include \"adir\"\n", "2: @include \"adir\": not a regular file"},
+    {"/**/\n@include \"adir\"\n", "2: @include \"adir\": not a regular file"},
+    {"milter: { reject_text = \"a\\\\\"; };\n@include \"adir\"\n",
+     "2: @include \"adir\": not a regular file"},
+    /* A string an included file leaves open ends in the including one. */
+    {"@include \"open-string.inc\"\n\"; };\n@include \"adir\"\n",
+     "3: @include \"adir\": not a regular file"},
+    /* Not at a line's start: libconfig stops at the @ (and includes nothing). */
+    {"@include \"empty.inc\" @include \"adir\"\n", "1: syntax error"},
+    /* The name is unescaped as libconfig does; what it reads otherwise is refused. */
+    {"@include \"adir\\\\\"\n", "1: @include \"adir\\\": No such file or directory"},
+    {"@include \"a\\dir\"\n", "1: @include: a backslash in the name may only escape \\ or \""},
+    {"@include \"ad\nir\"\n",
+     "1: @include: the name holds a control character or does not end on its line"},
+    {"@include \"adir", "1: @include: the name has no closing quote"},
+    {"@include \"big.inc\"\n", "1: @include \"big.inc\": larger than 1 MiB, more than popbsmtp "
+                               "checks"},
+};
+
+static void test_include_as_libconfig_reads(void **state)
+{
+	char path[PATH_MAX], want[PATH_MAX + 128], *big;
+	size_t i;
+
+	(void)state;
+	make_adir();
+	write_file("empty.inc", "# nothing\n", 0644, path, sizeof path);
+	write_file("open-comment.inc", "/* not closed here", 0644, path, sizeof path);
+	write_file("open-string.inc", "milter: { reject_text = \"not closed here", 0644, path,
+	           sizeof path);
+	big = malloc((1 << 20) + 2);
+	assert_non_null(big);
+	memset(big, '\n', (1 << 20) + 1);
+	big[(1 << 20) + 1] = '\0';
+	write_file("big.inc", big, 0644, path, sizeof path);
+	free(big);
+	for (i = 0; i < sizeof include_rows / sizeof include_rows[0]; i++) {
+		write_file("inc.conf", include_rows[i].text, 0644, path, sizeof path);
+		if (include_rows[i].error == NULL) {
+			pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+			pbs_config_free(load_ok(path, &r));
+			pbs_config_report_free(&r);
+		} else {
+			snprintf(want, sizeof want, "%s:%s", path, include_rows[i].error);
+			expect_one_error(path, want);
+		}
+	}
+}
+
+/* A name with \" in it is the file with a quote in its name, as libconfig opens it. */
+static void test_include_escaped_quote(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX];
+	pbs_config *cfg;
+
+	(void)state;
+	write_file("q\"uote.inc", "redis: { port = 7; };\n", 0644, path, sizeof path);
+	write_file("quote.conf", "@include \"q\\\"uote.inc\"\n", 0644, path, sizeof path);
+	cfg = load_ok(path, &r);
+	assert_int_equal(cfg->redis.port, 7);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+}
+
+/* Ten levels of includes load; the eleventh is an error of the pre-check. */
+static void test_include_depth(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char name[32], text[64], path[PATH_MAX], want[PATH_MAX + 100];
+	int i;
+
+	(void)state;
+	for (i = 0; i <= 11; i++) {
+		snprintf(name, sizeof name, "level%d.inc", i);
+		snprintf(text, sizeof text, "@include \"level%d.inc\"\n", i + 1);
+		write_file(name, i == 10 ? "lease: { ttl = 10; };\n" : text, 0644, path, sizeof path);
+	}
+	snprintf(path, sizeof path, "%s/level0.inc", tmpdir);
+	pbs_config_free(load_ok(path, &r));
+	pbs_config_report_free(&r);
+
+	write_file("level10.inc", "@include \"level11.inc\"\n", 0644, path, sizeof path);
+	write_file("level11.inc", "lease: { ttl = 11; };\n", 0644, path, sizeof path);
+	snprintf(path, sizeof path, "%s/level0.inc", tmpdir);
+	snprintf(want, sizeof want, "%s/level10.inc:1: @include \"level11.inc\": nested more "
+	         "than 10 levels deep", tmpdir);
+	expect_one_error(path, want);
+}
+
+/* The main file too must be a regular file: a directory or a FIFO is refused at once
+ * (fopen() of a FIFO would wait for a writer forever). */
+static void test_main_not_regular(void **state)
+{
+	char path[PATH_MAX], want[PATH_MAX + 64];
+
+	(void)state;
+	snprintf(want, sizeof want, "%s: cannot read: not a regular file", tmpdir);
+	expect_one_error(tmpdir, want);
+	snprintf(path, sizeof path, "%s/fifo.conf", tmpdir);
+	assert_true(mkfifo(path, 0644) == 0 || errno == EEXIST);
+	snprintf(want, sizeof want, "%s: cannot read: not a regular file", path);
+	expect_one_error(path, want);
+}
+
 /* A relative @include is found next to the config file, not in the working directory:
  * a decoy include/redis.conf in the CWD must not be read. */
 static void test_include_relative_to_file(void **state)
@@ -528,6 +741,11 @@ static void test_include_error_names_file(void **state)
 	assert_int_equal(chdir(cwd), 0);
 }
 
+/* The pre-check's error for an integer libconfig 1.5 would cut to 32 bits. */
+#define TOO_LARGE(literal)                                                                         \
+	"integer " literal " is too large (64-bit values need an L suffix, and no setting takes "  \
+	"one this big)"
+
 /* One-line files: the bounds of each number, both sides, and the other value rules. */
 struct line_row {
 	const char *text;
@@ -559,6 +777,41 @@ static const struct line_row line_rows[] = {
     {"redis: { port = 5000000000L; };", "redis.port: 5000000000 is out of range (1..65535)", NULL,
      0},
     {"redis: { port = 0x18eb; };", NULL, "port", 6379},
+    /* Hex without L: libconfig 1.5 stores strtoul() in an int, cut to 32 bits or negative. */
+    {"lease: { ipv4_prefix = 0x100000000; };", TOO_LARGE("0x100000000"), NULL, 0},
+    {"lease: { ipv4_prefix = 0x100000020; };", TOO_LARGE("0x100000020"), NULL, 0},
+    {"lease: { ttl = 0x100000708; };", TOO_LARGE("0x100000708"), NULL, 0},
+    {"redis: { port = 0x1000018eb; };", TOO_LARGE("0x1000018eb"), NULL, 0},
+    {"milter: { pool_size = 0X100000040; };", TOO_LARGE("0X100000040"), NULL, 0},
+    {"redis: { database = 0x10000000000000020; };", TOO_LARGE("0x10000000000000020"), NULL, 0},
+    {"lease: { ipv4_prefix = 0xffffffff; };", TOO_LARGE("0xffffffff"), NULL, 0},
+    {"lease: { ttl = 0x80000000; };", TOO_LARGE("0x80000000"), NULL, 0},
+    /* Hex that fits is read as written; leading zeros do not count. */
+    {"lease: { ipv4_prefix = 0x20; };", NULL, "ipv4_prefix", 32},
+    {"lease: { ipv4_prefix = 0X20; };", NULL, "ipv4_prefix", 32},
+    {"lease: { ipv4_prefix = 0x00000000000000020; };", NULL, "ipv4_prefix", 32},
+    {"lease: { ipv4_prefix = 0x21; };", "lease.ipv4_prefix: 33 is out of range (0..32)", NULL, 0},
+    {"lease: { ipv4_prefix = 0x7fffffff; };",
+     "lease.ipv4_prefix: 2147483647 is out of range (0..32)", NULL, 0},
+    /* With L all 64 bits are kept, and the range check sees the value written. */
+    {"lease: { ttl = 0x708L; };", NULL, "ttl", 1800},
+    {"lease: { ttl = 0x100000708L; };", "lease.ttl: 4294969096 is out of range (1..2678400)",
+     NULL, 0},
+    {"lease: { ipv4_prefix = 0xffffffffffffffffL; };",
+     "lease.ipv4_prefix: -1 is out of range (0..32)", NULL, 0},
+    /* Decimal without L: atoi(); sign and leading zeros on both sides of the cut. */
+    {"lease: { ipv4_prefix = 4294967328; };", TOO_LARGE("4294967328"), NULL, 0},
+    {"lease: { ipv4_prefix = -4294967264; };", TOO_LARGE("-4294967264"), NULL, 0},
+    {"lease: { ipv4_prefix = +32; };", NULL, "ipv4_prefix", 32},
+    {"lease: { ipv4_prefix = 0000000000032; };", NULL, "ipv4_prefix", 32},
+    {"lease: { ipv4_prefix = 2147483647; };",
+     "lease.ipv4_prefix: 2147483647 is out of range (0..32)", NULL, 0},
+    {"lease: { ipv4_prefix = -2147483648; };",
+     "lease.ipv4_prefix: -2147483648 is out of range (0..32)", NULL, 0},
+    /* No number in strings or comments. */
+    {"redis: { prefix = \"0x100000000:\"; };", NULL, "port", 6379},
+    {"lease: { ttl = 1800; /* 0x100000708 */ }; # 4294967328", NULL, "ttl", 1800},
+    {"lease: { ttl = 1800; }; // 0xffffffff", NULL, "ttl", 1800},
     {"redis: { timeout_ms = 0; };", "redis.timeout_ms: 0 is out of range (1..60000)", NULL, 0},
     {"redis: { timeout_ms = 1; };", NULL, "timeout_ms", 1},
     {"redis: { timeout_ms = 60000; };", NULL, "timeout_ms", 60000},
@@ -917,6 +1170,13 @@ int main(void)
 	    cmocka_unit_test(test_missing_include),
 	    cmocka_unit_test(test_include_directory),
 	    cmocka_unit_test(test_include_long_integer),
+	    cmocka_unit_test(test_include_long_name),
+	    cmocka_unit_test(test_include_too_many),
+	    cmocka_unit_test(test_include_long_line),
+	    cmocka_unit_test(test_include_as_libconfig_reads),
+	    cmocka_unit_test(test_include_escaped_quote),
+	    cmocka_unit_test(test_include_depth),
+	    cmocka_unit_test(test_main_not_regular),
 	    cmocka_unit_test(test_include_relative_to_file),
 	    cmocka_unit_test(test_include_error_names_file),
 	    cmocka_unit_test(test_line_table),
