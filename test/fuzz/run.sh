@@ -6,7 +6,7 @@
 # target, also into BUILD_DIR/test/fuzz/run/summary; exits 1 if any target crashed, leaked,
 # hung or ran out of memory, showing the input in hex. Add such an input to
 # test/fuzz/corpus/TARGET/ as a regression test: every run replays the whole corpus first.
-# Environment: PBS_FUZZ_TARGETS (default: all three), PBS_FUZZ_ARGS (more libFuzzer flags).
+# Environment: PBS_FUZZ_TARGETS (default: all four), PBS_FUZZ_ARGS (more libFuzzer flags).
 set -u
 
 usage() { echo "usage: $0 BUILD_DIR SECONDS" >&2; exit 2; }
@@ -37,11 +37,12 @@ max_len() {
 	case $1 in
 	fuzz_addr) echo 256 ;;
 	fuzz_lease) echo 1024 ;;
+	fuzz_request) echo 8192 ;;    # two lines over PBS_REQUEST_LINE_MAX
 	*) echo 4096 ;;
 	esac
 }
 
-for target in ${PBS_FUZZ_TARGETS:-fuzz_addr fuzz_lease fuzz_config}; do
+for target in ${PBS_FUZZ_TARGETS:-fuzz_addr fuzz_lease fuzz_config fuzz_request}; do
 	if [ ! -x "$bin/$target" ]; then
 		echo "run.sh: $bin/$target: not built (configure with CC=clang -DPBS_FUZZ=ON)" >&2
 		exit 2
