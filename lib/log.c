@@ -51,6 +51,16 @@ void pbs_log(int priority, const char *fmt, ...)
 		fprintf(stderr, "%s: %s\n", log_ident, line);
 }
 
+void pbs_log_relay(const char *what, const char *client, const char *rcpt, const char *reason,
+		   const char *user, const char *qid)
+{
+	char safe_rcpt[PBS_LOG_SAFE_MAX], safe_qid[PBS_LOG_SAFE_MAX];
+
+	pbs_log(LOG_INFO, "relay %s: client=%s rcpt=%s reason=%s%s%s queue=%s", what, client,
+		pbs_log_safe(rcpt, safe_rcpt), reason, user ? " user=" : "", user ? user : "",
+		qid ? pbs_log_safe(qid, safe_qid) : "-");
+}
+
 const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX])
 {
 	static const char hex[] = "0123456789abcdef";

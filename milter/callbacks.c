@@ -161,14 +161,8 @@ static void reply_text(const char *rcpt, const char *text, char *out, size_t out
 static void log_decision(SMFICTX *ctx, const struct session *s, const char *what,
 			 const char *rcpt, const char *reason)
 {
-	char safe_rcpt[PBS_LOG_SAFE_MAX], safe_qid[PBS_LOG_SAFE_MAX];
-	const char *qid = smfi_getsymval(ctx, "i");
-
-	pbs_log(LOG_INFO, "relay %s: client=%s rcpt=%s reason=%s%s%s queue=%s", what,
-		s->addr_text, pbs_log_safe(rcpt, safe_rcpt), reason,
-		s->lease == PBS_LEASE_LIVE ? " user=" : "",
-		s->lease == PBS_LEASE_LIVE ? s->lease_user : "",
-		qid ? pbs_log_safe(qid, safe_qid) : "-");
+	pbs_log_relay(what, s->addr_text, rcpt, reason,
+		      s->lease == PBS_LEASE_LIVE ? s->lease_user : NULL, smfi_getsymval(ctx, "i"));
 }
 
 /* The address the MTA resolved the recipient to ({rcpt_addr}), which milter.local_domains

@@ -23,6 +23,13 @@ void pbs_log_open(const char *ident, int stderr_level);
 /* Log one line at PRIORITY (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */
 void pbs_log(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* One line per relay decision, the same from both gates so log readers see one
+ * vocabulary: "relay WHAT: client=CLIENT rcpt=RCPT reason=REASON[ user=USER] queue=QID".
+ * CLIENT is canonical address text; RCPT and QID come from the MTA and are sanitized
+ * here (QID NULL: "-"); USER, NULL when no lease was shown, is already sanitized. */
+void pbs_log_relay(const char *what, const char *client, const char *rcpt, const char *reason,
+		   const char *user, const char *qid);
+
 /* Copy IN into OUT (PBS_LOG_SAFE_MAX bytes) with control and non-ASCII bytes as \xHH,
  * truncated with "..." when long; NULL becomes "(none)". Returns OUT. */
 const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX]);

@@ -38,11 +38,12 @@ max_len() {
 	fuzz_addr) echo 256 ;;
 	fuzz_lease) echo 1024 ;;
 	fuzz_rcpt) echo 640 ;;
+	fuzz_request) echo 8192 ;;    # two lines over PBS_REQUEST_LINE_MAX
 	*) echo 4096 ;;
 	esac
 }
 
-for target in ${PBS_FUZZ_TARGETS:-fuzz_addr fuzz_lease fuzz_config fuzz_rcpt}; do
+for target in ${PBS_FUZZ_TARGETS:-fuzz_addr fuzz_lease fuzz_config fuzz_rcpt fuzz_request}; do
 	if [ ! -x "$bin/$target" ]; then
 		echo "run.sh: $bin/$target: not built (configure with CC=clang -DPBS_FUZZ=ON)" >&2
 		exit 2

@@ -50,17 +50,43 @@ pbs_check_accepted_message() {
 	fi
 }
 
-# pbs_start_story_servers — everything the Postfix and Sendmail stories run on but the MTA: a
-# private Redis, PBS_CONF (a config for it with a milter{} group on $PBS_TMP/milter.sock),
-# Dovecot running popbsmtp-postlogin -c PBS_CONF, the milter and smtp-sink as the next hop.
+# pbs_start_story_servers [GATE] — everything the Postfix and Sendmail stories run on but the
+# MTA: a private Redis, PBS_CONF (a config for it with a milter{} group on
+# $PBS_TMP/milter.sock), Dovecot running popbsmtp-postlogin -c PBS_CONF, the gate and
+# smtp-sink as the next hop. GATE "milter" (the default) starts the milter; "policy" starts
+# nothing (Postfix's spawn(8) runs popbsmtp-policy) but writes POLICY_CMD, the command to give
+# pbs_start_postfix as "policy:$POLICY_CMD" (see pbs_policy_command). Sets GATE_LOG, the log
+# of the gate's decisions, and GATE_REFUSAL, the regex of the refusal of an unleased relay.
 # Returns 1 if one of them does not come up.
 pbs_start_story_servers() {
 	pbs_start_redis || return 1
 	PBS_CONF="$PBS_TMP/popbsmtp.conf"
 	pbs_write_config "$PBS_CONF" "$(pbs_milter_conf_group "$PBS_TMP/milter.sock")"
 	pbs_start_dovecot "$PBS_BIN/hook/popbsmtp-postlogin" -c "$PBS_CONF" || return 1
-	pbs_start_milter "$PBS_CONF" || return 1
+	if [ "${1:-milter}" = policy ]; then
+		pbs_policy_command "$PBS_CONF"
+		# The milter's reply carries reject_text; on the policy gate Postfix refuses itself.
+		GATE_REFUSAL='^554 5\.7\.1 .*Relay access denied'
+	else
+		pbs_start_milter "$PBS_CONF" || return 1
+		GATE_LOG=$MILTER_LOG
+		GATE_REFUSAL='^550 5\.7\.1 .*Relay access denied'
+	fi
 	pbs_start_smtp_sink
+}
+
+# pbs_policy_command CONF — write $PBS_TMP/popbsmtp-policy, which runs the built
+# popbsmtp-policy with its log lines (stderr, which it writes only when stderr is not the
+# spawn(8) socket) appended to POLICY_LOG, and set POLICY_CMD to "that -c CONF". Sets
+# GATE_LOG=POLICY_LOG. (There is no syslog in the test containers.)
+pbs_policy_command() {
+	POLICY_LOG="$PBS_TMP/policy.log"
+	GATE_LOG=$POLICY_LOG
+	install -m 666 /dev/null "$POLICY_LOG"
+	printf '#!/bin/sh\nexec %q "$@" 2>>%q\n' "$PBS_BIN/policy/popbsmtp-policy" "$POLICY_LOG" \
+		>"$PBS_TMP/popbsmtp-policy"
+	chmod 755 "$PBS_TMP/popbsmtp-policy"
+	POLICY_CMD="$PBS_TMP/popbsmtp-policy -c $1"
 }
 
 # pbs_check_login_lease SRC RCPT — the start of the story on the MTA under test: SRC, with no
@@ -70,7 +96,7 @@ pbs_start_story_servers() {
 pbs_check_login_lease() {
 	local src=$1 rcpt=$2
 	# Sendmail puts "<rcpt>... " in front of the milter's reply text.
-	pbs_check_match "no lease: relay refused" '^550 5\.7\.1 .*Relay access denied' \
+	pbs_check_match "no lease: relay refused" "$GATE_REFUSAL" \
 		"$(pbs_smtp_rcpt_reply "$src" "$rcpt")"
 
 	pbs_login_imap "$src" alice secret
@@ -83,7 +109,7 @@ pbs_check_login_lease() {
 	fi
 	pbs_check_match "the decision is logged with the lease's user" \
 		"relay allowed: client=$(pbs_re_quote "$src") rcpt=<$(pbs_re_quote "$rcpt")> reason=lease user=alice" \
-		"$(cat "$MILTER_LOG")"
+		"$(cat "$GATE_LOG")"
 	pbs_check_accepted_message "$src"
 }
 
@@ -94,7 +120,7 @@ pbs_check_short_lease() {
 	pbs_ctl grant "$1" carol --ttl 2 >/dev/null
 	pbs_check_match "a short lease relays while it lives" '^250 ' "$(pbs_smtp_rcpt_reply "$1" "$2")"
 	sleep 2.5
-	pbs_check_match "after its TTL the lease is gone: refused" '^550 5\.7\.1' \
+	pbs_check_match "after its TTL the lease is gone: refused" "$GATE_REFUSAL" \
 		"$(pbs_smtp_rcpt_reply "$1" "$2")"
 }
 

@@ -1,10 +1,13 @@
 # postfix.sh — a private Postfix instance, an smtp-sink next hop and swaks helpers for
 # popbsmtp's end-to-end tests and the demo (bash, sourced after common.sh).
 #
-# Postfix is set up the way FACTS §1 says a site delegates relay to the milter: only 127.0.0.1
-# is trusted by Postfix, every other client is let through by the cidr table, and the milter
-# (milter_default_action = tempfail) is the only relay barrier. All relay mail goes to the sink,
-# so a test can tell whether a relay really went out; local mail lands in $POSTFIX_DIR/local.
+# Postfix is set up with one of popbsmtp's two gates. The milter gate, as FACTS §1 says a site
+# delegates relay to the milter: only 127.0.0.1 is trusted by Postfix, every other client is let
+# through by the cidr table, and the milter (milter_default_action = tempfail) is the only relay
+# barrier. The policy gate, as docs/postfix.md documents it: Postfix keeps
+# reject_unauth_destination and asks popbsmtp-policy (spawn(8)) first. All relay mail goes to
+# the sink, so a test can tell whether a relay really went out; local mail lands in
+# $POSTFIX_DIR/local.
 
 # ---- smtp-sink: the next hop that records what was relayed ----
 
@@ -31,10 +34,11 @@ pbs_sink_wait() { pbs_wait_count pbs_sink_count "$@"; }
 
 # ---- the private Postfix instance ----
 
-# pbs_start_postfix MILTER_SPEC [SASL_SOCKET] [-- NAME=VALUE…] — start a private Postfix on
-# 127.0.0.1:<free port>. MILTER_SPEC is a Postfix milter address (unix:/path, inet:host:port)
-# or "" for no milter; SASL_SOCKET is a Dovecot auth socket path or "" (no AUTH); NAME=VALUE
-# pairs go into main.cf last (e.g. milter_connect_macros=…). Needs pbs_start_smtp_sink first.
+# pbs_start_postfix GATE [SASL_SOCKET] [-- NAME=VALUE…] — start a private Postfix on
+# 127.0.0.1:<free port>. GATE is a Postfix milter address (unix:/path, inet:host:port) for the
+# milter gate, "" for no gate, or "policy:COMMAND ARGS…" for a policy gate: the command
+# spawn(8) runs as the service popbsmtp-policy (arguments without spaces); SASL_SOCKET is a
+# Dovecot auth socket path or "" (no AUTH); NAME=VALUE pairs go into main.cf last (e.g. milter_connect_macros=…). Needs pbs_start_smtp_sink first.
 # Sets POSTFIX_PORT, POSTFIX_DIR (instance root), POSTFIX_CONF (the -c dir), POSTFIX_LOG.
 pbs_start_postfix() {
 	local milter=${1-} sasl=${2-}
@@ -50,7 +54,7 @@ pbs_start_postfix() {
 	mkdir -p "$POSTFIX_CONF"
 	pbs_postfix_make_dirs
 	printf '0.0.0.0/0 OK\n::/0 OK\n' >"$POSTFIX_CONF/popbsmtp-clients.cidr"
-	pbs_postfix_master_cf >"$POSTFIX_CONF/master.cf"
+	pbs_postfix_master_cf "$milter" >"$POSTFIX_CONF/master.cf"
 	pbs_postfix_main_cf "$milter" "$sasl" >"$POSTFIX_CONF/main.cf"
 	if [ $# -gt 0 ]; then postconf -c "$POSTFIX_CONF" -e "$@" || return 1; fi
 	# Postfix re-reads main.cf every 0.3 s until its mtime is 2 s in the past (a guard against
@@ -80,8 +84,20 @@ pbs_postfix_make_dirs() {
 	touch "$q/quick-start"
 }
 
-# pbs_postfix_main_cf MILTER_SPEC SASL_SOCKET — print main.cf for the instance.
+# pbs_postfix_main_cf GATE SASL_SOCKET — print main.cf for the instance.
 pbs_postfix_main_cf() {
+	local milter=$1 relay
+	# The relay delegation of FACTS §1: Postfix trusts only 127.0.0.1 (and SASL users) itself
+	# and lets every other client through to the milter, which then decides.
+	relay="check_client_access cidr:$POSTFIX_CONF/popbsmtp-clients.cidr"
+	case $milter in
+	policy:*)
+		# The policy gate (docs/postfix.md): Postfix asks popbsmtp-policy only about relay
+		# recipients of clients it does not trust, and refuses itself when it says DUNNO.
+		relay="permit_auth_destination, check_policy_service unix:private/popbsmtp-policy"
+		milter=""
+		;;
+	esac
 	cat <<EOF
 compatibility_level = 3.6
 queue_directory = $POSTFIX_DIR/queue
@@ -95,12 +111,10 @@ mydestination = local.test.example
 inet_interfaces = loopback-only
 inet_protocols = all
 relayhost = [127.0.0.1]:$SINK_PORT
-# The relay delegation of FACTS §1: Postfix trusts only 127.0.0.1 (and SASL users) itself and
-# lets every other client through to the milter, which then decides.
 mynetworks = 127.0.0.1/32
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated,
-    check_client_access cidr:$POSTFIX_CONF/popbsmtp-clients.cidr, reject_unauth_destination
-smtpd_milters = $1
+    $relay, reject_unauth_destination
+smtpd_milters = $milter
 non_smtpd_milters =
 milter_default_action = tempfail
 milter_command_timeout = 10s
@@ -124,9 +138,16 @@ EOF
 		printf 'smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = %s\n' "$2"
 }
 
-# pbs_postfix_master_cf — print master.cf: smtpd on 127.0.0.1:$POSTFIX_PORT, nothing chrooted,
-# postlogd for maillog_file, and a "local" transport that stores each delivery as a file.
+# pbs_postfix_master_cf [GATE] — print master.cf: smtpd on 127.0.0.1:$POSTFIX_PORT, nothing
+# chrooted, postlogd for maillog_file, a "local" transport that stores each delivery as a
+# file, and for a policy GATE the spawn(8) service of docs/postfix.md.
 pbs_postfix_master_cf() {
+	case ${1-} in
+	policy:*)
+		# user= must not be root for spawn(8); the test's files are world-readable.
+		printf 'popbsmtp-policy unix - n n - 0 spawn user=nobody argv=%s\n' "${1#policy:}"
+		;;
+	esac
 	cat <<EOF
 127.0.0.1:$POSTFIX_PORT inet n - n - - smtpd
 pickup    unix  n - n 60 1 pickup

@@ -1,0 +1,173 @@
+/*
+ * gate.c — the glue between a policy request and pbs_policy_decide(). Postfix asks only
+ * after permit_mynetworks, permit_sasl_authenticated and permit_auth_destination, so every
+ * question is about a relay recipient; the answer is OK for an entitled client and DUNNO
+ * for every other, so that Postfix's own reject_unauth_destination stays the barrier and
+ * refuses with its native reply. Only a lease store in trouble gets a reply of our own,
+ * the 451 the milter gives (or what milter.on_store_error says).
+ *
+ * milter.trusted is not consulted: on this path Postfix's mynetworks is the list of
+ * trusted clients, checked before the policy is asked; a second list here could only
+ * widen relay beyond what Postfix itself was told.
+ */
+#include "gate.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "popbsmtp/addr.h"
+#include "popbsmtp/lease.h"
+#include "popbsmtp/log.h"
+#include "popbsmtp/policy.h"
+#include "popbsmtp/store.h"
+
+#define ACTION_OK "action=OK\n\n"
+#define ACTION_DUNNO "action=DUNNO\n\n"
+#define ACTION_DEFER \
+	"action=451 4.3.0 Relay authorization temporarily unavailable, try again later\n\n"
+
+struct pbs_gate {
+	const pbs_config *cfg;
+	pbs_store *store;
+	/* The lease answer for the message last asked about: its instance and subject. */
+	char instance[sizeof ((struct pbs_request *)0)->instance];
+	char subject[PBS_ADDR_STRLEN];
+	enum pbs_lease_state lease;
+	char lease_user[PBS_LOG_SAFE_MAX];
+};
+
+struct pbs_gate *pbs_gate_new(const pbs_config *cfg)
+{
+	struct pbs_gate *g = calloc(1, sizeof *g);
+
+	if (g == NULL)
+		return NULL;
+	g->cfg = cfg;
+	if ((g->store = pbs_store_new(&cfg->redis)) == NULL) {
+		free(g);
+		return NULL;
+	}
+	return g;
+}
+
+void pbs_gate_free(struct pbs_gate *g)
+{
+	if (g == NULL)
+		return;
+	pbs_store_free(g->store);
+	free(g);
+}
+
+/* The lease state for SUBJECT: the cached one if this is the same message (INSTANCE) of
+ * the same client, else one GET. A store error is cached too: a message with many
+ * recipients then waits for a dead Redis once, not once per recipient. */
+static enum pbs_lease_state lease_for(struct pbs_gate *g, const char *instance,
+				      const char *subject, const char *client)
+{
+	pbs_lease lease;
+
+	if (instance[0] != '\0' && strcmp(instance, g->instance) == 0 &&
+	    strcmp(subject, g->subject) == 0)
+		return g->lease;
+	g->lease_user[0] = '\0';
+	switch (pbs_store_lookup(g->store, subject, &lease)) {
+	case PBS_LOOKUP_FOUND:
+		g->lease = PBS_LEASE_LIVE;
+		pbs_log_safe(lease.user, g->lease_user);
+		break;
+	case PBS_LOOKUP_NONE:
+		g->lease = PBS_LEASE_NONE;
+		break;
+	case PBS_LOOKUP_ERROR:
+		g->lease = PBS_LEASE_STORE_ERROR;
+		pbs_log(LOG_ERR, "lease lookup for %s failed: %s", client,
+			pbs_store_error(g->store));
+		break;
+	}
+	strcpy(g->instance, instance);
+	strcpy(g->subject, subject);
+	return g->lease;
+}
+
+/* Say once per process that requests from a stage other than RCPT reach us: the
+ * restriction is in the wrong list, and those requests are not decided. */
+static void note_wrong_stage(const struct pbs_request *req)
+{
+	static bool said;
+	char safe_req[PBS_LOG_SAFE_MAX], safe_state[PBS_LOG_SAFE_MAX];
+
+	if (said)
+		return;
+	said = true;
+	pbs_log(LOG_WARNING, "request=%s protocol_state=%s answered DUNNO: popbsmtp-policy decides "
+		"only smtpd_access_policy at RCPT (use it in smtpd_relay_restrictions)",
+		pbs_log_safe(req->request, safe_req), pbs_log_safe(req->protocol_state, safe_state));
+}
+
+/* The client of REQ into ADDR; false (logged) when it has none or it is not IP. */
+static bool client_of(const struct pbs_request *req, pbs_addr *addr)
+{
+	char safe[PBS_LOG_SAFE_MAX];
+
+	if (!pbs_request_has(req, "client_address")) {
+		pbs_log(LOG_WARNING, "bad policy request: no client_address (queue=%s); "
+			"answered DUNNO", pbs_log_safe(req->queue_id, safe));
+		return false;
+	}
+	if (pbs_addr_parse(req->client_address, addr) != 0) {
+		pbs_log(LOG_WARNING, "bad policy request: client_address '%s' is not an IP "
+			"address; answered DUNNO", pbs_log_safe(req->client_address, safe));
+		return false;
+	}
+	return true;
+}
+
+const char *pbs_gate_answer(struct pbs_gate *g, const struct pbs_request *req)
+{
+	struct pbs_policy_facts facts = {0};
+	char client[PBS_ADDR_STRLEN], subject[PBS_ADDR_STRLEN], rcpt[PBS_LOG_SAFE_MAX + 2];
+	const char *reason, *qid = req->queue_id[0] ? req->queue_id : NULL;
+	enum pbs_verdict verdict;
+	pbs_addr addr;
+
+	if (req->problem[0] != '\0') {
+		pbs_log(LOG_WARNING, "bad policy request: %s; answered DUNNO", req->problem);
+		return ACTION_DUNNO;
+	}
+	if (strcmp(req->request, "smtpd_access_policy") != 0 ||
+	    strcmp(req->protocol_state, "RCPT") != 0) {
+		note_wrong_stage(req);
+		return ACTION_DUNNO;
+	}
+	if (!client_of(req, &addr))
+		return ACTION_DUNNO;
+	pbs_addr_format(&addr, client);
+	facts.authenticated = req->sasl_username[0] != '\0';
+	facts.relay = true;
+	facts.never_lease = pbs_cidr_list_contains(&g->cfg->lease.never, &addr);
+	facts.lease = PBS_LEASE_UNKNOWN;
+	facts.on_store_error = (enum pbs_on_store_error)g->cfg->milter.on_store_error;
+	verdict = pbs_policy_decide(&facts, &reason);
+	if (verdict == PBS_VERDICT_NEED_LEASE) {
+		pbs_lease_subject(&addr, (unsigned)g->cfg->lease.ipv4_prefix,
+				  (unsigned)g->cfg->lease.ipv6_prefix, subject);
+		facts.lease = lease_for(g, req->instance, subject, client);
+		verdict = pbs_policy_decide(&facts, &reason);
+	}
+	/* In brackets, as the milter sees it: one vocabulary in the log. */
+	snprintf(rcpt, sizeof rcpt, "<%s>", req->recipient);
+	switch (verdict) {
+	case PBS_VERDICT_ALLOW:
+		pbs_log_relay("allowed", client, rcpt, reason,
+			      facts.lease == PBS_LEASE_LIVE ? g->lease_user : NULL, qid);
+		return ACTION_OK;
+	case PBS_VERDICT_TEMPFAIL:
+		pbs_log_relay("deferred", client, rcpt, reason, NULL, qid);
+		return ACTION_DEFER;
+	default:
+		pbs_log_relay("denied", client, rcpt, reason, NULL, qid);
+		return ACTION_DUNNO;
+	}
+}

@@ -1,0 +1,23 @@
+/*
+ * gate.h — one policy request in, one Postfix action out. The facts come from the
+ * request and the config, the decision from pbs_policy_decide(), the lease from one GET
+ * per message (Postfix sends every recipient of a message with the same instance).
+ */
+#ifndef POPBSMTP_POLICY_GATE_H
+#define POPBSMTP_POLICY_GATE_H
+
+#include "popbsmtp/config.h"
+#include "request.h"
+
+struct pbs_gate;
+
+/* A gate deciding with CFG (borrowed, must outlive the gate); Redis is connected at
+ * the first lookup. NULL when out of memory. */
+struct pbs_gate *pbs_gate_new(const pbs_config *cfg);
+
+void pbs_gate_free(struct pbs_gate *gate);
+
+/* The reply to REQ, "action=...\n\n", with one log line for each relay decision. */
+const char *pbs_gate_answer(struct pbs_gate *gate, const struct pbs_request *req);
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * popbsmtp-policy — the Postfix SMTPD access policy gate. Postfix's spawn(8) starts it
+ * with the policy connection on stdin and stdout (and stderr: never written to while
+ * serving, it is the same socket) and it answers request after request until Postfix
+ * closes the connection. One process serves one smtpd over many SMTP sessions and keeps
+ * one Redis connection, made at the first lookup and re-made after a failure.
+ * Failing to start is safe: Postfix then answers smtpd_policy_service_default_action
+ * (451 4.3.5), never relays.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gate.h"
+#include "popbsmtp/config.h"
+#include "popbsmtp/log.h"
+#include "popbsmtp/version.h"
+#include "request.h"
+
+#define PROG "popbsmtp-policy"
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: " PROG " [-c FILE] [-t] [-V]\n"
+			"  -c FILE  configuration file (default " PBS_DEFAULT_CONFIG ")\n"
+			"  -t       check the configuration and exit (0 OK, 78 errors)\n"
+			"  -V       print the version\n"
+			"Run by Postfix's spawn(8): policy requests on stdin, replies on stdout.\n");
+}
+
+/* Log lines go to syslog; a copy goes to stderr only when stderr is not a socket: under
+ * spawn(8) it is the policy connection itself, and a stray line would break the protocol. */
+static void open_log(void)
+{
+	struct stat st;
+	bool socket = fstat(STDERR_FILENO, &st) != 0 || S_ISSOCK(st.st_mode);
+
+	pbs_log_open(PROG, socket ? PBS_LOG_NO_STDERR : LOG_DEBUG);
+}
+
+/* Load PATH, logging every problem. Returns NULL when it has errors. */
+static pbs_config *load_logged(const char *path)
+{
+	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg = pbs_config_load(path, &report);
+	size_t i;
+
+	for (i = 0; i < report.warnings.count; i++)
+		pbs_log(LOG_WARNING, "%s", report.warnings.items[i]);
+	for (i = 0; i < report.errors.count; i++)
+		pbs_log(LOG_ERR, "%s", report.errors.items[i]);
+	pbs_config_report_free(&report);
+	return cfg;
+}
+
+/* Write all of TEXT to stdout. Returns 0, or -1 when Postfix has gone. */
+static int reply(const char *text)
+{
+	size_t left = strlen(text);
+	ssize_t n;
+
+	while (left > 0) {
+		n = write(STDOUT_FILENO, text, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			pbs_log(LOG_ERR, "cannot write the reply: %s", strerror(errno));
+			return -1;
+		}
+		text += n;
+		left -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Answer every request on stdin until EOF. Returns the exit status. */
+static int serve(struct pbs_gate *gate)
+{
+	static struct pbs_request_parser parser;
+	char buf[16384];
+	ssize_t n;
+	size_t off, used;
+	bool complete;
+
+	pbs_request_begin(&parser);
+	for (;;) {
+		n = read(STDIN_FILENO, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			pbs_log(LOG_ERR, "cannot read requests: %s", strerror(errno));
+			return 1;
+		}
+		if (n == 0)
+			break;
+		for (off = 0; off < (size_t)n; off += used) {
+			used = pbs_request_feed(&parser, buf + off, (size_t)n - off, &complete);
+			if (!complete)
+				continue;
+			if (reply(pbs_gate_answer(gate, &parser.req)) != 0)
+				return 1;
+			pbs_request_begin(&parser);
+		}
+	}
+	/* A reply now would reach nobody: Postfix only closes between requests. */
+	if (pbs_request_partial(&parser))
+		pbs_log(LOG_WARNING, "bad policy request: cut short at end of input (no empty "
+				     "line); not answered");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *config_path = PBS_DEFAULT_CONFIG;
+	struct pbs_gate *gate;
+	pbs_config *cfg;
+	int opt, check = 0, rc;
+
+	while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'V':
+			printf(PROG " " PBS_VERSION "\n");
+			return 0;
+		case 'h':
+			usage();
+			return 0;
+		default:
+			usage();
+			return 64;
+		}
+	}
+	if (optind != argc) {
+		usage();
+		return 64;
+	}
+	if (check)
+		return pbs_config_check(config_path);
+	open_log();
+	if ((cfg = load_logged(config_path)) == NULL)
+		return PBS_EX_CONFIG;
+	if (cfg->milter.on_store_error == PBS_ON_ERROR_ACCEPT)
+		pbs_log(LOG_WARNING, "milter.on_store_error = accept: while Redis is unavailable "
+				     "EVERY client may relay (open relay). Use tempfail.");
+	/* hiredis writes to a socket Redis may have closed. */
+	signal(SIGPIPE, SIG_IGN);
+	if ((gate = pbs_gate_new(cfg)) == NULL) {
+		pbs_log(LOG_ERR, "out of memory");
+		pbs_config_free(cfg);
+		return 71;
+	}
+	rc = serve(gate);
+	pbs_gate_free(gate);
+	pbs_config_free(cfg);
+	return rc;
+}

@@ -1,0 +1,95 @@
+#!/bin/bash
+# policy_postfix.sh BUILD_DIR — the story end to end with the policy gate: Redis, Dovecot
+# running popbsmtp-postlogin, Postfix asking popbsmtp-policy (run by spawn(8), with the
+# master.cf and main.cf lines of docs/postfix.md) before its own reject_unauth_destination,
+# smtp-sink as the next hop, and real clients (curl, swaks) from 127.0.0.x and, through
+# XCLIENT, from IPv6 addresses.
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib/common.sh"
+. "$here/lib/dovecot.sh"
+. "$here/lib/postfix.sh"
+. "$here/lib/milter.sh"
+PBS_BIN=$(cd "$1" && pwd)
+
+REMOTE=user@remote.example
+LOCAL=postmaster@local.test.example
+# spawn(8) kills a command after its time limit (command_time_limit, 1000 s); smtpd keeps a
+# policy connection up to smtpd_policy_service_max_ttl (1000 s): docs/postfix.md raises it.
+TIME_LIMIT=popbsmtp-policy_time_limit=3600
+
+PBS_CONF_LEASE_EXTRA='never = [ "127.0.0.12/32" ];' pbs_start_story_servers policy || exit 1
+pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- "$TIME_LIMIT" || exit 1
+pbs_check_nomatch "Postfix takes the documented lines without a warning" 'warning' \
+	"$(postconf -c "$POSTFIX_CONF" -n 2>&1 >/dev/null; cat "$POSTFIX_LOG")"
+
+pbs_check_login_lease 127.0.0.5 $REMOTE
+pbs_check_match "the refusal is Postfix's own reject_unauth_destination" \
+	'reject: RCPT from .*127\.0\.0\.5.*: 554 5\.7\.1 <user@remote\.example>: Relay access denied' \
+	"$(cat "$POSTFIX_LOG")"
+
+pbs_login_pop3 127.0.0.6 bob secret
+pbs_check_eq "POP3 login from 127.0.0.6" 0 $?
+pbs_check_match "after the POP3 login: relay accepted" '^250 ' "$(pbs_smtp_rcpt_reply 127.0.0.6 $REMOTE)"
+pbs_check_match "another address is still refused" '^554 5\.7\.1' "$(pbs_smtp_rcpt_reply 127.0.0.7 $REMOTE)"
+
+pbs_check_match "local recipient accepted without a lease" '^250 ' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.7 $LOCAL)"
+pbs_check_nomatch "... and popbsmtp-policy was not even asked" "rcpt=<$LOCAL>" "$(cat "$POLICY_LOG")"
+pbs_smtp 127.0.0.7 $LOCAL other@remote.example >/dev/null
+pbs_check_match "local then relay in one transaction: the local one is accepted" '^250 ' \
+	"$(pbs_rcpt_reply $LOCAL)"
+pbs_check_match "local then relay in one transaction: the relay one is refused" '^554 5\.7\.1' \
+	"$(pbs_rcpt_reply other@remote.example)"
+pbs_postfix_wait_queue
+pbs_check_eq "nothing for the refused recipient reached the next hop" 0 \
+	"$(pbs_sink_count other@remote.example)"
+
+pbs_check_match "SMTP AUTH relays without a lease" '^250 ' \
+	"$(pbs_smtp_auth 127.0.0.8 alice secret $REMOTE >/dev/null; pbs_rcpt_reply)"
+pbs_check_match "Postfix's mynetworks (127.0.0.1) relays without a lease" '^250 ' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.1 $REMOTE)"
+
+pbs_ctl grant 2001:db8:1:2::1 dave >/dev/null
+pbs_check_match "IPv6 client inside a leased /64 relays (XCLIENT)" '^250 ' \
+	"$(pbs_smtp_xclient IPV6:2001:db8:1:2::77 $REMOTE >/dev/null; pbs_rcpt_reply)"
+pbs_check_match "IPv6 client outside the leased /64 is refused" '^554 5\.7\.1' \
+	"$(pbs_smtp_xclient IPV6:2001:db8:1:3::77 $REMOTE >/dev/null; pbs_rcpt_reply)"
+
+pbs_login_imap 127.0.0.12 alice secret
+pbs_check_match "a lease.never client is refused after its login" '^554 5\.7\.1' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.12 $REMOTE)"
+pbs_check_match "... and the log says why" 'relay denied: client=127\.0\.0\.12 .*reason=never-lease' \
+	"$(cat "$POLICY_LOG")"
+
+# 50 relay recipients of one message: one GET (Redis MONITOR sees every command)
+rcpts=()
+for i in $(seq 1 50); do rcpts+=("r$i@remote.example"); done
+redis-cli -h 127.0.0.1 -p "$REDIS_PORT" MONITOR >"$PBS_TMP/monitor" &
+monitor=$!
+pbs_track_pid $monitor
+sleep 0.2
+pbs_smtp 127.0.0.5 "${rcpts[@]}" >"$PBS_TMP/t50"
+sleep 0.2
+kill $monitor
+pbs_check_eq "50 relay recipients of a leased client: all accepted" 50 "$(grep -c '^RCPT:.* 250 ' "$PBS_TMP/t50")"
+pbs_check_eq "... with one Redis GET" 1 "$(grep -c '"GET"' "$PBS_TMP/monitor")"
+pbs_check_eq "... and every one reached the next hop" 0 \
+	"$(for r in "${rcpts[@]}"; do pbs_sink_wait "$r" 1 >/dev/null 2>&1 || echo "$r"; done | wc -l)"
+
+pbs_check_short_lease 127.0.0.9 $REMOTE
+pbs_check_redis_outage 127.0.0.5 $REMOTE $LOCAL || exit 1
+
+# popbsmtp-policy unable to start: Postfix defers, never relays
+printf 'lease: { ttl = 0; };\n' >"$PBS_TMP/bad.conf"
+chmod 644 "$PBS_TMP/bad.conf"
+for cmd in "$PBS_TMP/popbsmtp-policy -c $PBS_TMP/bad.conf" "$PBS_TMP/no-such-program -c $PBS_CONF"; do
+	pbs_start_postfix "policy:$cmd" "" -- "$TIME_LIMIT" || exit 1
+	what=${cmd%% *}
+	what=$([ -e "$what" ] && echo "a bad config" || echo "a missing binary")
+	pbs_smtp 127.0.0.5 $REMOTE >/dev/null
+	pbs_check_match "popbsmtp-policy with $what: Postfix defers (4xx)" '^4[0-9][0-9] 4\.' \
+		"$(pbs_rcpt_reply)"
+	pbs_check_nomatch "... never 250" '^(RCPT|DATA|DOT).* 250 ' "$(pbs_smtp_transcript)"
+done
+pbs_check_match "the bad config was logged with its line" 'bad\.conf:1: lease\.ttl' "$(cat "$POLICY_LOG")"
+pbs_done

@@ -1,0 +1,203 @@
+#!/bin/bash
+# policy.sh BUILD_DIR — the real popbsmtp-policy driven over stdin/stdout the way Postfix's
+# spawn(8) drives it, against a private redis-server this test starts on loopback: leases,
+# IPv6 prefixes, AUTH, lease.never, requests it must not decide, malformed and oversized
+# input, EOF in a request, one GET per message (Redis INFO commandstats), Redis down,
+# black-holed and back, and the options.
+set -u
+export LC_ALL=C
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../e2e/lib/common.sh"
+. "$here/../e2e/lib/milter.sh"
+pbs_build_dir_arg "$@"
+POLICY=$PBS_BIN/policy/popbsmtp-policy
+for exe in "$POLICY" "$PBS_BIN/ctl/popbsmtpctl"; do
+	[ -x "$exe" ] || { echo "missing $exe (build first)" >&2; exit 1; }
+done
+command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
+
+pbs_start_redis || exit 1
+PBS_CONF=$PBS_TMP/popbsmtp.conf
+pbs_write_config "$PBS_CONF" 'milter: { trusted = [ "127.0.0.0/8", "192.0.2.0/24" ]; };'
+NEVER_CONF=$PBS_TMP/never.conf
+PBS_CONF_LEASE_EXTRA='never = [ "198.51.100.0/24" ];' pbs_write_config "$NEVER_CONF"
+LOG=$PBS_TMP/policy.log
+: >"$LOG"
+
+# ---- talking to one popbsmtp-policy process ----
+
+# start_policy CONF — run popbsmtp-policy -c CONF as a coprocess, its log in LOG; TO and FROM
+# are our ends of its stdin and stdout (copies: bash hides the coprocess' own fds from
+# subshells and pipelines).
+start_policy() {
+	coproc POL { exec "$POLICY" -c "$1" 2>>"$LOG"; }
+	POLICY_PID=$POL_PID
+	exec {TO}>&"${POL[1]}" {FROM}<&"${POL[0]}"
+	exec {POL[1]}>&- {POL[0]}<&-
+	pbs_track_pid "$POLICY_PID"
+}
+
+# stop_policy — close its stdin (EOF, as when Postfix closes); sets STOPPED to its exit status.
+stop_policy() {
+	exec {TO}>&- {FROM}<&-
+	wait "$POLICY_PID"
+	STOPPED=$?
+}
+
+# ask NAME=VALUE… — send one request (the attributes, then the empty line) and print the
+# reply's action line, or "no reply" after 5 s.
+ask() {
+	local a line reply="no reply"
+	{ for a in "$@"; do printf '%s\n' "$a"; done; printf '\n'; } >&"$TO"
+	while IFS= read -r -t 5 -u "$FROM" line; do
+		[ -z "$line" ] && break
+		reply=$line
+	done
+	echo "$reply"
+}
+
+# rcpt CLIENT INSTANCE [NAME=VALUE…] — a RCPT-stage request as Postfix sends it; NAME=VALUE
+# replace the attributes of the same name.
+rcpt() {
+	local client=$1 instance=$2 a d out=()
+	shift 2
+	for d in request=smtpd_access_policy protocol_state=RCPT protocol_name=ESMTP \
+		client_address="$client" client_name=unknown helo_name=client.example \
+		sender=sender@client.example recipient=user@remote.example queue_id=4ABC123 \
+		"instance=$instance" sasl_method= sasl_username=; do
+		for a in "$@"; do [ "${a%%=*}" = "${d%%=*}" ] && continue 2; done
+		out+=("$d")
+	done
+	ask "${out[@]}" "$@"
+}
+
+# gets — how many GET commands Redis has run since the test started.
+gets() {
+	pbs_redis_cli INFO commandstats | sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p' |
+		grep . || echo 0
+}
+
+# ---- options ----
+pbs_check_match "-V prints the version" '^popbsmtp-policy [0-9]' "$("$POLICY" -V)"
+pbs_check_match "-h prints the usage" 'spawn\(8\)' "$("$POLICY" -h 2>&1)"
+pbs_check_match "-t accepts a good file" 'configuration OK' "$("$POLICY" -t -c "$PBS_CONF" 2>&1)"
+printf 'policy: { x = 1; };\nlease: { ttl = 0; };\n' >"$PBS_TMP/bad.conf"
+out=$("$POLICY" -t -c "$PBS_TMP/bad.conf" 2>&1)
+pbs_check_eq "-t on a bad file exits 78" 78 $?
+pbs_check_match "-t names FILE:LINE of each problem" "bad.conf:2: lease.ttl" "$out"
+echo 'request=smtpd_access_policy' | "$POLICY" -c "$PBS_TMP/bad.conf" >"$PBS_TMP/out" 2>>"$LOG"
+pbs_check_eq "a bad config: exits 78 without answering" "78 0" "$? $(wc -c <"$PBS_TMP/out")"
+
+# ---- decisions ----
+start_policy "$PBS_CONF"
+pbs_ctl grant 192.0.2.7 alice >/dev/null
+pbs_check_eq "a leased client may relay" "action=OK" "$(rcpt 192.0.2.7 m1)"
+pbs_check_match "the decision is logged in the milter's words, with the lease's user" \
+	'relay allowed: client=192\.0\.2\.7 rcpt=<user@remote\.example> reason=lease user=alice queue=4ABC123' \
+	"$(cat "$LOG")"
+pbs_check_eq "an unleased client: DUNNO (Postfix's reject_unauth_destination refuses)" \
+	"action=DUNNO" "$(rcpt 192.0.2.8 m2)"
+pbs_check_match "the refusal is logged" 'relay denied: client=192\.0\.2\.8 .* reason=no-lease' \
+	"$(cat "$LOG")"
+pbs_check_eq "milter.trusted is not a relay permit here (Postfix's mynetworks is)" \
+	"action=DUNNO" "$(rcpt 127.0.0.5 m3)"
+
+before=$(gets)
+pbs_check_eq "SMTP AUTH relays" "action=OK" "$(rcpt 192.0.2.9 m4 sasl_username=bob)"
+pbs_check_match "AUTH is logged as such" 'relay allowed: client=192\.0\.2\.9 .*reason=auth' \
+	"$(cat "$LOG")"
+pbs_check_eq "not a RCPT-stage request: DUNNO" "action=DUNNO" \
+	"$(ask request=smtpd_access_policy protocol_state=DATA client_address=192.0.2.7)"
+pbs_check_eq "not an smtpd_access_policy request: DUNNO" "action=DUNNO" \
+	"$(ask request=junk protocol_state=RCPT client_address=192.0.2.7)"
+pbs_check_eq "no client_address: DUNNO" "action=DUNNO" \
+	"$(ask request=smtpd_access_policy protocol_state=RCPT recipient=x@remote.example)"
+pbs_check_match "no client_address: logged" 'bad policy request: no client_address' "$(cat "$LOG")"
+pbs_check_eq "a client_address that is not IP: DUNNO" "action=DUNNO" "$(rcpt unknown m5)"
+pbs_check_eq "none of these asked Redis" "$before" "$(gets)"
+
+# one GET per message, however many recipients
+before=$(gets)
+ok=0
+for i in $(seq 1 50); do
+	[ "$(rcpt 192.0.2.7 msg50 recipient="r$i@remote.example")" = action=OK ] && ok=$((ok + 1))
+done
+pbs_check_eq "50 relay recipients of one message all allowed" 50 "$ok"
+pbs_check_eq "... with one GET" $((before + 1)) "$(gets)"
+pbs_check_eq "a new message (instance) looks up again" "action=OK" "$(rcpt 192.0.2.7 msg51)"
+pbs_check_eq "... one GET more" $((before + 2)) "$(gets)"
+pbs_check_eq "another client with the same instance is looked up too" "action=DUNNO" \
+	"$(rcpt 192.0.2.10 msg51)"
+pbs_check_eq "... one GET more" $((before + 3)) "$(gets)"
+
+# IPv6: leases cover the client's /64
+pbs_ctl grant 2001:db8:1:2::1 dave >/dev/null
+pbs_check_eq "IPv6 client inside a leased /64 relays" "action=OK" "$(rcpt 2001:db8:1:2::77 v1)"
+pbs_check_eq "IPv6 client outside it does not" "action=DUNNO" "$(rcpt 2001:db8:1:3::77 v2)"
+
+# malformed input: logged, DUNNO, and the next request is read in step
+pbs_check_eq "a line without '=': DUNNO" "action=DUNNO" \
+	"$(ask request=smtpd_access_policy protocol_state=RCPT client_address=192.0.2.7 garbage)"
+pbs_check_match "... logged" "bad policy request: a line without '=': 'garbage'" "$(cat "$LOG")"
+pbs_check_eq "a repeated attribute: DUNNO, never OK" "action=DUNNO" \
+	"$(rcpt 192.0.2.7 m6 sasl_username=bob sasl_username=bob)"
+long=$(head -c 5000 /dev/zero | tr '\0' a)
+pbs_check_eq "a line over 4096 bytes: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m7 "x=$long")"
+pbs_check_match "... logged" 'a line longer than 4096 bytes' "$(cat "$LOG")"
+many=()
+for i in $(seq 1 40); do many+=("x$i=${long:0:2000}"); done
+pbs_check_eq "a request over 65536 bytes: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m8 "${many[@]}")"
+pbs_check_match "... logged" 'a request longer than 65536 bytes' "$(cat "$LOG")"
+# 8 MB without a newline: memory stays bounded (fixed buffers), the request still ends
+head -c 8000000 /dev/zero | tr '\0' b >&"$TO"
+pbs_check_eq "an 8 MB line: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m9)"
+rss=$(awk '/^VmHWM/ {print $2}' "/proc/$POLICY_PID/status")
+pbs_check_le "... and the process never grew past 4 MB (VmHWM ${rss} kB)" 4096 "$rss"
+pbs_check_eq "after all that, a good request is still answered right" "action=OK" \
+	"$(rcpt 192.0.2.7 m10)"
+
+# Redis down: 451, the process stays, and recovers by itself
+pbs_stop_redis
+pbs_check_match "Redis down: a relay is deferred" '^action=451 4\.3\.0 ' "$(rcpt 192.0.2.7 d1)"
+pbs_check_match "... logged" 'relay deferred: client=192\.0\.2\.7 .*reason=store-error' "$(cat "$LOG")"
+pbs_check_eq "Redis down: AUTH still relays" "action=OK" "$(rcpt 192.0.2.9 d2 sasl_username=bob)"
+pbs_restart_redis main "$REDIS_PORT" || exit 1
+pbs_ctl grant 192.0.2.7 alice >/dev/null
+pbs_check_eq "Redis back: the same process relays again" "action=OK" "$(rcpt 192.0.2.7 d3)"
+stop_policy
+pbs_check_eq "EOF between requests: exit 0" 0 "$STOPPED"
+
+# EOF in the middle of a request: no answer, a log line, exit 0
+out=$(printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\n' |
+	"$POLICY" -c "$PBS_CONF" 2>>"$LOG")
+pbs_check_eq "EOF without the empty line: no answer, exit 0" "0:" "$?:$out"
+pbs_check_match "... logged" 'cut short at end of input' "$(cat "$LOG")"
+
+# lease.never: refused without asking Redis, even with a lease
+pbs_ctl grant 198.51.100.7 eve >/dev/null 2>&1
+start_policy "$NEVER_CONF"
+before=$(gets)
+pbs_check_eq "a lease.never client: DUNNO" "action=DUNNO" "$(rcpt 198.51.100.7 n1)"
+pbs_check_match "... logged" 'relay denied: client=198\.51\.100\.7 .*reason=never-lease' "$(cat "$LOG")"
+pbs_check_eq "... without asking Redis" "$before" "$(gets)"
+stop_policy
+
+# a black-holed Redis: every answer is a 451 within the timeout, one wait per message
+pbs_start_blackhole || exit 1
+PBS_CONF_REDIS_PORT=$BLACKHOLE_PORT PBS_CONF_TIMEOUT_MS=200 pbs_write_config "$PBS_TMP/hole.conf"
+start_policy "$PBS_TMP/hole.conf"
+pbs_check_match "black-holed Redis: deferred" '^action=451 ' "$(rcpt 192.0.2.7 h1)"
+pbs_check_match "... the next recipient of that message at once, from the cache" '^action=451 ' \
+	"$(rcpt 192.0.2.7 h1 recipient=second@remote.example)"
+pbs_check_match "... and the next message too" '^action=451 ' "$(rcpt 192.0.2.7 h2)"
+stop_policy
+pbs_check_eq "the process stayed up, and exits 0 at EOF" 0 "$STOPPED"
+
+# on_store_error = reject: DUNNO (Postfix refuses); never OK
+pbs_stop_redis
+pbs_write_config "$PBS_TMP/reject.conf" 'milter: { on_store_error = "reject"; };'
+start_policy "$PBS_TMP/reject.conf"
+pbs_check_eq "on_store_error = reject, Redis down: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 r1)"
+stop_policy
+pbs_check_nomatch "nothing was ever written to stderr but log lines" '^action=' "$(cat "$LOG")"
+pbs_done
