@@ -448,8 +448,9 @@ static int sentinel_take(const pbs_store *s, const char *node, const redisReply 
 		return -1;
 	}
 	if (!sentinel_reply_ok(r->element[0], r->element[1]) || r->element[0]->len >= hostlen) {
-		snprintf(why, whylen, "sentinel %s named no valid address for master '%s': '%s' port '%s'",
-			 node, s->cfg.sentinel_master, pbs_log_safe(r->element[0]->str, safe_host),
+		snprintf(why, whylen,
+			 "sentinel %s named no valid address for master '%s': '%s' port '%s'", node,
+			 s->cfg.sentinel_master, pbs_log_safe(r->element[0]->str, safe_host),
 			 pbs_log_safe(r->element[1]->str, safe_port));
 		return -1;
 	}
@@ -462,7 +463,7 @@ static int sentinel_take(const pbs_store *s, const char *node, const redisReply 
 static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t hostlen,
 			int *port, char *why, size_t whylen)
 {
-	long long deadline;
+	long long deadline = store_deadline(s); /* one bound for the whole exchange */
 	char shost[256], cwhy[200];
 	int sport, rc = -1;
 	redisContext *c;
@@ -474,7 +475,6 @@ static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t
 		snprintf(why, whylen, "sentinel %s: connect %s", node, cwhy);
 		return -1;
 	}
-	deadline = store_deadline(s);
 	if (s->cfg.sentinel_password[0] != '\0') {
 		redisAppendCommandArgv(c, 2, (const char *[]){"AUTH", s->cfg.sentinel_password},
 				       NULL);

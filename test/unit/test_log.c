@@ -50,7 +50,8 @@ static const struct line_row line_rows[] = {
     {"a\nb", "a\\x0ab"},
     {"no lease granted: x\nlease granted: 203.0.113.1 user=mallory",
      "no lease granted: x\\x0alease granted: 203.0.113.1 user=mallory"},
-    {"cr\r lf\n tab\t esc\x1b[31m del\x7f bell\a", "cr\\x0d lf\\x0a tab\\x09 esc\\x1b[31m del\\x7f bell\\x07"},
+    {"cr\r lf\n tab\t esc\x1b[31m del\x7f bell\a",
+     "cr\\x0d lf\\x0a tab\\x09 esc\\x1b[31m del\\x7f bell\\x07"},
     {"\n", "\\x0a"},
     /* Not control bytes: left as they are (UTF-8 in a path, a backslash in a message). */
     {"caf\xc3\xa9 C:\\dir", "caf\xc3\xa9 C:\\dir"},
