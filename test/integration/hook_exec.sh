@@ -3,7 +3,7 @@
 # program the hook execs must hold no socket the hook opened and must get the signal
 # dispositions and mask the hook was started with — on the normal path (Redis up, Redis
 # black-holed) and on the deadline path, where the exec happens from the SIGALRM handler in
-# the middle of a Redis exchange (two black-holed sentinels; a sentinel naming a master whose
+# the middle of a Redis exchange (black-holed sentinels; a sentinel naming a master whose
 # connect never completes). The hook runs directly, as Dovecot's script-login would run it:
 # wiped environment, a socket on fd 3, and a command to exec that reports its own state.
 # PBS_HOOK=/path/to/popbsmtp-postlogin runs the checks against another build of the hook.
@@ -80,6 +80,8 @@ hole1=$BLACKHOLE_PORT
 PBS_CONF_REDIS_PORT=$hole1 PBS_CONF_TIMEOUT_MS=$T pbs_write_config "$PBS_TMP/hole.conf"
 pbs_start_blackhole || exit 1
 hole2=$BLACKHOLE_PORT
+pbs_start_blackhole || exit 1
+hole3=$BLACKHOLE_PORT
 pbs_start_stuck_listener || exit 1
 # The second sentinel answers after T/2 and names a master that never completes the TCP
 # handshake: the deadline (2 T) fires while the hook is connecting to it.
@@ -91,7 +93,9 @@ sentinel_conf() { # FILE NODE_PORT…
 	printf 'redis: { timeout_ms = %s; sentinel: { master = "mymaster"; nodes = [ %s ]; }; };\n' \
 		"$T" "$nodes" >"$file"
 }
-sentinel_conf "$PBS_TMP/sentinels.conf" "$hole1" "$hole2"
+# Each black-holed sentinel takes T: two would end with the deadline (2 T), a race; with
+# three the deadline always fires while the hook waits on one of them.
+sentinel_conf "$PBS_TMP/sentinels.conf" "$hole1" "$hole2" "$hole3"
 sentinel_conf "$PBS_TMP/stuck.conf" "$hole1" "$FAKE_SENTINEL_PORT"
 
 # Two starting states: a clean one, and one with inherited ignored and blocked signals
