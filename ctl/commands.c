@@ -180,7 +180,7 @@ int ctl_cmd_grant(struct ctl *c, int argc, char **argv)
 static int revoke_once(const struct ctl *c, const char *subject, const char *only_user,
 		       bool *raced)
 {
-	char key[PBS_KEY_MAX];
+	char key[PBS_KEY_MAX], safe[PBS_LOG_SAFE_MAX];
 	const char *multi[1] = {"MULTI"}, *del[2] = {"DEL", key}, *exec[1] = {"EXEC"};
 	const char **argvs[3] = {multi, del, exec};
 	const int argcs[3] = {1, 2, 1};
@@ -216,7 +216,8 @@ static int revoke_once(const struct ctl *c, const char *subject, const char *onl
 		rc = CTL_NO;
 	} else {
 		rc = ctl_fail(CTL_STORE, "Redis at %s: revoke refused: %s", pbs_store_where(c->store),
-			      r[2]->type == REDIS_REPLY_ERROR ? r[2]->str : "unexpected reply");
+			      r[2]->type == REDIS_REPLY_ERROR ? pbs_log_safe(r[2]->str, safe)
+							      : "unexpected reply");
 	}
 	for (i = 0; i < 3; i++)
 		freeReplyObject(r[i]);
@@ -396,24 +397,29 @@ static long long ping_us(const struct ctl *c)
 	return t[2];
 }
 
-/* Field NAME of an INFO section, into OUT; "?" when absent. */
-static void info_field(const struct ctl *c, const char *section, const char *name, char *out,
-		       size_t len)
+/* Field NAME of an INFO section, into OUT, sanitized; "?" when absent. */
+static void info_field(const struct ctl *c, const char *section, const char *name,
+		       char out[PBS_LOG_SAFE_MAX])
 {
 	redisReply *r = pbs_store_command(c->store, 2, (const char *[]){"INFO", section}, NULL);
 	const char *p = (r && r->type == REDIS_REPLY_STRING) ? strstr(r->str, name) : NULL;
 
-	snprintf(out, len, "?");
-	if (p != NULL && p[strlen(name)] == ':')
-		snprintf(out, len, "%.*s", (int)strcspn(p + strlen(name) + 1, "\r\n"),
+	char value[PBS_LOG_SAFE_MAX];
+
+	strcpy(out, "?");
+	if (p != NULL && p[strlen(name)] == ':') {
+		snprintf(value, sizeof value, "%.*s", (int)strcspn(p + strlen(name) + 1, "\r\n"),
 			 p + strlen(name) + 1);
+		/* Printed on a terminal: no escape sequences from whatever answers as Redis. */
+		pbs_log_safe(value, out);
+	}
 	freeReplyObject(r);
 }
 
 int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 {
 	struct stats_state st = {0, 0, 0};
-	char version[64], memory[64];
+	char version[PBS_LOG_SAFE_MAX], memory[PBS_LOG_SAFE_MAX];
 	long long rtt, per_lease;
 	int rc;
 
@@ -421,8 +427,8 @@ int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 		return ctl_fail(CTL_USAGE, "stats: unexpected argument '%s'", argv[1]);
 	if ((rtt = ping_us(c)) < 0)
 		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
-	info_field(c, "server", "redis_version", version, sizeof version);
-	info_field(c, "memory", "used_memory", memory, sizeof memory);
+	info_field(c, "server", "redis_version", version);
+	info_field(c, "memory", "used_memory", memory);
 	if ((rc = ctl_scan_leases(c, stats_one, &st)) != CTL_OK)
 		return rc;
 	per_lease = st.sampled ? st.sampled_bytes / st.sampled : 0;

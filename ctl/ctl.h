@@ -10,6 +10,7 @@
 
 #include "popbsmtp/config.h"
 #include "popbsmtp/lease.h"
+#include "popbsmtp/log.h"
 #include "popbsmtp/store.h"
 
 /* Exit statuses, documented in popbsmtpctl(8); stable. */

@@ -49,7 +49,7 @@ void ctl_json_string(FILE *out, const char *s)
 	fputc('"', out);
 }
 
-/* A user name safe for a one-line text row: control bytes as '?'. */
+/* A value safe for a one-line text row: control bytes as '?'. */
 static void text_safe(const char *in, char *out, size_t len)
 {
 	size_t i;
@@ -61,7 +61,7 @@ static void text_safe(const char *in, char *out, size_t len)
 
 void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l)
 {
-	char when[32], user[PBS_USER_MAX + 1];
+	char when[32], user[PBS_USER_MAX + 1], subject[sizeof l->subject];
 	time_t t = (time_t)l->lease.granted;
 	struct tm tm;
 
@@ -77,7 +77,9 @@ void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l)
 	}
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 	text_safe(l->lease.user, user, sizeof user);
-	printf("%-40s %-24s %-6s %s %6lld\n", l->subject, user,
+	/* The subject is the rest of a key SCAN found: anything may have written it. */
+	text_safe(l->subject, subject, sizeof subject);
+	printf("%-40s %-24s %-6s %s %6lld\n", subject, user,
 	       l->lease.service[0] ? l->lease.service : "-", when, l->ttl);
 }
 
@@ -95,14 +97,16 @@ int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
 static int lease_from_replies(const struct ctl *c, const char *key, const redisReply *get,
 			      const redisReply *ttl, struct ctl_lease *out)
 {
+	char safe[PBS_LOG_SAFE_MAX];
+
 	if (get->type == REDIS_REPLY_ERROR)
 		return ctl_fail(CTL_STORE, "Redis at %s refused: %s", pbs_store_where(c->store),
-				get->str);
+				pbs_log_safe(get->str, safe));
 	if (get->type == REDIS_REPLY_NIL)
 		return CTL_NO;
 	if (get->type != REDIS_REPLY_STRING ||
 	    pbs_lease_decode(get->str, get->len, &out->lease) != 0)
-		return ctl_fail(CTL_STORE, "%s does not hold a valid lease", key);
+		return ctl_fail(CTL_STORE, "%s does not hold a valid lease", pbs_log_safe(key, safe));
 	out->ttl = ttl->type == REDIS_REPLY_INTEGER ? ttl->integer : -2;
 	return CTL_OK;
 }

@@ -31,13 +31,14 @@ static const struct command commands[] = {
 
 int ctl_fail(int status, const char *fmt, ...)
 {
+	char line[PBS_LOG_LINE_MAX], safe[PBS_LOG_UNCTRL_MAX];
 	va_list ap;
 
-	fputs("popbsmtpctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/* One line on the terminal, whatever Redis, a sentinel or the arguments held. */
+	fprintf(stderr, "popbsmtpctl: %s\n", pbs_log_unctrl(line, safe, sizeof safe));
 	return status;
 }
 

@@ -24,9 +24,39 @@
 /* The command to exec once done; the SIGALRM handler uses it too. */
 static char **next_argv;
 
+/* The signal state the hook was started with: the login gets it back unchanged. */
+static struct sigaction start_pipe, start_alrm;
+static sigset_t start_mask;
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: " PROG " [-c FILE] [-s SERVICE] [-t] [command [args...]]\n");
+}
+
+/* Record the signal state we were started with; then ignore SIGPIPE (a write to a dead
+ * Redis must not kill the login) and let SIGALRM through even if it came in blocked, or
+ * the deadline could never fire. */
+static void signals_take(void)
+{
+	struct sigaction ignore = {.sa_handler = SIG_IGN};
+	sigset_t alrm;
+
+	sigemptyset(&ignore.sa_mask);
+	sigemptyset(&alrm);
+	sigaddset(&alrm, SIGALRM);
+	sigprocmask(SIG_UNBLOCK, &alrm, &start_mask);
+	sigaction(SIGALRM, NULL, &start_alrm);
+	sigaction(SIGPIPE, &ignore, &start_pipe);
+}
+
+/* Give back the signal state we were started with, so the login inherits what Dovecot
+ * gave us, not our SIGPIPE or a mask blocking SIGALRM. Async-signal-safe: the deadline
+ * handler calls it too. */
+static void signals_give_back(void)
+{
+	sigaction(SIGPIPE, &start_pipe, NULL);
+	sigaction(SIGALRM, &start_alrm, NULL);
+	sigprocmask(SIG_SETMASK, &start_mask, NULL);
 }
 
 /* Continue the login. Only returns if exec failed (the login is then lost anyway). */
@@ -34,6 +64,7 @@ static void continue_login(void)
 {
 	if (next_argv == NULL || next_argv[0] == NULL)
 		return;
+	signals_give_back();
 	execv(next_argv[0], next_argv);
 	pbs_log(LOG_ERR, "cannot exec %s: %s", next_argv[0], strerror(errno));
 }
@@ -41,15 +72,20 @@ static void continue_login(void)
 /* What on_deadline says; built before the timer is armed (no formatting in a handler). */
 static char deadline_msg[160];
 
-/* Hard bound on the hook's time: exec the login now, whatever Redis is doing. The Redis
- * socket is close-on-exec, so nothing leaks. write and execv are async-signal-safe. */
+/* Hard bound on the hook's time: exec the login now, whatever Redis is doing. Every
+ * socket the store opens is close-on-exec from its creation, so nothing leaks; the timer
+ * is one-shot and has just fired, so none is left armed for the login. write, sigaction,
+ * sigprocmask and execv are async-signal-safe. */
 static void on_deadline(int sig)
 {
 	(void)sig;
 	if (write(STDERR_FILENO, deadline_msg, strlen(deadline_msg)) < 0)
 		deadline_msg[0] = '\0'; /* nothing more can be done about a lost log line */
-	if (next_argv != NULL && next_argv[0] != NULL)
+	if (next_argv != NULL && next_argv[0] != NULL) {
+		/* Unblocks SIGALRM too: the kernel blocked it while this handler runs. */
+		signals_give_back();
 		execv(next_argv[0], next_argv);
+	}
 	_exit(75);
 }
 
@@ -57,16 +93,19 @@ static void on_deadline(int sig)
 static void arm_deadline(int timeout_ms)
 {
 	struct itimerval it = {{0, 0}, {0, 0}};
+	struct sigaction act = {.sa_handler = on_deadline};
 	long ms = 2L * timeout_ms;
 
 	snprintf(deadline_msg, sizeof deadline_msg,
 		 PROG ": no lease granted: Redis gave no answer within %ld ms\n", ms);
 	it.it_value.tv_sec = ms / 1000;
 	it.it_value.tv_usec = (ms % 1000) * 1000;
-	signal(SIGALRM, on_deadline);
+	sigemptyset(&act.sa_mask);
+	sigaction(SIGALRM, &act, NULL);
 	setitimer(ITIMER_REAL, &it, NULL);
 }
 
+/* Stop the deadline: an interval timer would survive the exec into the login. */
 static void disarm_deadline(void)
 {
 	struct itimerval it = {{0, 0}, {0, 0}};
@@ -165,7 +204,7 @@ int main(int argc, char **argv)
 	/* stdout is the client's socket: never write there. Dovecot logs every stderr line
 	 * as an error, so only trouble goes there; syslog gets every line. */
 	pbs_log_open(PROG, LOG_WARNING);
-	signal(SIGPIPE, SIG_IGN);
+	signals_take();
 	if (pbs_lease_service_problem(service) != NULL)
 		service = "";
 	if ((cfg = load_config(path)) != NULL) {

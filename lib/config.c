@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "popbsmtp/lease.h"
+#include "popbsmtp/log.h"
 #include "popbsmtp/policy.h"
 
 enum key_type {
@@ -269,12 +270,14 @@ void pbs_config_report_free(pbs_config_report *report)
 
 void pbs_config_report_print(const pbs_config_report *report)
 {
+	char safe[PBS_LOG_UNCTRL_MAX];
 	size_t i;
 
+	/* Messages quote values from the file: one line each on the terminal all the same. */
 	for (i = 0; i < report->warnings.count; i++)
-		fprintf(stderr, "%s\n", report->warnings.items[i]);
+		fprintf(stderr, "%s\n", pbs_log_unctrl(report->warnings.items[i], safe, sizeof safe));
 	for (i = 0; i < report->errors.count; i++)
-		fprintf(stderr, "%s\n", report->errors.items[i]);
+		fprintf(stderr, "%s\n", pbs_log_unctrl(report->errors.items[i], safe, sizeof safe));
 }
 
 static const struct key_spec *find_key(const char *group, const char *name)

@@ -1,6 +1,7 @@
 /*
- * log.c — syslog (mail facility) plus an optional copy on stderr, and the sanitizer
- * that keeps user-supplied values from breaking or forging log lines.
+ * log.c — syslog (mail facility) plus an optional copy on stderr, and the sanitizers
+ * that keep user-supplied values from breaking or forging log lines: pbs_log_safe for a
+ * value, and for the whole line, in pbs_log itself, an escape of every control byte.
  */
 #include "popbsmtp/log.h"
 
@@ -40,15 +41,17 @@ void pbs_log_open(const char *ident, int stderr_level)
 
 void pbs_log(int priority, const char *fmt, ...)
 {
-	char line[1024];
+	char line[PBS_LOG_LINE_MAX], safe[PBS_LOG_UNCTRL_MAX];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	syslog(priority, "%s", line);
+	/* Whatever a caller passed, the line stays one line and cannot forge another. */
+	pbs_log_unctrl(line, safe, sizeof safe);
+	syslog(priority, "%s", safe);
 	if (priority <= log_stderr_level)
-		fprintf(stderr, "%s: %s\n", log_ident, line);
+		fprintf(stderr, "%s: %s\n", log_ident, safe);
 }
 
 void pbs_log_relay(const char *what, const char *client, const char *rcpt, const char *reason,
@@ -61,25 +64,24 @@ void pbs_log_relay(const char *what, const char *client, const char *rcpt, const
 		qid ? pbs_log_safe(qid, safe_qid) : "-");
 }
 
-const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX])
+/* Copy IN into OUT (OUTSIZE bytes, at least 4) with control bytes, and when STRICT also
+ * backslashes and non-ASCII bytes, as \xHH; cut with "..." where it does not fit. */
+static const char *log_escape(const char *in, char *out, size_t outsize, bool strict)
 {
 	static const char hex[] = "0123456789abcdef";
-	const size_t room = PBS_LOG_SAFE_MAX - sizeof "...";
+	const size_t room = outsize - sizeof "...";
 	size_t o = 0;
 
-	if (in == NULL) {
-		strcpy(out, "(none)");
-		return out;
-	}
 	for (; *in != '\0'; in++) {
 		unsigned char c = (unsigned char)*in;
-		size_t need = (c < 0x20 || c >= 0x7f || c == '\\') ? 4 : 1;
+		bool escape = c < 0x20 || c == 0x7f || (strict && (c > 0x7f || c == '\\'));
+		size_t need = escape ? 4 : 1;
 
 		if (o + need > room) {
 			strcpy(out + o, "...");
 			return out;
 		}
-		if (need == 1) {
+		if (!escape) {
 			out[o++] = (char)c;
 		} else {
 			out[o++] = '\\';
@@ -90,4 +92,18 @@ const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX])
 	}
 	out[o] = '\0';
 	return out;
+}
+
+const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX])
+{
+	if (in == NULL) {
+		strcpy(out, "(none)");
+		return out;
+	}
+	return log_escape(in, out, PBS_LOG_SAFE_MAX, true);
+}
+
+const char *pbs_log_unctrl(const char *in, char *out, size_t outsize)
+{
+	return log_escape(in, out, outsize, false);
 }

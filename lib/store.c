@@ -1,20 +1,28 @@
 /*
  * store.c — the Redis side of leases, over hiredis' blocking API. Every step is
- * bounded: the connect by redisConnectWithTimeout, reads and writes by SO_RCVTIMEO/
- * SO_SNDTIMEO set with redisSetTimeout. After any I/O error the hiredis context is
- * unusable, so it is freed and the next call connects afresh.
+ * bounded: the connect by a poll on a non-blocking socket, reads and writes by a poll
+ * up to a deadline plus SO_RCVTIMEO/SO_SNDTIMEO set with redisSetTimeout. The store
+ * opens its sockets itself, close-on-exec from their creation (hiredis 0.14 does not):
+ * the Dovecot hook may exec the login at any instant. After any I/O error the hiredis
+ * context is unusable, so it is freed and the next call connects afresh.
  */
 #include "popbsmtp/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "popbsmtp/log.h"
 
@@ -79,6 +87,135 @@ static int ctx_read_reply(redisContext *c, long long deadline, redisReply **out)
 static long long store_deadline(const pbs_store *s)
 {
 	return store_now_ms() + s->cfg.timeout_ms;
+}
+
+/* redis.timeout_ms as the struct hiredis wants. */
+static struct timeval store_timeout(const pbs_store *s)
+{
+	struct timeval tv = {s->cfg.timeout_ms / 1000, (s->cfg.timeout_ms % 1000) * 1000};
+	return tv;
+}
+
+/* Wait for the non-blocking connect on FD until DEADLINE. Returns 0 or an errno value. */
+static int dial_wait(int fd, long long deadline)
+{
+	struct pollfd pfd = {fd, POLLOUT, 0};
+	socklen_t len = sizeof(int);
+	int ready, err = 0;
+
+	do {
+		long long left = deadline - store_now_ms();
+		ready = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+	} while (ready < 0 && errno == EINTR);
+	if (ready < 0)
+		return errno;
+	if (ready == 0)
+		return ETIMEDOUT;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return errno;
+	return err;
+}
+
+/* A socket connected to ADDR by DEADLINE: close-on-exec from its creation, then blocking
+ * (as hiredis' blocking API wants), TCP_NODELAY for TCP. Returns it, or -1 with errno. */
+static int dial_one(const struct sockaddr *addr, socklen_t len, long long deadline)
+{
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int err = 0, flags, one = 1;
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, addr, len) != 0)
+		err = errno == EINPROGRESS || errno == EINTR ? dial_wait(fd, deadline) : errno;
+	if (err == 0 &&
+	    ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0))
+		err = errno;
+	if (err == 0 && addr->sa_family != AF_UNIX &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+		err = errno;
+	if (err != 0) {
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+/* Say why a connect failed, in the words the messages use after "connect ". */
+static void dial_why(const pbs_store *s, int err, char *why, size_t whylen)
+{
+	if (err == ETIMEDOUT)
+		snprintf(why, whylen, "timed out after %d ms", s->cfg.timeout_ms);
+	else
+		snprintf(why, whylen, "failed: %s", strerror(err));
+}
+
+/* Connect to HOST:PORT, trying each address it resolves to in turn, all by DEADLINE.
+ * Returns the socket, or -1 with WHY filled. */
+static int dial_tcp(const pbs_store *s, const char *host, int port, long long deadline,
+		    char *why, size_t whylen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *list, *ai;
+	char service[16];
+	int fd = -1, err = ECONNREFUSED, rc;
+
+	snprintf(service, sizeof service, "%d", port);
+	if ((rc = getaddrinfo(host, service, &hints, &list)) != 0) {
+		snprintf(why, whylen, "failed: %s",
+			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+		return -1;
+	}
+	for (ai = list; ai != NULL && fd < 0; ai = ai->ai_next)
+		if ((fd = dial_one(ai->ai_addr, ai->ai_addrlen, deadline)) < 0)
+			err = errno;
+	freeaddrinfo(list);
+	if (fd < 0)
+		dial_why(s, err, why, whylen);
+	return fd;
+}
+
+/* Connect to the unix socket PATH by DEADLINE. Returns the socket, or -1 with WHY filled. */
+static int dial_unix(const pbs_store *s, const char *path, long long deadline, char *why,
+		     size_t whylen)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd;
+
+	if (strlen(path) >= sizeof sun.sun_path) {
+		dial_why(s, ENAMETOOLONG, why, whylen);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if ((fd = dial_one((const struct sockaddr *)&sun, sizeof sun, deadline)) < 0)
+		dial_why(s, errno, why, whylen);
+	return fd;
+}
+
+/* A hiredis context for HOST:PORT, or for the unix socket PATH when not NULL, on a socket
+ * opened here (see the file comment), connected within the timeout and with reads and
+ * writes bounded. NULL with WHY filled ("failed: ..." or "timed out ...") on failure. */
+static redisContext *store_dial(const pbs_store *s, const char *host, int port,
+				const char *path, char *why, size_t whylen)
+{
+	long long deadline = store_deadline(s);
+	struct timeval tv = store_timeout(s);
+	redisContext *c;
+	int fd = path ? dial_unix(s, path, deadline, why, whylen)
+		      : dial_tcp(s, host, port, deadline, why, whylen);
+
+	if (fd < 0)
+		return NULL;
+	if ((c = redisConnectFd(fd)) == NULL) {
+		close(fd);
+		snprintf(why, whylen, "failed: out of memory");
+		return NULL;
+	}
+	if (redisSetTimeout(c, tv) != REDIS_OK) {
+		snprintf(why, whylen, "failed: setting the timeout: %s", c->errstr);
+		redisFree(c);
+		return NULL;
+	}
+	return c;
 }
 
 /* Record why the last call failed; returns -1 for convenience. */
@@ -274,29 +411,69 @@ static int store_handshake(pbs_store *s)
 	return sent ? store_read_replies(s, "AUTH/SELECT", sent) : 0;
 }
 
-static struct timeval store_timeout(const pbs_store *s)
+/* A master address a sentinel named is used only when it looks like one: a host name or
+ * address of sane length and characters, a decimal port in range. Anything else would be
+ * a broken or hostile sentinel, and would end up in log lines. */
+static bool sentinel_reply_ok(const redisReply *host, const redisReply *port)
 {
-	struct timeval tv = {s->cfg.timeout_ms / 1000, (s->cfg.timeout_ms % 1000) * 1000};
-	return tv;
+	char *end;
+	unsigned long p;
+	size_t i;
+
+	if (host->len == 0 || host->len > 253 || strlen(host->str) != host->len)
+		return false;
+	for (i = 0; i < host->len; i++) {
+		unsigned char c = (unsigned char)host->str[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '-' || c == ':' || c == '_'))
+			return false;
+	}
+	if (port->len == 0 || port->len > 5 || port->str[0] < '0' || port->str[0] > '9')
+		return false;
+	p = strtoul(port->str, &end, 10);
+	return *end == '\0' && p >= 1 && p <= 65535;
+}
+
+/* Take the master's address from a sentinel's reply R. Returns 0 or -1 (WHY filled). */
+static int sentinel_take(const pbs_store *s, const char *node, const redisReply *r,
+			 char *host, size_t hostlen, int *port, char *why, size_t whylen)
+{
+	char safe_host[PBS_LOG_SAFE_MAX], safe_port[PBS_LOG_SAFE_MAX];
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    r->element[1]->type != REDIS_REPLY_STRING) {
+		snprintf(why, whylen, "sentinel %s does not know master '%s'", node,
+			 s->cfg.sentinel_master);
+		return -1;
+	}
+	if (!sentinel_reply_ok(r->element[0], r->element[1]) || r->element[0]->len >= hostlen) {
+		snprintf(why, whylen,
+			 "sentinel %s named no valid address for master '%s': '%s' port '%s'", node,
+			 s->cfg.sentinel_master, pbs_log_safe(r->element[0]->str, safe_host),
+			 pbs_log_safe(r->element[1]->str, safe_port));
+		return -1;
+	}
+	memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+	*port = atoi(r->element[1]->str);
+	return 0;
 }
 
 /* Ask one sentinel NODE for the master's address. Returns 0 or -1 (WHY filled). */
 static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t hostlen,
 			int *port, char *why, size_t whylen)
 {
-	struct timeval tv = store_timeout(s);
-	long long deadline = store_deadline(s);
-	char shost[256];
+	long long deadline = store_deadline(s); /* one bound for the whole exchange */
+	char shost[256], cwhy[200];
 	int sport, rc = -1;
 	redisContext *c;
 	redisReply *r = NULL;
 
 	if (pbs_addr_split_hostport(node, shost, sizeof shost, &sport) != 0)
 		return snprintf(why, whylen, "bad sentinel node %s", node), -1;
-	c = redisConnectWithTimeout(shost, sport, tv);
-	if (c == NULL || c->err || redisSetTimeout(c, tv) != REDIS_OK) {
-		snprintf(why, whylen, "sentinel %s: %s", node, c ? c->errstr : "out of memory");
-		goto out;
+	if ((c = store_dial(s, shost, sport, NULL, cwhy, sizeof cwhy)) == NULL) {
+		snprintf(why, whylen, "sentinel %s: connect %s", node, cwhy);
+		return -1;
 	}
 	if (s->cfg.sentinel_password[0] != '\0') {
 		redisAppendCommandArgv(c, 2, (const char *[]){"AUTH", s->cfg.sentinel_password},
@@ -310,22 +487,13 @@ static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t
 	}
 	redisAppendCommandArgv(c, 3, (const char *[]){"SENTINEL", "get-master-addr-by-name",
 						    s->cfg.sentinel_master}, NULL);
-	if (ctx_read_reply(c, deadline, &r) != REDIS_OK) {
+	if (ctx_read_reply(c, deadline, &r) != REDIS_OK)
 		snprintf(why, whylen, "sentinel %s: %s", node, c->errstr);
-	} else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-		   r->element[0]->type == REDIS_REPLY_STRING &&
-		   r->element[1]->type == REDIS_REPLY_STRING) {
-		snprintf(host, hostlen, "%s", r->element[0]->str);
-		*port = atoi(r->element[1]->str);
-		rc = 0;
-	} else {
-		snprintf(why, whylen, "sentinel %s does not know master '%s'", node,
-			 s->cfg.sentinel_master);
-	}
+	else
+		rc = sentinel_take(s, node, r, host, hostlen, port, why, whylen);
 out:
 	freeReplyObject(r);
-	if (c != NULL)
-		redisFree(c);
+	redisFree(c);
 	return rc;
 }
 
@@ -373,8 +541,7 @@ static int store_check_master(pbs_store *s)
 /* Open the TCP or unix connection, to the master a sentinel names when so configured. */
 static int store_open(pbs_store *s)
 {
-	struct timeval tv = store_timeout(s);
-	char host[256];
+	char host[256], why[200];
 	int port = 0;
 
 	if (s->cfg.sentinel_nodes.count > 0) {
@@ -384,14 +551,12 @@ static int store_open(pbs_store *s)
 		snprintf(s->master_host, sizeof s->master_host, "%s", host);
 		s->master_port = port;
 		s->verified_ms = store_now_ms();
-		s->ctx = redisConnectWithTimeout(host, port, tv);
-	} else if (s->cfg.socket) {
-		s->ctx = redisConnectUnixWithTimeout(s->cfg.socket, tv);
+		s->ctx = store_dial(s, host, port, NULL, why, sizeof why);
 	} else {
-		s->ctx = redisConnectWithTimeout(s->cfg.host, s->cfg.port, tv);
+		s->ctx = store_dial(s, s->cfg.host, s->cfg.port, s->cfg.socket, why, sizeof why);
 	}
-	if (s->ctx == NULL || s->ctx->err)
-		return store_io_fail(s, "connect");
+	if (s->ctx == NULL)
+		return store_fail(s, "Redis at %s: connect %s", s->where, why);
 	return 0;
 }
 
@@ -411,8 +576,6 @@ static void store_recheck_master(pbs_store *s)
 
 int pbs_store_connect(pbs_store *s)
 {
-	struct timeval tv = store_timeout(s);
-
 	if (s->ctx != NULL && s->cfg.sentinel_nodes.count > 0 &&
 	    store_now_ms() - s->verified_ms >= SENTINEL_RECHECK_MS)
 		store_recheck_master(s);
@@ -420,11 +583,6 @@ int pbs_store_connect(pbs_store *s)
 		return 0;
 	if (store_open(s) != 0)
 		return -1;
-	/* The connect timeout does not cover reads and writes: bound those too. */
-	if (redisSetTimeout(s->ctx, tv) != REDIS_OK)
-		return store_io_fail(s, "setting the timeout");
-	/* Never leak the socket into a program we exec (the Dovecot hook execs the login). */
-	fcntl(s->ctx->fd, F_SETFD, FD_CLOEXEC);
 	/* A connection that failed AUTH or SELECT must not be used (it would talk to db 0). */
 	if (store_handshake(s) != 0) {
 		pbs_store_disconnect(s);

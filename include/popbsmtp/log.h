@@ -13,6 +13,11 @@
 /* Longest sanitized value pbs_log_safe() produces, with its terminating NUL. */
 #define PBS_LOG_SAFE_MAX 200
 
+/* Longest line pbs_log() formats (longer ones are cut), and the room that line needs
+ * once pbs_log_unctrl() has escaped it. */
+#define PBS_LOG_LINE_MAX 1024
+#define PBS_LOG_UNCTRL_MAX (4 * PBS_LOG_LINE_MAX)
+
 #define PBS_LOG_NO_STDERR (-1)
 
 /* Start logging as IDENT to syslog; also copy lines at STDERR_LEVEL or more severe to
@@ -20,7 +25,8 @@
  * stderr is the systemd journal, which gets the syslog lines already. */
 void pbs_log_open(const char *ident, int stderr_level);
 
-/* Log one line at PRIORITY (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */
+/* Log one line at PRIORITY (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). Control bytes
+ * in the formatted line are written as \xHH (pbs_log_unctrl): a line is always one line. */
 void pbs_log(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* One line per relay decision, the same from both gates so log readers see one
@@ -33,5 +39,11 @@ void pbs_log_relay(const char *what, const char *client, const char *rcpt, const
 /* Copy IN into OUT (PBS_LOG_SAFE_MAX bytes) with control and non-ASCII bytes as \xHH,
  * truncated with "..." when long; NULL becomes "(none)". Returns OUT. */
 const char *pbs_log_safe(const char *in, char out[PBS_LOG_SAFE_MAX]);
+
+/* Copy IN into OUT (OUTSIZE bytes) with control bytes (0x00-0x1f, 0x7f) as \xHH and nothing
+ * else changed, so what pbs_log_safe() produced is not escaped twice; cut with "..." when
+ * it does not fit (PBS_LOG_UNCTRL_MAX always fits a PBS_LOG_LINE_MAX line). For whole
+ * lines on their way to a log or a terminal. Returns OUT. */
+const char *pbs_log_unctrl(const char *in, char *out, size_t outsize);
 
 #endif

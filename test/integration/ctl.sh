@@ -550,6 +550,15 @@ for args in "check 192.0.2.7" "grant 192.0.2.7 alice" "list"; do
 	pbs_check_le "Redis black-holed: $args gives up within 2 s" 2000 $(($(now_ms) - t))
 done
 
+# A connect that never completes (a full accept queue): bounded by timeout_ms all the same.
+pbs_start_stuck_listener
+STUCK_CONF=$PBS_TMP/stuck.conf
+PBS_CONF_REDIS_PORT=$STUCK_PORT PBS_CONF_TIMEOUT_MS=250 pbs_write_config "$STUCK_CONF"
+t=$(now_ms)
+err_case "Redis connect never completes: check" 3 \
+	"Redis at 127\.0\.0\.1:$STUCK_PORT: connect timed out after 250 ms" "$STUCK_CONF" check 192.0.2.7
+pbs_check_le "Redis connect never completes: check gives up within 2 s" 2000 $(($(now_ms) - t))
+
 AUTH_PASS='Right-Pass-4a7c'
 WRONG_PASS='Wr0ng-Secret-91xq'
 pbs_start_redis auth --requirepass "$AUTH_PASS"

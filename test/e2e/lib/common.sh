@@ -198,6 +198,28 @@ PY
 	pbs_wait_port "$BLACKHOLE_PORT" 5
 }
 
+# pbs_start_stuck_listener — a port whose connects never complete: a listener that never
+# accepts, its accept queue filled, so the kernel drops every further SYN. Sets STUCK_PORT.
+pbs_start_stuck_listener() {
+	STUCK_PORT=$(pbs_free_port)
+	/usr/bin/python3 - "$STUCK_PORT" "$PBS_TMP/stuck-$STUCK_PORT.ready" <<'PY' &
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(0)
+held = [socket.socket() for _ in range(4)]
+for c in held:
+    c.setblocking(False); c.connect_ex(("127.0.0.1", port))
+time.sleep(0.2)  # let the handshakes that fit in the queue complete
+open(sys.argv[2], "w").close()
+while True:
+    time.sleep(60)
+PY
+	pbs_track_pid $!
+	# Connecting to see whether it is up would hang: it says so in a file instead.
+	pbs_wait_file "$PBS_TMP/stuck-$STUCK_PORT.ready" 5
+}
+
 # pbs_write_config FILE [extra libconfig text…] — a popbsmtp.conf pointing at REDIS_PORT.
 # Extra arguments are appended as whole groups ("milter: { … };"). Environment knobs:
 # PBS_CONF_REDIS_PORT, PBS_CONF_TIMEOUT_MS, PBS_CONF_TTL, PBS_CONF_LEASE_EXTRA (inside lease{}).

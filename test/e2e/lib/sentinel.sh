@@ -12,6 +12,7 @@
 #   pbs_ha_role PORT                       ROLE's first word of a data node (or "down")
 #   pbs_ha_wait_link_up PORT SECONDS       until a replica's link to its master is up
 #   pbs_ha_conf_group S_PORT…              the redis.sentinel{} group for popbsmtp.conf
+#   pbs_start_fake_sentinel HOST PORT [MS] a stand-in sentinel naming HOST:PORT as master
 #
 # Knobs: PBS_HA_MASTER (the monitored name, default mymaster), PBS_HA_DOWN_AFTER_MS (1000),
 # PBS_HA_FAILOVER_TIMEOUT_MS (3000), PBS_HA_QUORUM (2), PBS_HA_NODE_EXTRA (lines appended
@@ -154,4 +155,51 @@ pbs_ha_conf_group() {
 	local p nodes=""
 	for p in "$@"; do nodes="$nodes${nodes:+, }\"127.0.0.1:$p\""; done
 	printf 'sentinel: { master = "%s"; nodes = [ %s ]; password = ""; };' "$PBS_HA_MASTER" "$nodes"
+}
+
+# pbs_start_fake_sentinel HOST PORT [DELAY_MS] — a stand-in for a sentinel (a broken or
+# hostile one) on a free port: it answers AUTH with +OK, SENTINEL get-master-addr-by-name
+# with [HOST, PORT] exactly as given (any bytes, newlines included) after DELAY_MS, and
+# anything else with an error. Sets FAKE_SENTINEL_PORT.
+pbs_start_fake_sentinel() {
+	FAKE_SENTINEL_PORT=$(pbs_free_port)
+	/usr/bin/python3 - "$FAKE_SENTINEL_PORT" "$1" "$2" "${3:-0}" <<'PY' &
+import socket, sys, threading, time
+port, host, mport, delay = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3].encode(), int(sys.argv[4])
+
+def bulk(b):
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+def serve(c):
+    f = c.makefile("rb")
+    try:
+        while True:
+            line = f.readline()
+            if not line.startswith(b"*"):
+                return
+            args = []
+            for _ in range(int(line[1:])):
+                n = int(f.readline()[1:])
+                args.append(f.read(n + 2)[:n])
+            cmd = [a.lower() for a in args[:2]]
+            if cmd[:1] == [b"auth"]:
+                c.sendall(b"+OK\r\n")
+            elif cmd == [b"sentinel", b"get-master-addr-by-name"]:
+                time.sleep(delay / 1000)
+                c.sendall(b"*2\r\n" + bulk(host) + bulk(mport))
+            else:
+                c.sendall(b"-ERR not a real sentinel\r\n")
+    except (OSError, ValueError):
+        pass
+    finally:
+        c.close()
+
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+	pbs_track_pid $!
+	pbs_wait_port "$FAKE_SENTINEL_PORT" 5
 }
