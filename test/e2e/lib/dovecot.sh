@@ -243,3 +243,47 @@ pbs_dovecot_log_since() {
 	done
 	tail -c +$((mark + 1)) "$DOVECOT_LOG"
 }
+
+# ---- IMAP sessions held open in IDLE (imap_idle.py), for the plugin's tests ----
+
+# pbs_idle_start NAME USER SRC… — log USER in over IMAP once from each SRC and keep the
+# sessions idling in the background (group NAME, a shell word). Sets PBS_IDLE_OK to how
+# many logged in. Call it, and pbs_idle_cmd, in this shell, not in $(…).
+pbs_idle_start() {
+	local name=$1 user=$2 dir="$PBS_TMP/idle-$1"
+	shift 2
+	rm -rf "$dir" && mkdir -p "$dir" && mkfifo "$dir/in" || return 1
+	"$PBS_LIB/imap_idle.py" "$DOVECOT_IMAP_PORT" "$user" "$DOVECOT_PASS" "$@" \
+		<"$dir/in" >"$dir/out" 2>"$dir/err" &
+	pbs_track_pid $!
+	# The write end stays open in this shell: closing it logs every session out.
+	eval "exec {PBS_IDLE_FD_$name}>'$dir/in'"
+	PBS_IDLE_OK=$(pbs_idle_answer "$name" 0 ready)
+}
+
+# pbs_idle_cmd NAME noop|logout — send the command to every session of NAME; set PBS_IDLE_OK
+# to how many answered OK. After logout the group is gone.
+pbs_idle_cmd() {
+	local name=$1 fd seen
+	seen=$(wc -l <"$PBS_TMP/idle-$name/out")
+	fd=$(eval "echo \$PBS_IDLE_FD_$name")
+	echo "$2" >&"$fd"
+	PBS_IDLE_OK=$(pbs_idle_answer "$name" "$seen" "$2 ok")
+	if [ "$2" = logout ]; then eval "exec {PBS_IDLE_FD_$name}>&-"; fi
+}
+
+# pbs_idle_answer NAME SEEN WORDS — wait (up to 120 s) for a line after the first SEEN lines
+# of NAME's output that starts with WORDS; print its count, or nothing on a timeout.
+pbs_idle_answer() {
+	local out="$PBS_TMP/idle-$1/out" i=0 line
+	while [ $i -lt 2400 ]; do
+		line=$(tail -n +$(($2 + 1)) "$out" | grep -m1 "^$3 ")
+		[ -n "$line" ] && { echo "${line##* }"; return 0; }
+		sleep 0.05
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# pbs_idle_errors NAME — what went wrong in NAME's sessions (the helper's stderr).
+pbs_idle_errors() { cat "$PBS_TMP/idle-$1/err"; }
