@@ -80,8 +80,8 @@ static pbs_config *popbsmtp_load(struct mail_user *user)
 static void popbsmtp_failed(struct popbsmtp_user *pu, const char *what)
 {
 	if (!pu->outage)
-		e_error(pu->user->event, "popbsmtp: %s %s: %s (the session goes on; "
-			"retried every lease.refresh)", what, pu->subject, pbs_store_error(pu->store));
+		e_error(pu->user->event, "popbsmtp: %s %s: %s (the session goes on)", what,
+			pu->subject, pbs_store_error(pu->store));
 	pu->outage = true;
 }
 
