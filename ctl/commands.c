@@ -171,6 +171,25 @@ int ctl_cmd_grant(struct ctl *c, int argc, char **argv)
 
 /* ---- revoke ---- */
 
+/* Now, in Unix milliseconds: the time a revocation record holds. */
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Leave the record that stops open sessions (the Dovecot plugin) from refreshing what this
+ * revoke removes: of SUBJECT, or of USER when SUBJECT is NULL. Written before any lease is
+ * removed, so no session sees its lease gone without the record. CTL_OK or CTL_STORE. */
+static int mark_revoked(const struct ctl *c, const char *subject, const char *user)
+{
+	if (pbs_store_mark_revoked(c->store, subject, user, now_ms(), c->cfg->lease.ttl) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	return CTL_OK;
+}
+
 /* How often revoke --user tries a lease whose EXEC was aborted (it changed meanwhile). */
 #define REVOKE_TRIES 3
 
@@ -266,6 +285,8 @@ static int revoke_user(const struct ctl *c, const char *user)
 
 	if (problem != NULL)
 		return ctl_fail(CTL_USAGE, "'%s': %s", user, problem);
+	if (mark_revoked(c, NULL, user) != CTL_OK)
+		return CTL_STORE;
 	if (ctl_scan_leases(c, revoke_one, &st) != CTL_OK || st.rc == CTL_STORE)
 		return CTL_STORE;
 	printf("%lld lease%s of %s revoked\n", st.removed, st.removed == 1 ? "" : "s", user);
@@ -284,6 +305,8 @@ int ctl_cmd_revoke(struct ctl *c, int argc, char **argv)
 		return ctl_fail(CTL_USAGE, "usage: revoke ADDR | revoke --user USER");
 	if ((rc = ctl_subject(c, argv[1], &addr, subject)) != CTL_OK)
 		return rc;
+	if (mark_revoked(c, subject, NULL) != CTL_OK)
+		return CTL_STORE;
 	rc = revoke_subject(c, subject, NULL);
 	if (rc == CTL_OK)
 		printf("revoked %s\n", subject);

@@ -52,6 +52,9 @@ static const char *const empty_list[] = {NULL};
 
 #define AT(field) offsetof(pbs_config, field)
 
+/* lease.refresh when the file does not set it: derived from lease.ttl once it is known. */
+#define REFRESH_DERIVED (-1)
+
 /* Every key popbsmtp.conf may hold; docs/popbsmtp.conf.5 documents each (a test checks). */
 static const struct key_spec keys[] = {
 	{"redis", "host", KEY_STRING, AT(redis.host), 1, 255, 0, "127.0.0.1", NULL},
@@ -68,6 +71,9 @@ static const struct key_spec keys[] = {
 	{"redis.sentinel", "password", KEY_STRING, AT(redis.sentinel_password), 0, 512, 0, "",
 	 NULL},
 	{"lease", "ttl", KEY_INT, AT(lease.ttl), 1, 31 * 86400, 1800, NULL, NULL},
+	/* The default, REFRESH_DERIVED, means "lease.ttl / 6": see derive_defaults(). */
+	{"lease", "refresh", KEY_INT, AT(lease.refresh), 0, 31 * 86400 - 1, REFRESH_DERIVED, NULL,
+	 NULL},
 	{"lease", "ipv4_prefix", KEY_INT, AT(lease.ipv4_prefix), 0, 32, 32, NULL, NULL},
 	{"lease", "ipv6_prefix", KEY_INT, AT(lease.ipv6_prefix), 0, 128, 64, NULL, NULL},
 	{"lease", "never", KEY_CIDRS, AT(lease.never), 0, 0, 0, NULL, empty_list},
@@ -226,7 +232,21 @@ static int set_default(pbs_config *cfg, const struct key_spec *k)
 	return -1;
 }
 
-pbs_config *pbs_config_defaults(void)
+/* Defaults that depend on other keys. lease.refresh: a sixth of lease.ttl (300 s for the
+ * default 1800), so one or two failed refreshes in a row cost no lease; at least 1 s, and
+ * off for a ttl of 1 s, where no refresh can come before the expiry. */
+static void derive_defaults(pbs_config *cfg)
+{
+	if (cfg->lease.refresh != REFRESH_DERIVED)
+		return;
+	cfg->lease.refresh = cfg->lease.ttl / 6;
+	if (cfg->lease.refresh == 0 && cfg->lease.ttl > 1)
+		cfg->lease.refresh = 1;
+}
+
+/* Every table default; lease.refresh still REFRESH_DERIVED (derive_defaults() after the
+ * file was read). NULL when out of memory. */
+static pbs_config *config_table_defaults(void)
 {
 	pbs_config *cfg = calloc(1, sizeof *cfg);
 	size_t i;
@@ -239,6 +259,15 @@ pbs_config *pbs_config_defaults(void)
 			return NULL;
 		}
 	}
+	return cfg;
+}
+
+pbs_config *pbs_config_defaults(void)
+{
+	pbs_config *cfg = config_table_defaults();
+
+	if (cfg != NULL)
+		derive_defaults(cfg);
 	return cfg;
 }
 
@@ -563,6 +592,29 @@ static void check_combinations(const config_t *lc, const char *path, pbs_config_
 	if (nodes == NULL || config_setting_length(nodes) == 0)
 		strlist_addf(&r->errors, "%s:%d: redis.sentinel: nodes must list at least one "
 			     "\"host:port\"", at.file, at.line);
+}
+
+/* lease.refresh against lease.ttl: a refresh must come before the lease runs out, and one
+ * that comes only just before leaves no room for a single failed refresh. */
+static void check_refresh(const pbs_config *cfg, const config_t *lc, const char *path,
+			  pbs_config_report *r)
+{
+	const config_setting_t *s = config_lookup(lc, "lease.refresh");
+	struct site at;
+
+	if (s == NULL)
+		s = config_lookup(lc, "lease.ttl");
+	if (s == NULL || cfg->lease.refresh == 0)
+		return;
+	at = site_of(s, path);
+	if (cfg->lease.refresh >= cfg->lease.ttl)
+		strlist_addf(&r->errors, "%s:%d: lease.refresh: %d must be less than lease.ttl (%d), "
+			     "or 0 to turn refreshing off", at.file, at.line, cfg->lease.refresh,
+			     cfg->lease.ttl);
+	else if (cfg->lease.refresh * 2 > cfg->lease.ttl)
+		strlist_addf(&r->warnings, "%s:%d: warning: lease.refresh (%d) is more than half of "
+			     "lease.ttl (%d): one failed refresh lets the lease run out", at.file,
+			     at.line, cfg->lease.refresh, cfg->lease.ttl);
 }
 
 /* Warn when the file holds a password and others may read it. */
@@ -973,7 +1025,7 @@ pbs_config *pbs_config_load(const char *path, pbs_config_report *report)
 	int i, n;
 
 	config_init(&lc);
-	cfg = pbs_config_defaults();
+	cfg = config_table_defaults();
 	if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
 		strlist_addf(&report->errors, "%s: out of memory", path);
 		goto fail;
@@ -985,6 +1037,8 @@ pbs_config *pbs_config_load(const char *path, pbs_config_report *report)
 	for (i = 0; i < n; i++)
 		walk_group(cfg, config_setting_get_elem(root, (unsigned)i), path, report);
 	check_combinations(&lc, path, report);
+	derive_defaults(cfg);
+	check_refresh(cfg, &lc, path, report);
 	if (config_lookup(&lc, "redis.socket") != NULL && config_lookup(&lc, "redis.host") == NULL) {
 		free(cfg->redis.host);
 		cfg->redis.host = NULL;

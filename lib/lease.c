@@ -3,6 +3,8 @@
  *   "1|<granted unix seconds>|<service>|<user>"
  * The user comes last so it needs no escaping: everything after the third '|' is the
  * user. Service names are restricted to [a-z0-9-] so they can never contain '|'.
+ * And the revocation records "<prefix>revoked:<subject>" and "<prefix>revoked-user:<user>",
+ * whose version 1 value "1|<revoked unix milliseconds>" says when the last revoke was.
  */
 #include "popbsmtp/lease.h"
 
@@ -33,6 +35,35 @@ int pbs_lease_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]
 	int n = snprintf(out, PBS_KEY_MAX, "%slease:%s", prefix, subject);
 
 	return (n < 0 || n >= PBS_KEY_MAX) ? -1 : 0;
+}
+
+/* "<prefix><kind><name>" into OUT; refused, not truncated. Returns 0 or -1. */
+static int lease_key_of(const char *prefix, const char *kind, const char *name,
+			char out[PBS_KEY_MAX])
+{
+	int n = snprintf(out, PBS_KEY_MAX, "%s%s%s", prefix, kind, name);
+
+	return (n < 0 || n >= PBS_KEY_MAX) ? -1 : 0;
+}
+
+int pbs_lease_revoked_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX])
+{
+	return lease_key_of(prefix, "revoked:", subject, out);
+}
+
+int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX])
+{
+	return lease_key_of(prefix, "revoked-user:", user, out);
+}
+
+size_t pbs_lease_revocation_encode(long long revoked_ms, char out[PBS_REVOCATION_MAX])
+{
+	return (size_t)snprintf(out, PBS_REVOCATION_MAX, "%d|%lld", PBS_LEASE_VERSION, revoked_ms);
+}
+
+int pbs_lease_revocation_ttl(int lease_ttl)
+{
+	return lease_ttl > 43200 ? 2 * lease_ttl : 86400;
 }
 
 const char *pbs_lease_user_problem(const char *user)
@@ -102,6 +133,23 @@ static int lease_number(const char **p, const char *end, long long *value)
 	if (errno != 0 || *stop != '\0')
 		return -1;
 	*p = bar + 1;
+	return 0;
+}
+
+int pbs_lease_revocation_decode(const char *value, size_t len, long long *revoked_ms)
+{
+	char copy[PBS_REVOCATION_MAX + 1];
+	const char *p = copy;
+	long long version;
+
+	/* Parsed as "<version>|<ms>|", the form lease_number() reads. */
+	if (len + 1 >= sizeof copy || memchr(value, '\0', len) != NULL)
+		return -1;
+	memcpy(copy, value, len);
+	copy[len] = '|';
+	if (lease_number(&p, copy + len + 1, &version) != 0 || version != PBS_LEASE_VERSION ||
+	    lease_number(&p, copy + len + 1, revoked_ms) != 0 || p != copy + len + 1)
+		return -1;
 	return 0;
 }
 

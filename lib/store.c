@@ -671,3 +671,152 @@ enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *l
 	freeReplyObject(r);
 	return result;
 }
+
+int pbs_store_mark_revoked(pbs_store *s, const char *subject, const char *user, long long now_ms,
+			   int lease_ttl)
+{
+	char key[PBS_KEY_MAX], value[PBS_REVOCATION_MAX], ttls[16];
+	int bad = subject != NULL ? pbs_lease_revoked_key(s->cfg.prefix, subject, key)
+				  : pbs_lease_revoked_user_key(s->cfg.prefix, user, key);
+
+	if (bad)
+		return store_fail(s, "revocation key too long");
+	if (pbs_store_connect(s) != 0)
+		return -1;
+	pbs_lease_revocation_encode(now_ms, value);
+	snprintf(ttls, sizeof ttls, "%d", pbs_lease_revocation_ttl(lease_ttl));
+	/* The key is binary-safe: a user name may hold any byte but control characters. */
+	redisAppendCommandArgv(s->ctx, 5, (const char *[]){"SET", key, value, "EX", ttls},
+			       (const size_t[]){3, strlen(key), strlen(value), 2, strlen(ttls)});
+	return store_read_replies(s, "revocation record", 1);
+}
+
+/* True when REPLY (an element of an MGET) is a revocation at or after LOGIN_MS. A record
+ * that does not decode counts as a revoke: when in doubt, the revoke wins. */
+static bool revoked_since(const redisReply *reply, long long login_ms)
+{
+	long long revoked_ms;
+
+	if (reply->type == REDIS_REPLY_NIL)
+		return false;
+	if (reply->type != REDIS_REPLY_STRING ||
+	    pbs_lease_revocation_decode(reply->str, reply->len, &revoked_ms) != 0)
+		return true;
+	return revoked_ms >= login_ms;
+}
+
+/* Send COUNT commands in one round trip; on success the replies are in R. An error reply
+ * to any fails the whole (REPLIES freed). Returns 0 or -1. */
+static int store_exchange(pbs_store *s, const char *what, int count, const int *argcs,
+			  const char **const *argvs, redisReply **r)
+{
+	int i;
+
+	if (pbs_store_pipeline(s, count, argcs, argvs, r) != 0)
+		return -1;
+	for (i = 0; i < count; i++)
+		if (r[i]->type == REDIS_REPLY_ERROR)
+			break;
+	if (i == count)
+		return 0;
+	store_reply_fail(s, what, r[i]);
+	for (i = 0; i < count; i++)
+		freeReplyObject(r[i]);
+	return -1;
+}
+
+/* Whether a revoke of SUBJECT or USER came at or after LOGIN_MS, under WATCH of both
+ * records when WATCHING. Returns 1 revoked, 0 not, -1 on error. */
+static int store_revoked(pbs_store *s, const char *subject, const char *user, long long login_ms,
+			 bool watching)
+{
+	char rkey[PBS_KEY_MAX], ukey[PBS_KEY_MAX];
+	const char *watch[3] = {"WATCH", rkey, ukey}, *mget[3] = {"MGET", rkey, ukey};
+	const char **argvs[2] = {watch, mget};
+	const int argcs[2] = {3, 3};
+	redisReply *r[2];
+	int n = watching ? 2 : 1, rc;
+
+	if (pbs_lease_revoked_key(s->cfg.prefix, subject, rkey) != 0 ||
+	    pbs_lease_revoked_user_key(s->cfg.prefix, user, ukey) != 0)
+		return store_fail(s, "revocation key too long");
+	if (store_exchange(s, "revocation check", n, argcs + 2 - n, argvs + 2 - n, r) != 0)
+		return -1;
+	if (r[n - 1]->type != REDIS_REPLY_ARRAY || r[n - 1]->elements != 2)
+		rc = store_fail(s, "Redis at %s: MGET gave an unexpected reply", s->where);
+	else
+		rc = revoked_since(r[n - 1]->element[0], login_ms) ||
+		     revoked_since(r[n - 1]->element[1], login_ms);
+	freeReplyObject(r[0]);
+	if (n == 2)
+		freeReplyObject(r[1]);
+	return rc;
+}
+
+/* Write the session's lease again where none is, unless a revoke came since the login.
+ * The WATCH on the records makes a revoke that lands before the EXEC abort the write. */
+static enum pbs_refresh store_restore(pbs_store *s, const char *key, const char *subject,
+				      const pbs_lease *lease, int ttl, long long login_ms)
+{
+	char value[PBS_LEASE_VALUE_MAX], ttls[16];
+	const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
+	const char *set[6] = {"SET", key, value, "NX", "EX", ttls};
+	const char **argvs[3] = {multi, set, exec};
+	const int argcs[3] = {1, 6, 1};
+	redisReply *r[3];
+	int revoked = store_revoked(s, subject, lease->user, login_ms, true), i;
+	enum pbs_refresh result;
+
+	if (revoked != 0) {
+		/* The WATCH goes with the connection, which the caller drops after the exchange. */
+		pbs_store_disconnect(s);
+		return revoked > 0 ? PBS_REFRESH_REVOKED : PBS_REFRESH_ERROR;
+	}
+	pbs_lease_encode(lease, value);
+	snprintf(ttls, sizeof ttls, "%d", ttl);
+	if (store_exchange(s, "restore", 3, argcs, argvs, r) != 0)
+		return PBS_REFRESH_ERROR;
+	/* EXEC nil: a revocation record changed meanwhile; the next refresh looks again. An
+	 * array holding nil: another login wrote the lease first, which stands. */
+	result = r[2]->type == REDIS_REPLY_ARRAY && r[2]->elements == 1 &&
+			 r[2]->element[0]->type == REDIS_REPLY_STATUS
+		     ? PBS_REFRESH_RESTORED
+		     : PBS_REFRESH_KEPT;
+	for (i = 0; i < 3; i++)
+		freeReplyObject(r[i]);
+	return result;
+}
+
+enum pbs_refresh pbs_store_refresh(pbs_store *s, const char *subject, const pbs_lease *lease,
+				   int ttl, long long login_ms)
+{
+	char key[PBS_KEY_MAX], ttls[16], value[PBS_LEASE_VALUE_MAX];
+	size_t vlen = pbs_lease_encode(lease, value);
+	bool ours;
+	redisReply *r;
+	int revoked;
+
+	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0) {
+		store_fail(s, "lease key too long");
+		return PBS_REFRESH_ERROR;
+	}
+	snprintf(ttls, sizeof ttls, "%d", ttl);
+	/* One command in the common case: the TTL starts afresh, the value stays as it is. */
+	r = pbs_store_command(s, 4, (const char *[]){"GETEX", key, "EX", ttls}, NULL);
+	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+		freeReplyObject(r);
+		return PBS_REFRESH_ERROR;
+	}
+	if (r->type == REDIS_REPLY_NIL) {
+		freeReplyObject(r);
+		return store_restore(s, key, subject, lease, ttl, login_ms);
+	}
+	ours = r->type == REDIS_REPLY_STRING && r->len == vlen && memcmp(r->str, value, vlen) == 0;
+	freeReplyObject(r);
+	if (ours)
+		return PBS_REFRESH_KEPT;
+	/* Another login's lease: it stands. But if this session was revoked and someone took
+	 * the address over meanwhile, the session must learn it now, before the records go. */
+	revoked = store_revoked(s, subject, lease->user, login_ms, false);
+	return revoked < 0 ? PBS_REFRESH_ERROR : revoked ? PBS_REFRESH_REVOKED : PBS_REFRESH_KEPT;
+}

@@ -37,6 +37,7 @@ struct pbs_redis_config {
 
 struct pbs_lease_config {
 	int ttl;
+	int refresh; /* seconds between refreshes of an open session's lease; 0: never */
 	int ipv4_prefix;
 	int ipv6_prefix;
 	pbs_cidr_list never;

@@ -1,7 +1,8 @@
 /*
  * lease.h — the one place that knows how a lease looks in Redis: which key covers an
  * address, and the versioned value "1|<granted>|<service>|<user>" — the only record of
- * whose lease it is (there is no per-user index).
+ * whose lease it is (there is no per-user index). Also the revocation records
+ * popbsmtpctl revoke leaves, so that sessions refreshing their leases stop.
  * docs/lease-schema.md describes the same format for other tools.
  */
 #ifndef POPBSMTP_LEASE_H
@@ -18,6 +19,7 @@
 #define PBS_PREFIX_MAX 64   /* longest redis.prefix */
 #define PBS_KEY_MAX (PBS_PREFIX_MAX + PBS_USER_MAX + 16)
 #define PBS_LEASE_VALUE_MAX (PBS_USER_MAX + PBS_SERVICE_MAX + 32)
+#define PBS_REVOCATION_MAX 32 /* "1|<unix milliseconds>" and its NUL */
 
 typedef struct pbs_lease {
 	char user[PBS_USER_MAX + 1];
@@ -48,5 +50,23 @@ size_t pbs_lease_encode(const pbs_lease *lease, char out[PBS_LEASE_VALUE_MAX]);
 
 /* Decode a stored value of LEN bytes. Returns 0, or -1 when it is not a version-1 lease. */
 int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease);
+
+/* "<prefix>revoked:<subject>", the record of a revoke by address, into OUT (PBS_KEY_MAX
+ * bytes). Returns 0, -1 if too long. */
+int pbs_lease_revoked_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]);
+
+/* "<prefix>revoked-user:<user>", the record of a revoke by user. Returns 0 or -1. */
+int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
+
+/* A revocation record's value, "1|<revoked, Unix milliseconds>", into OUT. Returns the length. */
+size_t pbs_lease_revocation_encode(long long revoked_ms, char out[PBS_REVOCATION_MAX]);
+
+/* Decode a revocation record of LEN bytes into *REVOKED_MS. Returns 0, or -1 if it is none. */
+int pbs_lease_revocation_decode(const char *value, size_t len, long long *revoked_ms);
+
+/* How long a revocation record lives for leases of LEASE_TTL seconds: a day, or twice the
+ * ttl if that is longer — time enough for every open session to see it, even one that
+ * could not reach Redis for a while. */
+int pbs_lease_revocation_ttl(int lease_ttl);
 
 #endif

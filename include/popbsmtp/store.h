@@ -18,6 +18,14 @@ struct redisReply;
 
 enum pbs_lookup { PBS_LOOKUP_FOUND, PBS_LOOKUP_NONE, PBS_LOOKUP_ERROR };
 
+/* What a refresh of an open session's lease did (pbs_store_refresh). */
+enum pbs_refresh {
+	PBS_REFRESH_KEPT,     /* the lease was there (the session's or another login's): TTL reset */
+	PBS_REFRESH_RESTORED, /* it was gone and nothing revoked it: written again */
+	PBS_REFRESH_REVOKED,  /* a revoke since the session's login: stop refreshing */
+	PBS_REFRESH_ERROR     /* Redis could not be asked; pbs_store_error says why */
+};
+
 /* A handle for CFG (copied). Connects on first use. NULL only when out of memory. */
 pbs_store *pbs_store_new(const struct pbs_redis_config *cfg);
 
@@ -39,6 +47,19 @@ int pbs_store_connect(pbs_store *store);
 /* Write LEASE for SUBJECT with TTL seconds: one SET ... EX, one round trip. A lease
  * already there (whoever held it) is replaced and its time starts afresh. Returns 0 or -1. */
 int pbs_store_grant(pbs_store *store, const char *subject, const pbs_lease *lease, int ttl);
+
+/* Keep the lease of a session that logged in at LOGIN_MS (Unix ms) and holds LEASE on
+ * SUBJECT alive for TTL more seconds: GETEX resets the TTL of whatever lease is there. If
+ * the lease is gone or another's, a revocation record for SUBJECT or the user newer than
+ * the login means REVOKED; otherwise a missing lease is written again (SET NX, under WATCH
+ * of the records so a revoke in between wins). */
+enum pbs_refresh pbs_store_refresh(pbs_store *store, const char *subject, const pbs_lease *lease,
+				   int ttl, long long login_ms);
+
+/* Record a revoke at NOW_MS (Unix ms) of SUBJECT, or of USER's leases when SUBJECT is NULL,
+ * for open sessions to see; it lives pbs_lease_revocation_ttl(LEASE_TTL). Returns 0 or -1. */
+int pbs_store_mark_revoked(pbs_store *store, const char *subject, const char *user,
+			   long long now_ms, int lease_ttl);
 
 /* One GET of SUBJECT's lease. On FOUND fills LEASE; a value that does not decode is an error. */
 enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);

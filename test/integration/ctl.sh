@@ -4,10 +4,12 @@
 # and JSON output (the JSON is parsed and its fields asserted), IPv4 /24 and IPv6 /64 and
 # /48 lease subjects, a grant writing the lease key and nothing else, revoke --user leaving
 # other users' leases alone (also a lease another user took over between its GET and its
-# EXEC, made to happen by a proxy), check agreeing with lease.never, list, list --user and
+# EXEC, made to happen by a proxy), the revocation records revoke and revoke --user leave
+# for open Dovecot sessions, check agreeing with lease.never, list, list --user and
 # revoke --user over 20,000 leases walked with SCAN (never KEYS, checked in INFO
 # commandstats), JSON of awkward user names, and every error path: its exit status, one
-# line on stderr, and no change to Redis (a dump of every key before and after).
+# line on stderr, and no change to Redis (a dump of every key before and after; a revoke
+# that fails after writing its record is checked on its own).
 #
 # Environment:
 #   PBS_KEEP_TMP=1   keep the temp dir (Redis logs, configs, the last output).
@@ -347,8 +349,16 @@ pbs_check_eq "list --json --user bob: all bob's" "198.51.100.0/24 2001:db8:1:2::
 run --json list --user nobody
 pbs_check_eq "list --json --user nobody: empty, exit 0" "0 0 []" "$RC $(jpy 'str(d["count"]) + " " + str(d["leases"])')"
 
+t_revoke=$(date +%s%3N)
 run revoke --user alice
 pbs_check_eq "revoke --user alice: exit 0" 0 "$RC"
+# The record that stops open sessions (the Dovecot plugin) from refreshing her leases.
+record=$(rcli "$MAIN_PORT" GET popbsmtp:revoked-user:alice)
+check_re "revoke --user alice: record popbsmtp:revoked-user:alice is 1|<ms>" '^1\|[0-9]{13}$' "$record"
+pbs_check_le "revoke --user alice: the record holds the revoke time (ms off)" 5000 \
+	$(( ${record#1|} > t_revoke ? ${record#1|} - t_revoke : t_revoke - ${record#1|} ))
+pbs_check_eq "revoke --user alice: the record lives a day" 86400 \
+	"$(( $(rcli "$MAIN_PORT" TTL popbsmtp:revoked-user:alice) > 86390 ? 86400 : 0 ))"
 pbs_check_eq "revoke --user alice: names what it removed" \
 	"2 leases of alice revoked|revoked 192.0.2.0/24|revoked 2001:db8:9::/64|" \
 	"$(printf '%s\n' "$OUT" | sort | tr '\n' '|')"
@@ -369,6 +379,8 @@ run revoke 203.0.113.200
 pbs_check_eq "revoke 203.0.113.200 (bob's /24): exit 0" 0 "$RC"
 pbs_check_eq "revoke ADDR: output" "revoked 203.0.113.0/24" "$OUT"
 pbs_check_eq "revoke ADDR: the lease is gone" 0 "$(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:203.0.113.0/24)"
+check_re "revoke ADDR: record popbsmtp:revoked:203.0.113.0/24 is 1|<ms>" '^1\|[0-9]{13}$' \
+	"$(rcli "$MAIN_PORT" GET popbsmtp:revoked:203.0.113.0/24)"
 run --json list --user bob
 pbs_check_eq "revoke ADDR: bob's other leases stay" "198.51.100.0/24 2001:db8:1:2::/64" \
 	"$(jpy '" ".join(sorted(l["subject"] for l in d["leases"]))')"
@@ -523,7 +535,16 @@ err_case "flush --no" 2 "confirm with: flush --yes" "$PBS_CONF" flush --no
 # A key that does not hold a lease: a Redis-side error (3), named, nothing removed.
 rcli "$MAIN_PORT" SET popbsmtp:lease:198.18.9.0/24 "garbage" EX 600 >/dev/null
 err_case "check a key holding garbage" 3 "popbsmtp:lease:198\.18\.9\.0/24 does not hold a valid lease" "$PBS_CONF" check 198.18.9.1
-err_case "revoke a key holding garbage" 3 "does not hold a valid lease" "$PBS_CONF" revoke 198.18.9.1
+# revoke leaves its record before it looks at the lease: the garbage stays, the record is there.
+ctl_run "$PBS_CONF" revoke 198.18.9.1
+pbs_check_eq "revoke a key holding garbage: exit 3" 3 "$RC"
+check_one_error_line "revoke a key holding garbage"
+pbs_check_match "revoke a key holding garbage: message" "does not hold a valid lease" "$ERR"
+pbs_check_eq "revoke a key holding garbage: the key stays" garbage \
+	"$(rcli "$MAIN_PORT" GET popbsmtp:lease:198.18.9.0/24)"
+check_re "revoke a key holding garbage: its revocation record was written first" '^1\|[0-9]{13}$' \
+	"$(rcli "$MAIN_PORT" GET popbsmtp:revoked:198.18.9.0/24)"
+rcli "$MAIN_PORT" DEL popbsmtp:revoked:198.18.9.0/24 >/dev/null
 ctl_run "$PBS_CONF" list
 pbs_check_eq "list with a garbage key among the leases: exit 3" 3 "$RC"
 rcli "$MAIN_PORT" DEL popbsmtp:lease:198.18.9.0/24 >/dev/null
@@ -813,7 +834,8 @@ ms_revoke_user=$(($(now_ms) - t))
 pbs_check_eq "revoke --user user7 among 20,000 users: exit 0, 4 revoked" \
 	"0 4 leases of user7 revoked|revoked 10.0.0.7|revoked 10.250.0.1|revoked 10.250.0.2|revoked 10.250.0.3|" \
 	"$RC $(printf '%s\n' "$OUT" | sort | tr '\n' '|')"
-pbs_check_eq "revoke --user user7: every other user's lease stays" $((N - 1)) "$(rcli "$BIG_PORT" DBSIZE)"
+pbs_check_eq "revoke --user user7: every other user's lease stays, and its record is added" \
+	"$N 1" "$(rcli "$BIG_PORT" DBSIZE) $(rcli "$BIG_PORT" EXISTS popbsmtp:revoked-user:user7)"
 pbs_check_eq "revoke --user user7: user70, user700, user7000 keep theirs" \
 	"1|$NOW|imap|user70 1|$NOW|imap|user700 1|$NOW|imap|user7000" \
 	"$(rcli "$BIG_PORT" MGET popbsmtp:lease:10.0.0.70 popbsmtp:lease:10.0.2.188 popbsmtp:lease:10.0.27.88 | paste -sd' ' -)"
@@ -825,7 +847,8 @@ t=$(now_ms)
 ctl_run "$BIG_CONF" flush --yes
 ms_flush=$(($(now_ms) - t))
 pbs_check_eq "flush --yes of 20,000" "0 removed $((N - 1)) leases" "$RC $OUT"
-pbs_check_eq "flush --yes of 20,000: DBSIZE 0" 0 "$(rcli "$BIG_PORT" DBSIZE)"
+pbs_check_eq "flush --yes of 20,000: only the revocation record remains" \
+	"1 popbsmtp:revoked-user:user7" "$(rcli "$BIG_PORT" DBSIZE) $(rcli "$BIG_PORT" --scan)"
 pbs_check_nomatch "--user and flush used no KEYS either" '^cmdstat_keys:' "$(rcli "$BIG_PORT" INFO commandstats | tr -d '\r')"
 echo "# flush of $N leases: ${ms_flush} ms"
 

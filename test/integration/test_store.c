@@ -776,6 +776,107 @@ static void test_socket_close_on_exec(void **state)
 	pbs_store_free(s);
 }
 
+/* The value stored under KEY, or "" when there is none. */
+static void get_value(pbs_store *s, const char *key, char *out, size_t len)
+{
+	redisReply *r = cmd(s, "GET", key, (const char *)NULL);
+
+	snprintf(out, len, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+	freeReplyObject(r);
+}
+
+/* A session's refresh in every case the plugin meets: its own lease (the TTL starts
+ * afresh), a lost one (written again), another login's (kept as it stands), a revoke
+ * since the login (stop), a revoke before it (no stop), an unreadable record (stop). */
+static void test_refresh(void **state)
+{
+	pbs_store *s = admin_store();
+	pbs_lease mine, other;
+	char value[PBS_LEASE_VALUE_MAX], got[PBS_LEASE_VALUE_MAX], rec[PBS_REVOCATION_MAX];
+	long long login = 1714641243123LL;
+
+	(void)state;
+	assert_null(pbs_lease_make(&mine, "alice", "imap", login / 1000));
+	assert_null(pbs_lease_make(&other, "bob", "pop3", login / 1000 + 5));
+	pbs_lease_encode(&mine, value);
+
+	/* Its own lease, TTL nearly run out: one GETEX, the TTL is the full one again. */
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &mine, 2), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login), PBS_REFRESH_KEPT);
+	assert_true(cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL) > 590);
+	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
+	assert_string_equal(got, value);
+
+	/* Lost (an emptied Redis): written again with the session's own value. */
+	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
+	                 PBS_REFRESH_RESTORED);
+	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
+	assert_string_equal(got, value);
+	assert_true(cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL) > 590);
+
+	/* Another login took the address over: its lease stays as it is, its TTL refreshed. */
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &other, 5), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login), PBS_REFRESH_KEPT);
+	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
+	assert_string_equal(got, "1|1714641248|pop3|bob");
+	assert_true(cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL) > 590);
+
+	/* A revoke before the login does not stop the session: the lease comes back. */
+	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
+	assert_int_equal(pbs_store_mark_revoked(s, "192.0.2.7", NULL, login - 1, 600), 0);
+	assert_int_equal(pbs_store_mark_revoked(s, NULL, "alice", login - 1, 600), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
+	                 PBS_REFRESH_RESTORED);
+	get_value(s, "popbsmtp:revoked:192.0.2.7", rec, sizeof rec);
+	assert_string_equal(rec, "1|1714641243122");
+	assert_true(cmd_int(s, "TTL", "popbsmtp:revoked-user:alice", NULL) > 86390);
+
+	/* A revoke of the user at the login's very millisecond stops it; nothing is written. */
+	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
+	assert_int_equal(pbs_store_mark_revoked(s, NULL, "alice", login, 600), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
+	                 PBS_REFRESH_REVOKED);
+	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:lease:192.0.2.7", NULL), 0);
+	/* ...also when another login took the address over meanwhile: that lease stands. */
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &other, 600), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
+	                 PBS_REFRESH_REVOKED);
+	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
+	assert_string_equal(got, "1|1714641248|pop3|bob");
+	/* Bob's session is not touched by alice's revoke. */
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &other, 600, login), PBS_REFRESH_KEPT);
+
+	/* A revoke of the address stops every session there, whoever's. */
+	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
+	assert_int_equal(pbs_store_mark_revoked(s, "192.0.2.7", NULL, login + 1000, 600), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &other, 600, login),
+	                 PBS_REFRESH_REVOKED);
+
+	/* A record that does not decode counts as a revoke. */
+	cmd_int(s, "DEL", "popbsmtp:revoked:192.0.2.7", NULL);
+	freeReplyObject(cmd(s, "SET", "popbsmtp:revoked:192.0.2.7", "junk", (const char *)NULL));
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &other, 600, login),
+	                 PBS_REFRESH_REVOKED);
+	pbs_store_free(s);
+}
+
+/* Redis unreachable: a refresh and a revocation record fail, quickly, with the reason. */
+static void test_refresh_refused(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_DEAD_PORT"), 200);
+	pbs_store *s = open_store(&c);
+	pbs_lease l;
+
+	(void)state;
+	make_lease(&l, "alice", "imap");
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &l, 60, 0), PBS_REFRESH_ERROR);
+	assert_contains(pbs_store_error(s), "Connection refused");
+	assert_int_equal(pbs_store_mark_revoked(s, NULL, "alice", 0, 60), -1);
+	assert_contains(pbs_store_error(s), "Connection refused");
+	pbs_store_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -799,6 +900,8 @@ int main(void)
 	    cmocka_unit_test(test_command_error_reply),
 	    cmocka_unit_test_setup(test_readonly_replica, flush_all),
 	    cmocka_unit_test(test_socket_close_on_exec),
+	    cmocka_unit_test_setup(test_refresh, flush_all),
+	    cmocka_unit_test(test_refresh_refused),
 	};
 
 	/* As in every popbsmtp program: a write to a dropped connection is an error, not death. */

@@ -153,6 +153,7 @@ static void assert_defaults(const pbs_config *cfg)
 	assert_string_equal(cfg->redis.prefix, "popbsmtp:");
 	assert_int_equal(cfg->redis.timeout_ms, 250);
 	assert_int_equal(cfg->lease.ttl, 1800);
+	assert_int_equal(cfg->lease.refresh, 300);
 	assert_int_equal(cfg->lease.ipv4_prefix, 32);
 	assert_int_equal(cfg->lease.ipv6_prefix, 64);
 	assert_int_equal(cfg->lease.never.count, 0);
@@ -231,6 +232,7 @@ static void test_full_file(void **state)
 	assert_string_equal(cfg->redis.prefix, "pbs-test:");
 	assert_int_equal(cfg->redis.timeout_ms, 1500);
 	assert_int_equal(cfg->lease.ttl, 3600);
+	assert_int_equal(cfg->lease.refresh, 900);
 	assert_int_equal(cfg->lease.ipv4_prefix, 24);
 	assert_int_equal(cfg->lease.ipv6_prefix, 56);
 	assert_true(cidrs_are(&cfg->lease.never, never));
@@ -763,6 +765,11 @@ static const struct line_row line_rows[] = {
     {"lease: { ttl = 1800L; };", NULL, "ttl", 1800},
     {"lease: { ttl = 6000000000L; };", "lease.ttl: 6000000000 is out of range (1..2678400)", NULL,
      0},
+    {"lease: { refresh = -1; };", "lease.refresh: -1 is out of range (0..2678399)", NULL, 0},
+    {"lease: { refresh = 0; };", NULL, "refresh", 0},
+    {"lease: { ttl = 2678400; refresh = 2678399; };", NULL, "refresh", 2678399},
+    {"lease: { refresh = 2678400; };", "lease.refresh: 2678400 is out of range (0..2678399)", NULL,
+     0},
     {"lease: { ipv4_prefix = 0; };", NULL, "ipv4_prefix", 0},
     {"lease: { ipv4_prefix = 32; };", NULL, "ipv4_prefix", 32},
     {"lease: { ipv4_prefix = 33; };", "lease.ipv4_prefix: 33 is out of range (0..32)", NULL, 0},
@@ -870,6 +877,7 @@ static long long int_field(const pbs_config *cfg, const char *key)
 		size_t offset;
 	} fields[] = {
 	    {"ttl", offsetof(pbs_config, lease.ttl)},
+	    {"refresh", offsetof(pbs_config, lease.refresh)},
 	    {"ipv4_prefix", offsetof(pbs_config, lease.ipv4_prefix)},
 	    {"ipv6_prefix", offsetof(pbs_config, lease.ipv6_prefix)},
 	    {"port", offsetof(pbs_config, redis.port)},
@@ -994,6 +1002,76 @@ static void test_password_mode_warning(void **state)
 	cfg = pbs_config_load(path, &r);
 	assert_non_null(cfg);
 	assert_int_equal(r.warnings.count, 0);
+	pbs_config_free(cfg);
+	pbs_config_report_free(&r);
+}
+
+/* lease.refresh: unset, it is a sixth of lease.ttl (at least 1 s, off for a ttl of 1);
+ * set, it must be 0 or below lease.ttl, and draws a warning above half of it. */
+static void test_lease_refresh(void **state)
+{
+	static const struct {
+		const char *lease; /* the lease group's body */
+		int refresh;       /* -1: refused */
+		size_t warnings;
+	} rows[] = {
+	    {"ttl = 60;", 10, 0},
+	    {"ttl = 3;", 1, 0},
+	    {"ttl = 2;", 1, 0},
+	    {"ttl = 1;", 0, 0},
+	    {"ttl = 3;\n refresh = 1;", 1, 0},
+	    {"ttl = 1800;\n refresh = 0;", 0, 0},
+	    {"ttl = 1;\n refresh = 0;", 0, 0},
+	    {"ttl = 600;\n refresh = 300;", 300, 0},
+	    {"ttl = 600;\n refresh = 301;", 301, 1},
+	    {"ttl = 600;\n refresh = 599;", 599, 1},
+	    {"ttl = 600;\n refresh = 600;", -1, 0},
+	    {"ttl = 60;\n refresh = 61;", -1, 0},
+	    {"refresh = 1800;", -1, 0},
+	};
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX], text[128];
+	pbs_config *cfg;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		snprintf(text, sizeof text, "lease: {\n %s\n};\n", rows[i].lease);
+		write_file("refresh.conf", text, 0644, path, sizeof path);
+		cfg = pbs_config_load(path, &r);
+		if (rows[i].refresh < 0) {
+			if (cfg != NULL || r.errors.count != 1)
+				fail_msg("'%s': loaded, or not exactly one error", rows[i].lease);
+			assert_non_null(strstr(r.errors.items[0], ": lease.refresh: "));
+			assert_non_null(strstr(r.errors.items[0], "must be less than lease.ttl"));
+		} else {
+			if (cfg == NULL || cfg->lease.refresh != rows[i].refresh)
+				fail_msg("'%s': refresh %d, expected %d", rows[i].lease,
+				         cfg ? cfg->lease.refresh : -1, rows[i].refresh);
+			if (r.warnings.count != rows[i].warnings)
+				fail_msg("'%s': %zu warning(s), expected %zu", rows[i].lease,
+				         r.warnings.count, rows[i].warnings);
+		}
+		pbs_config_free(cfg);
+		pbs_config_report_free(&r);
+	}
+
+	/* The error names the line of lease.refresh, and says what to do. */
+	write_file("refresh.conf", "lease: {\n ttl = 60;\n refresh = 90;\n};\n", 0644, path,
+	           sizeof path);
+	assert_null(pbs_config_load(path, &r));
+	assert_int_equal(r.errors.count, 1);
+	snprintf(text, sizeof text, ":3: lease.refresh: 90 must be less than lease.ttl (60), or 0");
+	assert_non_null(strstr(r.errors.items[0], text));
+	pbs_config_report_free(&r);
+	/* A warning line says why. */
+	write_file("refresh.conf", "lease: {\n ttl = 60;\n refresh = 40;\n};\n", 0644, path,
+	           sizeof path);
+	cfg = pbs_config_load(path, &r);
+	assert_non_null(cfg);
+	assert_int_equal(r.warnings.count, 1);
+	assert_non_null(strstr(r.warnings.items[0], ":3: warning: lease.refresh (40) is more "
+	                                            "than half of lease.ttl (60)"));
 	pbs_config_free(cfg);
 	pbs_config_report_free(&r);
 }
@@ -1182,6 +1260,7 @@ int main(void)
 	    cmocka_unit_test(test_line_table),
 	    cmocka_unit_test(test_huge_int_without_suffix),
 	    cmocka_unit_test(test_password_mode_warning),
+	    cmocka_unit_test(test_lease_refresh),
 	    cmocka_unit_test(test_check),
 	    cmocka_unit_test(test_report_accumulates),
 	    cmocka_unit_test(test_key_names),

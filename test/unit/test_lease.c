@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,6 +395,77 @@ static void test_make(void **state)
 	assert_true(lease.granted == 1700000000LL);
 }
 
+/* The revocation records: their keys, with the longest prefix and user, and refused
+ * rather than truncated when too long. */
+static void test_revoked_keys(void **state)
+{
+	char key[PBS_KEY_MAX];
+	char *user, *prefix;
+
+	(void)state;
+	assert_int_equal(pbs_lease_revoked_key("popbsmtp:", "192.0.2.7", key), 0);
+	assert_string_equal(key, "popbsmtp:revoked:192.0.2.7");
+	assert_int_equal(pbs_lease_revoked_key("popbsmtp:", "2001:db8:1:2::/64", key), 0);
+	assert_string_equal(key, "popbsmtp:revoked:2001:db8:1:2::/64");
+	assert_int_equal(pbs_lease_revoked_user_key("popbsmtp:", "alice@example.org", key), 0);
+	assert_string_equal(key, "popbsmtp:revoked-user:alice@example.org");
+	/* A user name is taken as it is: ':' and '|' are just bytes of the key. */
+	assert_int_equal(pbs_lease_revoked_user_key("", "bob|x:y", key), 0);
+	assert_string_equal(key, "revoked-user:bob|x:y");
+
+	prefix = repeat('p', PBS_PREFIX_MAX);
+	user = repeat('u', PBS_USER_MAX);
+	assert_int_equal(pbs_lease_revoked_user_key(prefix, user, key), 0);
+	assert_int_equal(strlen(key), PBS_PREFIX_MAX + strlen("revoked-user:") + PBS_USER_MAX);
+	free(user);
+	user = repeat('u', PBS_KEY_MAX);
+	assert_int_equal(pbs_lease_revoked_user_key(prefix, user, key), -1);
+	assert_int_equal(pbs_lease_revoked_key(prefix, user, key), -1);
+	free(user);
+	free(prefix);
+}
+
+/* A revocation record's value: "1|<ms>" both ways, and everything else refused. */
+static void test_revocation_value(void **state)
+{
+	static const char *const bad[] = {
+	    "", "1", "1|", "|1714641243123", "2|1714641243123", "1|17146x", "1|-5", "1| 5",
+	    "1|5|", "1|1714641243123|imap|alice", "1|99999999999999999999999", "01x|5", NULL};
+	char value[PBS_REVOCATION_MAX];
+	long long ms = -1;
+	size_t i, len;
+
+	(void)state;
+	len = pbs_lease_revocation_encode(1714641243123LL, value);
+	assert_string_equal(value, "1|1714641243123");
+	assert_int_equal(len, strlen(value));
+	assert_int_equal(pbs_lease_revocation_decode(value, len, &ms), 0);
+	assert_true(ms == 1714641243123LL);
+	assert_int_equal(pbs_lease_revocation_decode("1|0", 3, &ms), 0);
+	assert_true(ms == 0);
+	/* The longest value there can be fits the buffer. */
+	len = pbs_lease_revocation_encode(LLONG_MAX, value);
+	assert_true(len < PBS_REVOCATION_MAX);
+	assert_int_equal(pbs_lease_revocation_decode(value, len, &ms), 0);
+	assert_true(ms == LLONG_MAX);
+	for (i = 0; bad[i] != NULL; i++)
+		if (pbs_lease_revocation_decode(bad[i], strlen(bad[i]), &ms) == 0)
+			fail_msg("'%s' decoded as a revocation", bad[i]);
+	/* A NUL inside is refused, as for leases. */
+	assert_int_equal(pbs_lease_revocation_decode("1|5\0", 4, &ms), -1);
+}
+
+/* Records outlive the leases they revoke: a day at least, twice the ttl when longer. */
+static void test_revocation_ttl(void **state)
+{
+	(void)state;
+	assert_int_equal(pbs_lease_revocation_ttl(1), 86400);
+	assert_int_equal(pbs_lease_revocation_ttl(1800), 86400);
+	assert_int_equal(pbs_lease_revocation_ttl(43200), 86400);
+	assert_int_equal(pbs_lease_revocation_ttl(43201), 86402);
+	assert_int_equal(pbs_lease_revocation_ttl(31 * 86400), 62 * 86400);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -407,6 +479,9 @@ int main(void)
 	    cmocka_unit_test(test_user_problem),
 	    cmocka_unit_test(test_service_problem),
 	    cmocka_unit_test(test_make),
+	    cmocka_unit_test(test_revoked_keys),
+	    cmocka_unit_test(test_revocation_value),
+	    cmocka_unit_test(test_revocation_ttl),
 	};
 
 	return cmocka_run_group_tests_name("lease", tests, NULL, NULL);

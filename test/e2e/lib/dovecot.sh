@@ -1,20 +1,24 @@
 # dovecot.sh — a private Dovecot 2.3 instance (IMAP and POP3 on loopback) that runs the
-# popbsmtp post-login hook, and curl login helpers, for popbsmtp's end-to-end tests and the
-# demo (bash, sourced after common.sh). The system Dovecot is never touched: the instance has
-# its own config, base_dir, state_dir, log and instance name under $PBS_TMP/dovecot.
+# popbsmtp post-login hook, the popbsmtp mail plugin, or both, and curl login helpers, for
+# popbsmtp's end-to-end tests and the demo (bash, sourced after common.sh). The system Dovecot
+# is never touched: the instance has its own config, base_dir, state_dir, log and instance
+# name under $PBS_TMP/dovecot.
 
 DOVECOT_USERS="alice bob"    # the passwd-file users; every one's password is DOVECOT_PASS
 DOVECOT_PASS=secret
+DOVECOT_PLUGIN_DIR=""        # plugin mode (pbs_start_dovecot_plugin) when set
+DOVECOT_PLUGIN_CONF=""
 
 # pbs_start_dovecot HOOK_CMD… — start the instance with HOOK_CMD (the hook's path and its
 # options, e.g. /path/popbsmtp-postlogin -c FILE) as post-login script of both imap and pop3.
 # The hook runs as the dovecot user, so HOOK_CMD's files must be readable by it. Sets
-# DOVECOT_DIR, DOVECOT_CONF, DOVECOT_LOG, DOVECOT_IMAP_PORT, DOVECOT_POP3_PORT and
-# DOVECOT_AUTH_SOCKET (SASL socket for a private Postfix). Stopped on exit; calling it again
-# replaces the running instance (e.g. to change HOOK_CMD).
+# DOVECOT_DIR, DOVECOT_CONF, DOVECOT_LOG, DOVECOT_IMAP_PORT, DOVECOT_POP3_PORT,
+# DOVECOT_LMTP_PORT (plugin mode) and DOVECOT_AUTH_SOCKET (SASL socket for a private
+# Postfix). Stopped on exit; calling it again replaces the running instance (e.g. to change
+# HOOK_CMD). In plugin mode HOOK_CMD may be empty (the plugin alone) or given (both at once).
 pbs_start_dovecot() {
 	local word
-	[ $# -gt 0 ] || { echo "pbs_start_dovecot: no hook command" >&2; return 1; }
+	[ $# -gt 0 ] || [ -n "$DOVECOT_PLUGIN_DIR" ] || { echo "pbs_start_dovecot: no hook command" >&2; return 1; }
 	# Dovecot splits "executable" on blanks, so no word of HOOK_CMD may contain one.
 	for word in "$@"; do
 		case $word in "" | *[[:space:]]*) echo "pbs_start_dovecot: bad word '$word'" >&2; return 1 ;; esac
@@ -25,8 +29,12 @@ pbs_start_dovecot() {
 	DOVECOT_AUTH_SOCKET="$DOVECOT_DIR/auth-postfix"
 	DOVECOT_IMAP_PORT=$(pbs_free_port)
 	DOVECOT_POP3_PORT=$(pbs_free_port)
-	# Two calls in a row can hand out the same port; ask again until they differ.
+	DOVECOT_LMTP_PORT=$(pbs_free_port)
+	# Calls in a row can hand out the same port; ask again until they differ.
 	while [ "$DOVECOT_POP3_PORT" = "$DOVECOT_IMAP_PORT" ]; do DOVECOT_POP3_PORT=$(pbs_free_port); done
+	while [ "$DOVECOT_LMTP_PORT" = "$DOVECOT_IMAP_PORT" ] || [ "$DOVECOT_LMTP_PORT" = "$DOVECOT_POP3_PORT" ]; do
+		DOVECOT_LMTP_PORT=$(pbs_free_port)
+	done
 	pbs_stop_dovecot "$DOVECOT_DIR/run"
 	pbs_dovecot_files "$*" || return 1
 	pbs_on_cleanup "pbs_stop_dovecot '$DOVECOT_DIR/run'"
@@ -34,6 +42,18 @@ pbs_start_dovecot() {
 	dovecot -c "$DOVECOT_CONF" </dev/null >"$DOVECOT_DIR/dovecot.out" 2>&1 || { pbs_dovecot_why; return 1; }
 	pbs_wait_port "$DOVECOT_IMAP_PORT" 5 && pbs_wait_port "$DOVECOT_POP3_PORT" 5 ||
 		{ pbs_dovecot_why; return 1; }
+}
+
+# pbs_start_dovecot_plugin PLUGIN_DIR CONF [HOOK_CMD…] — start the instance in plugin mode:
+# lib90_popbsmtp_plugin.so from PLUGIN_DIR in every mail process (mail_plugins for all
+# services, so LMTP, LDA and doveadm load it too and must write no lease) with
+# popbsmtp_config = CONF, and LMTP on DOVECOT_LMTP_PORT; with HOOK_CMD the hook runs too.
+# The mail processes run as nobody: CONF must be readable by it.
+pbs_start_dovecot_plugin() {
+	DOVECOT_PLUGIN_DIR=$1
+	DOVECOT_PLUGIN_CONF=$2
+	shift 2
+	pbs_start_dovecot "$@"
 }
 
 # pbs_dovecot_files HOOK_CMD — create DOVECOT_DIR afresh: run/state dirs, users, config.
@@ -50,7 +70,8 @@ pbs_dovecot_files() {
 	chmod 644 "$DOVECOT_DIR/users" "$DOVECOT_CONF"
 }
 
-# pbs_dovecot_conf HOOK_CMD — print dovecot.conf for the instance (FACTS §4 and §6).
+# pbs_dovecot_conf HOOK_CMD — print dovecot.conf for the instance (FACTS §4 and §6); HOOK_CMD
+# may be empty in plugin mode.
 pbs_dovecot_conf() {
 	cat <<EOF
 protocols = imap pop3
@@ -94,13 +115,38 @@ service pop3-login {
     port = 0
   }
 }
-# The post-login hook: one service per protocol, so the hook learns the protocol from -s.
+$(pbs_dovecot_conf_mail "$1")
+$([ -n "$1" ] && pbs_dovecot_conf_hook "$1")
+$([ -n "$DOVECOT_PLUGIN_DIR" ] && pbs_dovecot_conf_plugin)
+# SASL for a private Postfix (smtpd_sasl_type = dovecot, smtpd_sasl_path = this socket).
+service auth {
+  unix_listener $DOVECOT_AUTH_SOCKET {
+    mode = 0666
+  }
+}
+EOF
+}
+
+# pbs_dovecot_conf_mail HOOK_CMD — the imap and pop3 services: with HOOK_CMD through their
+# post-login services, one per protocol so the hook learns the protocol from -s.
+pbs_dovecot_conf_mail() {
+	local imap=imap pop3=pop3
+	[ -n "$1" ] && imap="imap imap-postlogin" && pop3="pop3 pop3-postlogin"
+	cat <<EOF
 service imap {
-  executable = imap imap-postlogin
+  executable = $imap
+  # The plugin's 200-session test holds that many IMAP processes.
+  process_limit = 1024
 }
 service pop3 {
-  executable = pop3 pop3-postlogin
+  executable = $pop3
 }
+EOF
+}
+
+# pbs_dovecot_conf_hook HOOK_CMD — the two post-login services running HOOK_CMD.
+pbs_dovecot_conf_hook() {
+	cat <<EOF
 service imap-postlogin {
   executable = script-login $1 -s imap
   user = \$default_internal_user
@@ -119,10 +165,24 @@ service pop3-postlogin {
   unix_listener pop3-postlogin {
   }
 }
-# SASL for a private Postfix (smtpd_sasl_type = dovecot, smtpd_sasl_path = this socket).
-service auth {
-  unix_listener $DOVECOT_AUTH_SOCKET {
-    mode = 0666
+EOF
+}
+
+# pbs_dovecot_conf_plugin — the popbsmtp plugin for every mail process, and LMTP.
+pbs_dovecot_conf_plugin() {
+	cat <<EOF
+protocols = \$protocols lmtp
+mail_plugin_dir = $DOVECOT_PLUGIN_DIR
+mail_plugins = \$mail_plugins popbsmtp
+# Many test sessions share a user and an address.
+mail_max_userip_connections = 1000
+plugin {
+  popbsmtp_config = $DOVECOT_PLUGIN_CONF
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $DOVECOT_LMTP_PORT
   }
 }
 EOF
@@ -183,3 +243,47 @@ pbs_dovecot_log_since() {
 	done
 	tail -c +$((mark + 1)) "$DOVECOT_LOG"
 }
+
+# ---- IMAP sessions held open in IDLE (imap_idle.py), for the plugin's tests ----
+
+# pbs_idle_start NAME USER SRC… — log USER in over IMAP once from each SRC and keep the
+# sessions idling in the background (group NAME, a shell word). Sets PBS_IDLE_OK to how
+# many logged in. Call it, and pbs_idle_cmd, in this shell, not in $(…).
+pbs_idle_start() {
+	local name=$1 user=$2 dir="$PBS_TMP/idle-$1"
+	shift 2
+	rm -rf "$dir" && mkdir -p "$dir" && mkfifo "$dir/in" || return 1
+	"$PBS_LIB/imap_idle.py" "$DOVECOT_IMAP_PORT" "$user" "$DOVECOT_PASS" "$@" \
+		<"$dir/in" >"$dir/out" 2>"$dir/err" &
+	pbs_track_pid $!
+	# The write end stays open in this shell: closing it logs every session out.
+	eval "exec {PBS_IDLE_FD_$name}>'$dir/in'"
+	PBS_IDLE_OK=$(pbs_idle_answer "$name" 0 ready)
+}
+
+# pbs_idle_cmd NAME noop|logout — send the command to every session of NAME; set PBS_IDLE_OK
+# to how many answered OK. After logout the group is gone.
+pbs_idle_cmd() {
+	local name=$1 fd seen
+	seen=$(wc -l <"$PBS_TMP/idle-$name/out")
+	fd=$(eval "echo \$PBS_IDLE_FD_$name")
+	echo "$2" >&"$fd"
+	PBS_IDLE_OK=$(pbs_idle_answer "$name" "$seen" "$2 ok")
+	if [ "$2" = logout ]; then eval "exec {PBS_IDLE_FD_$name}>&-"; fi
+}
+
+# pbs_idle_answer NAME SEEN WORDS — wait (up to 120 s) for a line after the first SEEN lines
+# of NAME's output that starts with WORDS; print its count, or nothing on a timeout.
+pbs_idle_answer() {
+	local out="$PBS_TMP/idle-$1/out" i=0 line
+	while [ $i -lt 2400 ]; do
+		line=$(tail -n +$(($2 + 1)) "$out" | grep -m1 "^$3 ")
+		[ -n "$line" ] && { echo "${line##* }"; return 0; }
+		sleep 0.05
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# pbs_idle_errors NAME — what went wrong in NAME's sessions (the helper's stderr).
+pbs_idle_errors() { cat "$PBS_TMP/idle-$1/err"; }

@@ -1,0 +1,235 @@
+/*
+ * popbsmtp-plugin.c — the Dovecot 2.3 mail plugin "popbsmtp". At an IMAP or POP3 login it
+ * writes the lease popbsmtp-postlogin would write, and while the session lasts it keeps
+ * the lease alive every lease.refresh seconds from a timer on Dovecot's own ioloop (no
+ * thread, no process, no connection held between refreshes). Glue only: the lease and
+ * revocation formats are lib/lease.c, every Redis exchange is lib/store.c and bounded by
+ * redis.timeout_ms. It never fails a login or a session: a problem is one log line.
+ * Dovecot fixes the exported names: popbsmtp_plugin_init, _deinit and _version.
+ */
+#include "lib.h"
+#include "ioloop.h"
+#include "net.h"
+#include "mail-user.h"
+#include "mail-storage-hooks.h"
+#include "module-context.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "popbsmtp/config.h"
+#include "popbsmtp/lease.h"
+#include "popbsmtp/log.h"
+#include "popbsmtp/store.h"
+#include "popbsmtp/version.h"
+
+#define POPBSMTP_USER_CONTEXT(obj) MODULE_CONTEXT(obj, popbsmtp_user_module)
+
+/* One session's lease: what to refresh, where, and since when. */
+struct popbsmtp_user {
+	union mail_user_module_context module_ctx;
+	struct mail_user *user;
+	pbs_store *store;      /* disconnected between exchanges */
+	struct timeout *to;    /* the refresh timer; NULL when refreshing is off or over */
+	char subject[PBS_ADDR_STRLEN];
+	pbs_lease lease;
+	int ttl;
+	long long login_ms;    /* Unix ms; a revoke at or after it stops the refresh */
+	bool outage;           /* a Redis failure was logged; quiet until Redis answers */
+};
+
+const char *popbsmtp_plugin_version = DOVECOT_ABI_VERSION;
+
+static MODULE_CONTEXT_DEFINE_INIT(popbsmtp_user_module, &mail_user_module_register);
+
+void popbsmtp_plugin_init(struct module *module);
+void popbsmtp_plugin_deinit(void);
+
+/* The service a lease names for USER, or NULL when USER gets none: only IMAP and POP3
+ * sessions of a client with an address are logins; LMTP, LDA, doveadm, indexer-worker,
+ * shared-namespace users and a pre-authenticated imap run by hand are not. */
+static const char *popbsmtp_service(const struct mail_user *user)
+{
+	if (user->autocreated || user->service == NULL || user->conn.remote_ip == NULL ||
+	    user->conn.remote_ip->family == 0)
+		return NULL;
+	if (strcmp(user->service, "imap") == 0 || strcmp(user->service, "pop3") == 0)
+		return user->service;
+	return NULL;
+}
+
+/* Load popbsmtp.conf; a bad one is one log line and no lease for this session. */
+static pbs_config *popbsmtp_load(struct mail_user *user)
+{
+	const char *path = mail_user_plugin_getenv(user, "popbsmtp_config");
+	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg;
+
+	if (path == NULL || path[0] == '\0')
+		path = PBS_DEFAULT_CONFIG;
+	cfg = pbs_config_load(path, &report);
+	if (cfg == NULL)
+		e_error(user->event, "popbsmtp: no lease granted: bad configuration: %s%s",
+			report.errors.count ? report.errors.items[0] : path,
+			report.errors.count > 1 ? " (and more; check with popbsmtp-postlogin -t)" : "");
+	pbs_config_report_free(&report);
+	return cfg;
+}
+
+/* A Redis failure: logged once per outage, not at every refresh while it lasts. */
+static void popbsmtp_failed(struct popbsmtp_user *pu, const char *what)
+{
+	if (!pu->outage)
+		e_error(pu->user->event, "popbsmtp: %s %s: %s (the session goes on)", what,
+			pu->subject, pbs_store_error(pu->store));
+	pu->outage = true;
+}
+
+/* Redis answered: a later failure is a new outage, worth a line again. */
+static void popbsmtp_answered(struct popbsmtp_user *pu)
+{
+	if (pu->outage)
+		e_debug(pu->user->event, "popbsmtp: Redis answers again");
+	pu->outage = false;
+}
+
+/* The timer: keep the lease alive, bring it back if Redis lost it, stop for good once it
+ * was revoked. The connection is dropped after each exchange (one per session would make
+ * 10,000 open sessions 10,000 Redis clients). */
+static void popbsmtp_refresh(struct popbsmtp_user *pu)
+{
+	enum pbs_refresh r = pbs_store_refresh(pu->store, pu->subject, &pu->lease, pu->ttl,
+					       pu->login_ms);
+
+	pbs_store_disconnect(pu->store);
+	switch (r) {
+	case PBS_REFRESH_ERROR:
+		popbsmtp_failed(pu, "lease not refreshed for");
+		return;
+	case PBS_REFRESH_REVOKED:
+		e_info(pu->user->event, "popbsmtp: lease for %s revoked; no longer refreshed "
+		       "(a new login grants a new one)", pu->subject);
+		if (pu->to != NULL)
+			timeout_remove(&pu->to);
+		break;
+	case PBS_REFRESH_RESTORED:
+		e_debug(pu->user->event, "popbsmtp: lease for %s was gone; written again",
+			pu->subject);
+		break;
+	case PBS_REFRESH_KEPT:
+		break;
+	}
+	popbsmtp_answered(pu);
+}
+
+/* The login's grant: the same SET ... EX the hook sends. */
+static void popbsmtp_grant(struct popbsmtp_user *pu)
+{
+	char safe[PBS_LOG_SAFE_MAX];
+
+	if (pbs_store_grant(pu->store, pu->subject, &pu->lease, pu->ttl) != 0) {
+		popbsmtp_failed(pu, "no lease granted for");
+	} else {
+		e_debug(pu->user->event, "popbsmtp: lease granted: %s user=%s service=%s ttl=%d",
+			pu->subject, pbs_log_safe(pu->lease.user, safe), pu->lease.service, pu->ttl);
+		popbsmtp_answered(pu);
+	}
+	pbs_store_disconnect(pu->store);
+}
+
+static void popbsmtp_user_deinit(struct mail_user *user)
+{
+	struct popbsmtp_user *pu = POPBSMTP_USER_CONTEXT(user);
+
+	if (pu->to != NULL)
+		timeout_remove(&pu->to);
+	pbs_store_free(pu->store);
+	pu->module_ctx.super.deinit(user);
+}
+
+/* The lease of USER from CFG into PU: subject, value, TTL. Returns false when USER gets
+ * none (lease.never, or a name no lease can hold: logged). */
+static bool popbsmtp_prepare(struct popbsmtp_user *pu, const pbs_config *cfg, const char *service)
+{
+	struct mail_user *user = pu->user;
+	const char *ip = net_ip2addr(user->conn.remote_ip), *problem;
+	char safe[PBS_LOG_SAFE_MAX];
+	pbs_addr addr;
+
+	if (pbs_addr_parse(ip, &addr) != 0) {
+		e_error(user->event, "popbsmtp: no lease granted: '%s' is not an address",
+			pbs_log_safe(ip, safe));
+		return false;
+	}
+	if (pbs_cidr_list_contains(&cfg->lease.never, &addr)) {
+		e_debug(user->event, "popbsmtp: no lease granted: %s is in lease.never", ip);
+		return false;
+	}
+	/* A hibernated IMAP session coming back keeps its login time, so its lease value. */
+	pu->login_ms = user->session_restored ? (long long)user->session_create_time * 1000
+					      : (long long)ioloop_timeval.tv_sec * 1000 +
+						    ioloop_timeval.tv_usec / 1000;
+	problem = pbs_lease_make(&pu->lease, user->username, service, pu->login_ms / 1000);
+	if (problem != NULL) {
+		e_error(user->event, "popbsmtp: no lease granted: %s (user '%s')", problem,
+			pbs_log_safe(user->username, safe));
+		return false;
+	}
+	pbs_lease_subject(&addr, (unsigned)cfg->lease.ipv4_prefix, (unsigned)cfg->lease.ipv6_prefix,
+			  pu->subject);
+	pu->ttl = cfg->lease.ttl;
+	return true;
+}
+
+/* Attach PU to USER so its deinit removes the timer and frees the store. */
+static void popbsmtp_attach(struct mail_user *user, struct popbsmtp_user *pu)
+{
+	struct mail_user_vfuncs *v = user->vlast;
+
+	pu->module_ctx.super = *v;
+	user->vlast = &pu->module_ctx.super;
+	v->deinit = popbsmtp_user_deinit;
+	MODULE_CONTEXT_SET(user, popbsmtp_user_module, pu);
+}
+
+static void popbsmtp_mail_user_created(struct mail_user *user)
+{
+	const char *service = popbsmtp_service(user);
+	struct popbsmtp_user *pu;
+	pbs_config *cfg;
+	int refresh;
+
+	if (service == NULL || (cfg = popbsmtp_load(user)) == NULL)
+		return;
+	pu = p_new(user->pool, struct popbsmtp_user, 1);
+	pu->user = user;
+	if (!popbsmtp_prepare(pu, cfg, service) || (pu->store = pbs_store_new(&cfg->redis)) == NULL) {
+		pbs_config_free(cfg);
+		return;
+	}
+	refresh = cfg->lease.refresh;
+	pbs_config_free(cfg);
+	popbsmtp_attach(user, pu);
+	if (refresh > 0)
+		pu->to = timeout_add((unsigned int)refresh * 1000, popbsmtp_refresh, pu);
+	/* A restored session is no login: it only refreshes, at once (it may have slept long),
+	 * and a revoke found there removes the timer just set. */
+	if (user->session_restored)
+		popbsmtp_refresh(pu);
+	else
+		popbsmtp_grant(pu);
+}
+
+static struct mail_storage_hooks popbsmtp_mail_storage_hooks = {
+	.mail_user_created = popbsmtp_mail_user_created,
+};
+
+void popbsmtp_plugin_init(struct module *module)
+{
+	mail_storage_hooks_add(module, &popbsmtp_mail_storage_hooks);
+}
+
+void popbsmtp_plugin_deinit(void)
+{
+	mail_storage_hooks_remove(&popbsmtp_mail_storage_hooks);
+}
