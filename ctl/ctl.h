@@ -51,7 +51,8 @@ int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
 /* Fetch the lease and TTL of SUBJECT in one round trip. CTL_OK, CTL_NO or CTL_STORE. */
 int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out);
 
-/* Call EACH for every live lease (SCAN, never KEYS). Returns CTL_OK or CTL_STORE. */
+/* Call EACH for every live lease (SCAN, never KEYS). Returns CTL_OK, or CTL_STORE once the
+ * walk is over if a key held no valid lease (each reported), or at once if Redis failed. */
 int ctl_scan_leases(const struct ctl *c, void (*each)(const struct ctl *, const struct ctl_lease *,
 						      void *),
 		    void *arg);

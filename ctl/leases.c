@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "popbsmtp/log.h"
 
 #define SCAN_BATCH "1000"
 
@@ -93,17 +94,24 @@ int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
 	return CTL_OK;
 }
 
+/* True if Redis refused the GET itself; WRONGTYPE only says the key holds no string. */
+static bool get_refused(const redisReply *get)
+{
+	return get->type == REDIS_REPLY_ERROR && strncmp(get->str, "WRONGTYPE", 9) != 0;
+}
+
 /* Fill OUT from a GET reply and a TTL reply. CTL_OK, CTL_NO, or CTL_STORE (reported). */
 static int lease_from_replies(const struct ctl *c, const char *key, const redisReply *get,
 			      const redisReply *ttl, struct ctl_lease *out)
 {
 	char safe[PBS_LOG_SAFE_MAX];
 
-	if (get->type == REDIS_REPLY_ERROR)
+	if (get_refused(get))
 		return ctl_fail(CTL_STORE, "Redis at %s refused: %s", pbs_store_where(c->store),
 				pbs_log_safe(get->str, safe));
 	if (get->type == REDIS_REPLY_NIL)
 		return CTL_NO;
+	/* The key may come from SCAN, written by anyone: sanitised. */
 	if (get->type != REDIS_REPLY_STRING ||
 	    pbs_lease_decode(get->str, get->len, &out->lease) != 0)
 		return ctl_fail(CTL_STORE, "%s does not hold a valid lease", pbs_log_safe(key, safe));
@@ -111,12 +119,38 @@ static int lease_from_replies(const struct ctl *c, const char *key, const redisR
 	return CTL_OK;
 }
 
-/* GET and TTL of COUNT keys in one round trip; EACH gets the live ones. */
-static int fetch_batch(const struct ctl *c, char **keys, size_t count,
-		       void (*each)(const struct ctl *, const struct ctl_lease *, void *),
-		       void *arg)
+struct scan_each {
+	void (*each)(const struct ctl *, const struct ctl_lease *, void *);
+	void *arg;
+	bool bad; /* a key held no valid lease (reported) */
+};
+
+/* One key of a batch: a lease goes to EACH. A key holding something else (another tool's
+ * bad write) is reported and the walk goes on, so it cannot hide the leases after it; a
+ * refusal by Redis stops the walk (CTL_STORE). */
+static int batch_key(const struct ctl *c, const char *key, const redisReply *get,
+		     const redisReply *ttl, struct scan_each *se)
 {
-	size_t prefix_len = strlen(pbs_store_prefix(c->store)) + strlen("lease:"), i;
+	size_t prefix_len = strlen(pbs_store_prefix(c->store)) + strlen("lease:");
+	struct ctl_lease l;
+	int got;
+
+	snprintf(l.subject, sizeof l.subject, "%s", key + prefix_len);
+	/* A lease that expired between SCAN and GET is simply gone: skip it. */
+	got = lease_from_replies(c, key, get, ttl, &l);
+	if (got == CTL_OK)
+		se->each(c, &l, se->arg);
+	else if (got == CTL_STORE && get_refused(get))
+		return CTL_STORE;
+	else if (got == CTL_STORE)
+		se->bad = true;
+	return CTL_OK;
+}
+
+/* GET and TTL of COUNT keys in one round trip; each key to batch_key. */
+static int fetch_batch(const struct ctl *c, char **keys, size_t count, struct scan_each *se)
+{
+	size_t i;
 	int *argcs = calloc(count * 2, sizeof *argcs), rc = CTL_OK;
 	const char ***argvs = calloc(count * 2, sizeof *argvs);
 	const char **words = calloc(count * 4, sizeof *words);
@@ -137,16 +171,8 @@ static int fetch_batch(const struct ctl *c, char **keys, size_t count,
 		goto out;
 	}
 	for (i = 0; i < count; i++) {
-		struct ctl_lease l;
-		int got;
-
-		snprintf(l.subject, sizeof l.subject, "%s", keys[i] + prefix_len);
-		/* A lease that expired between SCAN and GET is simply gone: skip it. */
-		got = lease_from_replies(c, keys[i], replies[i * 2], replies[i * 2 + 1], &l);
-		if (got == CTL_OK)
-			each(c, &l, arg);
-		else if (got == CTL_STORE)
-			rc = CTL_STORE;
+		if (rc == CTL_OK)
+			rc = batch_key(c, keys[i], replies[i * 2], replies[i * 2 + 1], se);
 		freeReplyObject(replies[i * 2]);
 		freeReplyObject(replies[i * 2 + 1]);
 	}
@@ -225,24 +251,18 @@ static int scan_keys(const struct ctl *c,
 	return rc;
 }
 
-struct scan_each {
-	void (*each)(const struct ctl *, const struct ctl_lease *, void *);
-	void *arg;
-};
-
 static int lease_batch(const struct ctl *c, char **keys, size_t n, void *arg)
 {
-	struct scan_each *se = arg;
-
-	return fetch_batch(c, keys, n, se->each, se->arg);
+	return fetch_batch(c, keys, n, arg);
 }
 
 int ctl_scan_leases(const struct ctl *c,
 		    void (*each)(const struct ctl *, const struct ctl_lease *, void *), void *arg)
 {
-	struct scan_each se = {each, arg};
+	struct scan_each se = {each, arg, false};
+	int rc = scan_keys(c, lease_batch, &se);
 
-	return scan_keys(c, lease_batch, &se);
+	return rc == CTL_OK && se.bad ? CTL_STORE : rc;
 }
 
 static int unlink_batch(const struct ctl *c, char **keys, size_t n, void *arg)

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
@@ -74,30 +75,60 @@ static pbs_config *load(const char *path)
 	return cfg;
 }
 
-int main(int argc, char **argv)
+/* The commands' own options (list --user, grant --ttl --service, flush --yes): known here
+ * only so that they and their values reach the command in place, wherever the global
+ * options stand on the line. Their getopt codes index this table from CMD_OPTION. */
+static const char *const command_options[] = {"--user", "--ttl", "--service", "--yes"};
+#define CMD_OPTION 0x100
+
+/* The command line sorted into global options and the command's words, in their order. */
+struct cmdline {
+	const char *path;
+	bool json, check;
+	char **words; /* words[0] the command (NULL if none), then its arguments */
+	int nwords;
+};
+
+/* Add WORD to the command's words: the first plain word names the command. */
+static void add_word(struct cmdline *cl, char *word, bool plain)
 {
-	static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-						 {"help", no_argument, NULL, 'h'},
-						 {"config", required_argument, NULL, 'c'},
-						 {"version", no_argument, NULL, 'V'},
-						 {NULL, 0, NULL, 0}};
-	const char *path = PBS_DEFAULT_CONFIG;
-	const struct command *cmd;
-	struct ctl c = {NULL, NULL, false};
-	pbs_config *cfg;
-	int opt, rc, check = 0;
+	if (plain && cl->words[0] == NULL)
+		cl->words[0] = word;
+	else
+		cl->words[cl->nwords++] = word;
+}
+
+/* Sort ARGV into CL. Global options count anywhere before "--" (popbsmtpctl list --json
+ * as popbsmtpctl --json list); getopt's "-" mode hands over the other words in order.
+ * Returns -1 to go on, or the exit status (--help, --version, a bad option). */
+static int parse(int argc, char **argv, struct cmdline *cl)
+{
+	static const struct option longopts[] = {
+	    {"json", no_argument, NULL, 'j'},        {"help", no_argument, NULL, 'h'},
+	    {"config", required_argument, NULL, 'c'}, {"version", no_argument, NULL, 'V'},
+	    {"user", required_argument, NULL, CMD_OPTION},
+	    {"ttl", required_argument, NULL, CMD_OPTION + 1},
+	    {"service", required_argument, NULL, CMD_OPTION + 2},
+	    {"yes", no_argument, NULL, CMD_OPTION + 3},
+	    {NULL, 0, NULL, 0}};
+	int opt;
 
 	opterr = 0; /* one line of our own instead of getopt's */
-	while ((opt = getopt_long(argc, argv, "+c:jhtV", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "-:c:jhtV", longopts, NULL)) != -1) {
+		const char *word = argv[optind - 1];
+
 		switch (opt) {
+		case 1:
+			add_word(cl, optarg, true);
+			break;
 		case 'c':
-			path = optarg;
+			cl->path = optarg;
 			break;
 		case 'j':
-			c.json = true;
+			cl->json = true;
 			break;
 		case 't':
-			check = 1;
+			cl->check = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -105,28 +136,72 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("popbsmtpctl " PBS_VERSION "\n");
 			return CTL_OK;
+		case ':':
+			if (word[1] != '-')
+				return ctl_fail(CTL_USAGE, "-%c needs a value", optopt);
+			return ctl_fail(CTL_USAGE, "%s needs a value", word);
+		case '?':
+			/* An unknown --word after the command is the command's to refuse, in its words. */
+			if (optopt == 0 && cl->words[0] != NULL) {
+				add_word(cl, argv[optind - 1], false);
+				break;
+			}
+			if (optopt == 0) /* a long one: getopt has stepped past its word */
+				return ctl_fail(CTL_USAGE, "unknown option '%s' (try --help)", word);
+			if (strncmp(word, "--", 2) == 0 && strchr(word, '=') != NULL)
+				return ctl_fail(CTL_USAGE, "option '%s' takes no value", word);
+			return ctl_fail(CTL_USAGE, "unknown option '-%c' (try --help)", optopt);
 		default:
-			return ctl_fail(CTL_USAGE, "unknown option '%s' (try --help)",
-					argv[optind - 1]);
+			add_word(cl, (char *)command_options[opt - CMD_OPTION], false);
+			if (optarg != NULL)
+				add_word(cl, optarg, false);
 		}
 	}
-	if (check)
-		return pbs_config_check(path);
-	if (optind >= argc) {
+	while (optind < argc) /* after "--": words only */
+		add_word(cl, argv[optind++], true);
+	return -1;
+}
+
+/* Load the config and run the command; returns its exit status. */
+static int run(const struct cmdline *cl)
+{
+	const struct command *cmd;
+	struct ctl c = {NULL, NULL, cl->json};
+	pbs_config *cfg;
+	int rc;
+
+	if (cl->check)
+		return pbs_config_check(cl->path);
+	if (cl->words[0] == NULL) {
 		usage(stderr);
 		return CTL_USAGE;
 	}
-	if ((cmd = find_command(argv[optind])) == NULL)
-		return ctl_fail(CTL_USAGE, "unknown command '%s' (try --help)", argv[optind]);
-	if ((cfg = load(path)) == NULL)
+	if ((cmd = find_command(cl->words[0])) == NULL)
+		return ctl_fail(CTL_USAGE, "unknown command '%s' (try --help)", cl->words[0]);
+	if ((cfg = load(cl->path)) == NULL)
 		return CTL_CONFIG;
 	c.cfg = cfg;
 	if ((c.store = pbs_store_new(&cfg->redis)) == NULL) {
 		pbs_config_free(cfg);
 		return ctl_fail(CTL_STORE, "out of memory");
 	}
-	rc = cmd->run(&c, argc - optind, argv + optind);
+	rc = cmd->run(&c, cl->nwords, cl->words);
 	pbs_store_free(c.store);
 	pbs_config_free(cfg);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct cmdline cl = {PBS_DEFAULT_CONFIG, false, false, NULL, 1};
+	int rc;
+
+	/* Each word may become two (--user=NAME), plus the terminating NULL. */
+	if ((cl.words = calloc((size_t)argc * 2 + 1, sizeof *cl.words)) == NULL)
+		return ctl_fail(CTL_USAGE, "out of memory");
+	rc = parse(argc, argv, &cl);
+	if (rc < 0)
+		rc = run(&cl);
+	free(cl.words);
 	return rc;
 }

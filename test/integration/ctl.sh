@@ -491,6 +491,46 @@ pbs_check_eq "stats --json: fields" "['lease_key_bytes', 'leases', 'redis_versio
 pbs_check_eq "stats --json: leases, version" "4 $REDIS_VERSION" "${J[1]}"
 pbs_check_eq "stats --json: rtt_us, used_memory, lease_key_bytes are positive integers" True "${J[2]}"
 
+# ---- options anywhere on the line: global options after the command too ----
+
+# bare ARGS… — popbsmtpctl with exactly ARGS (no -c put in front); sets RC, OUT, ERR.
+bare() {
+	"$CTL" "$@" >"$OUTF" 2>"$ERRF"
+	RC=$?
+	slurp OUT "$OUTF"
+	slurp ERR "$ERRF"
+}
+LEASES_PY='" ".join(sorted(l["subject"] + "=" + l["user"] for l in d["leases"]))'
+bare -c "$PBS_CONF" --json list
+pbs_check_eq "-c FILE --json list: exit 0" 0 "$RC"
+front=$(jpy "$LEASES_PY")
+bare list --json -c "$PBS_CONF"
+pbs_check_eq "list --json -c FILE: exit 0, nothing on stderr" "0 " "$RC $ERR"
+pbs_check_eq "list --json -c FILE: the same leases as --json list" "$front" "$(jpy "$LEASES_PY")"
+check_re "list --json: there are leases to compare" '=alice' "$front"
+bare list --user alice --config="$PBS_CONF" -j
+pbs_check_eq "list --user alice --config=FILE -j: only alice's leases" "0 alice" \
+	"$RC $(jpy '" ".join(sorted({l["user"] for l in d["leases"]}))')"
+bare grant 198.18.5.1 oscar --ttl 90 -c "$PBS_CONF" --service pop3
+pbs_check_eq "grant ADDR USER --ttl 90 -c FILE --service pop3" "0 granted 198.18.5.0/24 to oscar for 90 s" "$RC $OUT"
+check_re "grant with -c after the command: service stored" '^1\|[0-9]+\|pop3\|oscar$' "$(lease_value 198.18.5.0/24)"
+bare check 198.18.5.9 --json --config "$PBS_CONF"
+pbs_check_eq "check ADDR --json --config FILE: exit 0, oscar's lease" "0 oscar pop3" \
+	"$RC $(jpy 'd["lease"]["user"] + " " + d["lease"]["service"]')"
+bare revoke --user oscar -c "$PBS_CONF"
+pbs_check_eq "revoke --user USER -c FILE" "0 revoked 198.18.5.0/24|1 lease of oscar revoked|" \
+	"$RC $(printf '%s\n' "$OUT" | tr '\n' '|')"
+bare list -c "$PBS_CONF" -t
+pbs_check_eq "list -c FILE -t: -t after the command checks the config" "0 $PBS_CONF: configuration OK" "$RC $OUT"
+bare stats --help
+pbs_check_eq "stats --help: the usage, exit 0" "0 $help_text" "$RC $OUT"
+err_case "after --, a word that looks like an option is the command's" 2 \
+	"'-j' is not an IPv4 or IPv6 address" "$PBS_CONF" check -- -j
+err_case "-c without a value after the command" 2 "-c needs a value" "$PBS_CONF" list -c
+err_case "--config without a value after the command" 2 "--config needs a value" "$PBS_CONF" stats --config
+err_case "an unknown short option after the command" 2 "unknown option '-x'" "$PBS_CONF" list -x
+err_case "a value to an option that takes none" 2 "option '--json=1' takes no value" "$PBS_CONF" list --json=1
+
 # ---- bad input: exit 2, one stderr line, nothing changed ----
 
 LONG_USER=$(printf 'u%.0s' $(seq 300))
@@ -513,7 +553,7 @@ err_case "grant --ttl 2678401" 2 "--ttl: '2678401' is not" "$PBS_CONF" grant 192
 err_case "grant --ttl without a value" 2 "--ttl needs a value" "$PBS_CONF" grant 192.0.2.7 alice --ttl
 err_case "grant --service IMAP (upper case)" 2 "service name may hold only" "$PBS_CONF" grant 192.0.2.7 alice --service IMAP
 err_case "grant --service with '|'" 2 "service name may hold only" "$PBS_CONF" grant 192.0.2.7 alice --service 'a|b'
-err_case "revoke --user without user" 2 "usage: revoke ADDR \| revoke --user USER" "$PBS_CONF" revoke --user
+err_case "revoke --user without user" 2 "--user needs a value" "$PBS_CONF" revoke --user
 err_case "revoke --user empty" 2 "empty user name" "$PBS_CONF" revoke --user ""
 err_case "list --user without user" 2 "--user needs a value" "$PBS_CONF" list --user
 err_case "unknown command" 2 "unknown command 'frob'" "$PBS_CONF" frob 192.0.2.7
@@ -545,9 +585,25 @@ pbs_check_eq "revoke a key holding garbage: the key stays" garbage \
 check_re "revoke a key holding garbage: its revocation record was written first" '^1\|[0-9]{13}$' \
 	"$(rcli "$MAIN_PORT" GET popbsmtp:revoked:198.18.9.0/24)"
 rcli "$MAIN_PORT" DEL popbsmtp:revoked:198.18.9.0/24 >/dev/null
-ctl_run "$PBS_CONF" list
-pbs_check_eq "list with a garbage key among the leases: exit 3" 3 "$RC"
+# list shows every valid lease and names each bad key (control bytes escaped), exit 3.
 rcli "$MAIN_PORT" DEL popbsmtp:lease:198.18.9.0/24 >/dev/null
+# subjects_users — SUBJECT USER of each row of $OUT (the TTL column ticks), sorted.
+subjects_users() { printf '%s\n' "$OUT" | tail -n +2 | awk '{print $1, $2}' | sort; }
+ctl_run "$PBS_CONF" list
+good_rows=$(subjects_users)
+rcli "$MAIN_PORT" SET popbsmtp:lease:198.18.9.0/24 "garbage" EX 600 >/dev/null
+rcli "$MAIN_PORT" SET $'popbsmtp:lease:\e[1mx' "1|0|imap|" EX 600 >/dev/null
+rcli "$MAIN_PORT" HSET popbsmtp:lease:198.18.10.0/24 user mallory >/dev/null
+ctl_run "$PBS_CONF" list
+pbs_check_eq "list with bad keys among the leases: exit 3" 3 "$RC"
+pbs_check_eq "list with bad keys: every valid lease is listed" "$good_rows" "$(subjects_users)"
+pbs_check_eq "list with bad keys: one stderr line per bad key, sanitised" \
+	'popbsmtpctl: popbsmtp:lease:198.18.10.0/24 does not hold a valid lease|popbsmtpctl: popbsmtp:lease:198.18.9.0/24 does not hold a valid lease|popbsmtpctl: popbsmtp:lease:\x1b[1mx does not hold a valid lease|' \
+	"$(printf '%s\n' "$ERR" | sort | tr '\n' '|')"
+ctl_run "$PBS_CONF" --json list
+pbs_check_eq "list --json with bad keys: exit 3, valid JSON with every valid lease" \
+	"3 $(printf '%s\n' "$good_rows" | grep -c .)" "$RC $(jpy 'd["count"]')"
+rcli "$MAIN_PORT" DEL popbsmtp:lease:198.18.9.0/24 $'popbsmtp:lease:\e[1mx' popbsmtp:lease:198.18.10.0/24 >/dev/null
 
 # ---- Redis down, black-holed, refusing AUTH; broken config ----
 
@@ -842,6 +898,16 @@ pbs_check_eq "revoke --user user7: user70, user700, user7000 keep theirs" \
 ctl_run "$BIG_CONF" list --user user7
 pbs_check_eq "list --user user7 after the revoke: the header only" "0 1" "$RC $(printf '%s\n' "$OUT" | grep -c .)"
 echo "# list --user, revoke --user over $N leases: ${ms_list_user} ms, ${ms_revoke_user} ms"
+
+# Bad values spread over the SCAN batches: none hides the leases of the batches after it.
+for i in 1 2 3 4 5 6; do rcli "$BIG_PORT" SET "popbsmtp:lease:bad-$i" "not a lease" >/dev/null; done
+BIG=1 ctl_run "$BIG_CONF" list
+pbs_check_eq "list of 20,000 with 6 bad values: exit 3" 3 "$RC"
+pbs_check_eq "list of 20,000 with 6 bad values: every valid lease is listed" $((N - 1)) "$(tail -n +2 "$OUTF" | grep -c .)"
+pbs_check_eq "list of 20,000 with 6 bad values: each named once on stderr" "bad-1 bad-2 bad-3 bad-4 bad-5 bad-6" \
+	"$(sed -n 's/^popbsmtpctl: popbsmtp:lease:\(bad-[0-9]\) does not hold a valid lease$/\1/p' "$ERRF" | sort | paste -sd' ' -)"
+rcli "$BIG_PORT" DEL popbsmtp:lease:bad-1 popbsmtp:lease:bad-2 popbsmtp:lease:bad-3 \
+	popbsmtp:lease:bad-4 popbsmtp:lease:bad-5 popbsmtp:lease:bad-6 >/dev/null
 
 t=$(now_ms)
 ctl_run "$BIG_CONF" flush --yes
