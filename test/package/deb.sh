@@ -5,8 +5,9 @@
 # conffiles, the user in postinst, the milter unit enabled, started and stopped the
 # Debian way, no MTA or Dovecot configuration touched), then every package unpacked
 # with dpkg -x into a temp root: the shipped configuration passes popbsmtp-milter -t,
-# man finds the pages, and the end-to-end story (test/e2e/milter_postfix.sh: Redis,
-# Dovecot, Postfix, real clients) runs against the programs taken from the packages.
+# man finds the pages, and the end-to-end stories of both gates and of the Dovecot
+# plugin (test/e2e/milter_postfix.sh, policy_postfix.sh, plugin_dovecot.sh: Redis,
+# Dovecot, Postfix, real clients) run against the programs taken from the packages.
 # The install, upgrade, remove and purge on a real system: scripts/test-deb-lifecycle.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +20,7 @@ fi
 SRC=$(cd "$1" && pwd)
 DIST=$PBS_TMP/dist
 ROOT=$PBS_TMP/root
-PACKAGES="popbsmtp-common popbsmtp-dovecot popbsmtp-gate popbsmtp-tools"
+PACKAGES="popbsmtp-common popbsmtp-dovecot popbsmtp-milter popbsmtp-policy popbsmtp-tools"
 VERSION=$(dpkg-parsechangelog -l "$SRC/debian/changelog" -S Version)
 
 # ---- build ----
@@ -72,8 +73,10 @@ expect_files() {
 expect_files popbsmtp-common /etc/popbsmtp/popbsmtp.conf /etc/popbsmtp/popbsmtp.conf.sample \
 	/usr/share/man/man5/popbsmtp.conf.5.gz /usr/share/doc/popbsmtp-common/copyright \
 	/usr/share/doc/popbsmtp-common/dovecot.md.gz /usr/share/doc/popbsmtp-common/postfix.md.gz
-expect_files popbsmtp-dovecot /usr/sbin/popbsmtp-postlogin /usr/share/man/man8/popbsmtp-postlogin.8.gz
-expect_files popbsmtp-gate /usr/sbin/popbsmtp-milter /usr/share/man/man8/popbsmtp-milter.8.gz \
+expect_files popbsmtp-dovecot /usr/sbin/popbsmtp-postlogin /usr/share/man/man8/popbsmtp-postlogin.8.gz \
+	/usr/lib/dovecot/modules/lib90_popbsmtp_plugin.so
+expect_files popbsmtp-policy /usr/sbin/popbsmtp-policy /usr/share/man/man8/popbsmtp-policy.8.gz
+expect_files popbsmtp-milter /usr/sbin/popbsmtp-milter /usr/share/man/man8/popbsmtp-milter.8.gz \
 	/lib/systemd/system/popbsmtp-milter.service
 expect_files popbsmtp-tools /usr/sbin/popbsmtpctl /usr/share/man/man8/popbsmtpctl.8.gz
 all=$(for p in $PACKAGES; do files "$p"; done | grep -v '^/usr/share/doc/')
@@ -84,7 +87,12 @@ for prog in $(grep '^/usr/sbin/' <<<"$all"); do
 done
 pbs_check_eq "only root owns files (Rules-Requires-Root: no)" "" \
 	"$(for p in $PACKAGES; do dpkg-deb -c "$(deb "$p")"; done | awk '$2 != "root/root"')"
-for p in popbsmtp-dovecot popbsmtp-gate popbsmtp-tools; do
+pbs_check_match "popbsmtp-dovecot depends on the ABI of the Dovecot its plugin was built for" \
+	"(^|, )dovecot-abi-$(cat /usr/share/dovecot/dovecot-abi)(,|$)" \
+	"$(dpkg-deb -f "$(deb popbsmtp-dovecot)" Depends)"
+pbs_check_eq "popbsmtp-policy has no service and no maintainer script" "" \
+	"$(dpkg-deb -c "$(deb popbsmtp-policy)" | grep -E 'systemd|init\.d'; dpkg-deb -I "$(deb popbsmtp-policy)" | grep -E ' (pre|post)(inst|rm) ')"
+for p in popbsmtp-dovecot popbsmtp-milter popbsmtp-policy popbsmtp-tools; do
 	pbs_check_match "$p depends on popbsmtp-common of the same version" \
 		"(^|, )popbsmtp-common \(= $VERSION\)(,|$)" "$(dpkg-deb -f "$(deb "$p")" Depends)"
 done
@@ -102,14 +110,14 @@ pbs_check_match "popbsmtp-common postinst: the configuration is root:popbsmtp 06
 	'dpkg-statoverride --update --add root popbsmtp 0640 "\$CONF"' "$(cat "$C/popbsmtp-common/postinst")"
 pbs_check_match "popbsmtp-common postrm: drops the statoverride on purge" \
 	'dpkg-statoverride --remove /etc/popbsmtp/popbsmtp.conf' "$(cat "$C/popbsmtp-common/postrm")"
-pbs_check_match "popbsmtp-gate postinst: enables the milter unit" \
-	"deb-systemd-helper enable 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-gate/postinst")"
-pbs_check_match "popbsmtp-gate postinst: starts (restarts on upgrade) the milter" \
-	"deb-systemd-invoke \\\$_dh_action 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-gate/postinst")"
-pbs_check_match "popbsmtp-gate prerm: stops the milter on remove" \
-	"deb-systemd-invoke stop 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-gate/prerm")"
-pbs_check_match "popbsmtp-gate postrm: forgets the unit on purge" \
-	"deb-systemd-helper purge 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-gate/postrm")"
+pbs_check_match "popbsmtp-milter postinst: enables the milter unit" \
+	"deb-systemd-helper enable 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/postinst")"
+pbs_check_match "popbsmtp-milter postinst: starts (restarts on upgrade) the milter" \
+	"deb-systemd-invoke \\\$_dh_action 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/postinst")"
+pbs_check_match "popbsmtp-milter prerm: stops the milter on remove" \
+	"deb-systemd-invoke stop 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/prerm")"
+pbs_check_match "popbsmtp-milter postrm: forgets the unit on purge" \
+	"deb-systemd-helper purge 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/postrm")"
 pbs_check_eq "no maintainer script touches Postfix's, Sendmail's or Dovecot's configuration" "" \
 	"$(grep -lE '/etc/(postfix|mail|dovecot)|postconf|doveconf|adduser +(postfix|dovecot|smmta)' "$C"/*/p* 2>/dev/null)"
 
@@ -127,21 +135,26 @@ pbs_check_eq "the unit runs the packaged milter as popbsmtp with the packaged co
 	"$(grep -E '^(User|ExecStart)=' "$unit" | tr '\n' '|')"
 pbs_check_eq "the hook is linked statically (no NEEDED libraries)" "" \
 	"$(readelf -d "$ROOT/usr/sbin/popbsmtp-postlogin" | grep NEEDED)"
-for page in popbsmtpctl popbsmtp-milter popbsmtp-postlogin popbsmtp.conf; do
+for page in popbsmtpctl popbsmtp-milter popbsmtp-policy popbsmtp-postlogin popbsmtp.conf; do
 	pbs_check_eq "man finds $page in the packages" "$ROOT/usr/share/man/man$([ $page = popbsmtp.conf ] && echo 5 || echo 8)/$page.$([ $page = popbsmtp.conf ] && echo 5 || echo 8).gz" \
 		"$(man -M "$ROOT/usr/share/man" -w "$page" 2>&1)"
 done
 pbs_check_match "man popbsmtpctl renders the page" 'popbsmtpctl - list, check, grant and revoke' \
 	"$(MANWIDTH=100 man -M "$ROOT/usr/share/man" popbsmtpctl 2>/dev/null | head -n 5)"
 
-# The e2e story wants a build dir (hook/, milter/, ctl/): links to the unpacked programs.
+# The e2e stories want a build dir (hook/, milter/, policy/, plugin/, ctl/): links to the
+# unpacked programs.
 BIN=$PBS_TMP/bin
-mkdir -p "$BIN/hook" "$BIN/milter" "$BIN/ctl"
+mkdir -p "$BIN/hook" "$BIN/milter" "$BIN/policy" "$BIN/plugin" "$BIN/ctl"
 ln -s "$ROOT/usr/sbin/popbsmtp-postlogin" "$BIN/hook/"
 ln -s "$ROOT/usr/sbin/popbsmtp-milter" "$BIN/milter/"
+ln -s "$ROOT/usr/sbin/popbsmtp-policy" "$BIN/policy/"
+ln -s "$ROOT/usr/lib/dovecot/modules/lib90_popbsmtp_plugin.so" "$BIN/plugin/"
 ln -s "$ROOT/usr/sbin/popbsmtpctl" "$BIN/ctl/"
-bash "$SRC/test/e2e/milter_postfix.sh" "$BIN" >"$PBS_TMP/e2e.out" 2>&1
-rc=$?
-sed 's/^/# e2e: /' "$PBS_TMP/e2e.out"
-pbs_check_eq "the end-to-end story (milter_postfix.sh) passes with the packaged programs" 0 "$rc"
+for story in milter_postfix policy_postfix plugin_dovecot; do
+	bash "$SRC/test/e2e/$story.sh" "$BIN" >"$PBS_TMP/$story.out" 2>&1
+	rc=$?
+	sed "s/^/# $story: /" "$PBS_TMP/$story.out"
+	pbs_check_eq "the end-to-end story $story.sh passes with the packaged programs" 0 "$rc"
+done
 pbs_done
