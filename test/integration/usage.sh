@@ -206,6 +206,24 @@ stop mx1
 pbs_check_eq "Redis back: the outage's deferrals arrive once" 2 "$(field mx1 milter deferred store-error)"
 pbs_check_eq "Redis back: the outage's AUTH relay arrives once" 1 "$(field mx1 milter allowed auth)"
 
+# ---- usage.trace_header on: the milter's protocol for leased messages ----
+conf mx1 'trace_header = "on";'
+start mx1
+pbs_ctl grant 192.0.2.10 alice >/dev/null # the restarted Redis is empty
+relay mx1 192.0.2.30
+pbs_check_match "trace header on: the right to add headers is negotiated" '^negotiated actions=0x1 ' "$OUT"
+pbs_check_match "trace header on: the same steps skipped" \
+	'skipped=helo,mail,data,header,eoh,body,unknown noreply=connect$' "$OUT"
+relay mx1 192.0.2.10 "${LOCAL[@]}" "macro:rcpt:{rcpt_mailer}=smtp" 'rcpt:<far2@far.example>'
+pbs_check_eq "trace header on: a leased message gets CONTINUE (its end must come), and so do its later recipients" \
+	"continue|continue|continue" "$(echo "$OUT" | sed -n 's/^rcpt:[^ ]* //p' | paste -sd'|')"
+relay mx1 192.0.2.30 "${AUTH[@]}"
+pbs_check_match "trace header on: an AUTH relay is still accepted at once" 'rcpt:<far@far.example> accept' "$OUT"
+stop mx1
+pbs_check_eq "trace header on: the leased message counted once, not per recipient" 1 \
+	"$(field mx1 milter allowed lease)"
+conf mx1 ""
+
 # ---- the hook counts its grants in the lease's round trip ----
 pbs_write_config "$PBS_CONF" "usage: { host = \"imap1\"; };"
 IP=192.0.2.40 USER=dave "$HOOK" -c "$PBS_CONF" -s imap /bin/true
