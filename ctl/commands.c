@@ -458,8 +458,10 @@ int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 	if (c->json) {
 		printf("{\"leases\":%lld,\"rtt_us\":%lld,\"redis_version\":", st.leases, rtt);
 		ctl_json_string(stdout, version);
-		printf(",\"used_memory\":%s,\"lease_key_bytes\":%lld}\n",
+		printf(",\"used_memory\":%s,\"lease_key_bytes\":%lld",
 		       strcmp(memory, "?") ? memory : "null", per_lease);
+		rc = ctl_counters_print(c);
+		printf("}\n");
 	} else {
 		printf("leases:          %lld\n", st.leases);
 		printf("redis rtt:       %lld us (median of 5 PINGs)\n", rtt);
@@ -467,8 +469,9 @@ int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 		printf("redis memory:    %s bytes in all\n", memory);
 		printf("lease key size:  %lld bytes (MEMORY USAGE, mean of %lld)\n", per_lease,
 		       st.sampled);
+		rc = ctl_counters_print(c);
 	}
-	return CTL_OK;
+	return rc;
 }
 
 /* ---- flush ---- */

@@ -68,5 +68,11 @@ int ctl_cmd_revoke(struct ctl *c, int argc, char **argv);
 int ctl_cmd_explain(struct ctl *c, int argc, char **argv);
 int ctl_cmd_stats(struct ctl *c, int argc, char **argv);
 int ctl_cmd_flush(struct ctl *c, int argc, char **argv);
+int ctl_cmd_usage(struct ctl *c, int argc, char **argv);
+int ctl_cmd_metrics(struct ctl *c, int argc, char **argv);
+
+/* The fleet's decision counts for the last hour and day, per host and in total: text rows,
+ * or (with --json) ",\"decisions\":[...],\"decision_totals\":[...]" inside stats' object. */
+int ctl_counters_print(const struct ctl *c);
 
 #endif

@@ -24,8 +24,11 @@ static const struct command commands[] = {
 				 "                              write a lease by hand (service \"ctl\")"},
 	{"revoke", ctl_cmd_revoke, "revoke ADDR | --user USER   remove a lease, or all of a user's"},
 	{"explain", ctl_cmd_explain, "explain ADDR [DOMAIN]       what the milter would decide, and why"},
-	{"stats", ctl_cmd_stats, "stats                       lease count, Redis latency and memory"},
+	{"stats", ctl_cmd_stats, "stats                       leases, Redis latency and memory, decisions"},
 	{"flush", ctl_cmd_flush, "flush --yes                 remove every lease under the prefix"},
+	{"usage", ctl_cmd_usage, "usage [--days N] [--user USER]\n"
+				 "                              who relayed by lease, messages, first/last use"},
+	{"metrics", ctl_cmd_metrics, "metrics                     the counters in Prometheus text format"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

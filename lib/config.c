@@ -47,6 +47,7 @@ struct key_spec {
 };
 
 static const char *const on_error_words[] = {"tempfail", "reject", "accept", NULL};
+static const char *const off_on_words[] = {"off", "on", NULL};
 static const char *const trusted_default[] = {"127.0.0.0/8", "::1/128", NULL};
 static const char *const empty_list[] = {NULL};
 
@@ -96,12 +97,16 @@ static const struct key_spec keys[] = {
 	{"milter", "reject_text", KEY_STRING, AT(milter.reject_text), 1, 400, 0,
 	 "Relay access denied", NULL},
 	{"milter", "pool_size", KEY_INT, AT(milter.pool_size), 1, 1024, 64, NULL, NULL},
+	{"usage", "retention_days", KEY_INT, AT(usage.retention_days), 1, 3660, 30, NULL, NULL},
+	{"usage", "flush_interval", KEY_INT, AT(usage.flush_interval), 1, 3600, 10, NULL, NULL},
+	{"usage", "host", KEY_STRING, AT(usage.host), 0, 64, 0, "", NULL},
+	{"usage", "trace_header", KEY_ENUM, AT(usage.trace_header), 0, 0, 0, NULL, off_on_words},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 /* Groups, nested ones with their full dotted name. */
-static const char *const groups[] = {"redis", "redis.sentinel", "lease", "milter", NULL};
+static const char *const groups[] = {"redis", "redis.sentinel", "lease", "milter", "usage", NULL};
 
 /* Directory part of PATH for resolving relative @include names ("." if none). */
 static char *dir_of(const char *path)
@@ -404,9 +409,22 @@ static int apply_string(pbs_config *cfg, const config_setting_t *s, const struct
 	return *dst ? 0 : -1;
 }
 
+/* K's words as "a, b, c" into OUT, for the message about a word that is not one of them. */
+static const char *enum_words(const struct key_spec *k, char *out, size_t len)
+{
+	size_t used = 0;
+	int i;
+
+	out[0] = '\0';
+	for (i = 0; k->words[i] != NULL && used < len; i++)
+		used += (size_t)snprintf(out + used, len - used, "%s%s", i ? ", " : "", k->words[i]);
+	return out;
+}
+
 static int apply_enum(pbs_config *cfg, const config_setting_t *s, const struct key_spec *k,
 		      const struct site *at, pbs_config_report *r)
 {
+	char list[128];
 	const char *v;
 	int i;
 
@@ -418,7 +436,7 @@ static int apply_enum(pbs_config *cfg, const config_setting_t *s, const struct k
 			return 0;
 		}
 	}
-	key_error(r, at, k, "'%s' is not one of tempfail, reject, accept", v);
+	key_error(r, at, k, "'%s' is not one of %s", v, enum_words(k, list, sizeof list));
 	return -1;
 }
 
@@ -557,8 +575,8 @@ static void walk_group(pbs_config *cfg, const config_setting_t *g, const char *p
 	struct site at = site_of(g, path);
 
 	if (gname == NULL || !known_group(gname) || strchr(gname, '.') != NULL) {
-		strlist_addf(&r->errors, "%s:%d: unknown setting '%s' (expected redis, lease or "
-			     "milter)", at.file, at.line, gname ? gname : "?");
+		strlist_addf(&r->errors, "%s:%d: unknown setting '%s' (expected redis, lease, "
+			     "milter or usage)", at.file, at.line, gname ? gname : "?");
 		return;
 	}
 	if (!config_setting_is_group(g)) {

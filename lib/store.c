@@ -631,7 +631,14 @@ int pbs_store_pipeline(pbs_store *s, int count, const int *argcs, const char **c
 
 int pbs_store_grant(pbs_store *s, const char *subject, const pbs_lease *lease, int ttl)
 {
+	return pbs_store_grant_with(s, subject, lease, ttl, 0, NULL, NULL);
+}
+
+int pbs_store_grant_with(pbs_store *s, const char *subject, const pbs_lease *lease, int ttl,
+			 int count, const int *argcs, const char **const *argvs)
+{
 	char key[PBS_KEY_MAX], value[PBS_LEASE_VALUE_MAX], ttls[16];
+	int i, rc;
 	size_t vlen = pbs_lease_encode(lease, value);
 
 	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0)
@@ -644,7 +651,14 @@ int pbs_store_grant(pbs_store *s, const char *subject, const pbs_lease *lease, i
 	 * a user's leases by scanning them. */
 	redisAppendCommandArgv(s->ctx, 5, (const char *[]){"SET", key, value, "EX", ttls},
 			       (const size_t[]){3, strlen(key), vlen, 2, strlen(ttls)});
-	return store_read_replies(s, "grant", 1);
+	for (i = 0; i < count; i++)
+		redisAppendCommandArgv(s->ctx, argcs[i], argvs[i], NULL);
+	if ((rc = store_read_replies(s, "grant", 1)) != 0 || count == 0)
+		return rc;
+	/* The lease is written; a counter Redis refused costs nothing but the count. */
+	if (store_read_replies(s, "grant counters", count) != 0)
+		pbs_log(LOG_WARNING, "%s", s->err);
+	return 0;
 }
 
 enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *lease)

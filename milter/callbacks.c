@@ -9,6 +9,12 @@
  * when every later recipient would be allowed anyway (pbs_policy_covers_message); any
  * other allowed recipient gets SMFIS_CONTINUE — after a local first recipient, ACCEPT
  * would let a relay recipient through unchecked.
+ *
+ * Every decision is counted (usage.h: an atomic add, or a short mutex for a user's first
+ * lease relay in a flush interval); the flush thread writes the counts. With
+ * usage.trace_header on, a message relayed by lease gets CONTINUE instead of ACCEPT, its
+ * later recipients are let through as ACCEPT would have, and the header is added at the
+ * end of the message — the only case where that step is used; off, nothing changes.
  */
 #include "callbacks.h"
 
@@ -21,7 +27,12 @@
 #include "popbsmtp/lease.h"
 #include "popbsmtp/log.h"
 #include "popbsmtp/policy.h"
+#include "popbsmtp/usage.h"
+#include "flush.h"
 #include "runtime.h"
+
+/* usage.trace_header as the milter started with it (the steps are registered once). */
+static bool trace_header;
 
 /* Per-connection state, kept through smfi_setpriv (callbacks of one connection may run
  * on different worker threads). */
@@ -35,6 +46,9 @@ struct session {
 	enum pbs_mta mta;
 	enum pbs_lease_state lease; /* asked at most once per connection */
 	char lease_user[PBS_LOG_SAFE_MAX];
+	pbs_lease lease_found; /* when lease is PBS_LEASE_LIVE */
+	char subject[PBS_ADDR_STRLEN];
+	bool msg_leased; /* trace header on: this message was let through by the lease */
 };
 
 /* Say once per process that the MTA was not recognised and safe defaults apply. */
@@ -114,6 +128,8 @@ static void look_up_lease(struct session *s)
 	case PBS_LOOKUP_FOUND:
 		s->lease = PBS_LEASE_LIVE;
 		pbs_log_safe(lease.user, s->lease_user);
+		s->lease_found = lease;
+		memcpy(s->subject, subject, sizeof s->subject);
 		break;
 	case PBS_LOOKUP_NONE:
 		s->lease = PBS_LEASE_NONE;
@@ -180,6 +196,32 @@ static const char *resolved_rcpt(SMFICTX *ctx, const pbs_config *cfg)
 	return addr;
 }
 
+/* Count the decision; a relay by lease also counts as one message of the lease's user. */
+static void count_decision(const struct session *s, enum pbs_verdict verdict, const char *reason)
+{
+	int event = pbs_usagekey_decision(verdict, reason);
+
+	if (event < 0)
+		return;
+	pbs_usage_count(pbs_flush_usage(), (enum pbs_usage_event)event);
+	if (event == PBS_EV_ALLOWED_LEASE)
+		pbs_usage_relay(pbs_flush_usage(), s->lease_found.user, s->addr_text, time(NULL));
+}
+
+/* ACCEPT when the verdict covers the rest of the message, else CONTINUE. With the trace
+ * header on, a lease relay gets CONTINUE so the end of the message comes for the header. */
+static sfsistat allow_answer(struct session *s, const struct pbs_policy_facts *facts,
+			     enum pbs_verdict verdict, const char *reason)
+{
+	if (!pbs_policy_covers_message(facts, verdict))
+		return SMFIS_CONTINUE;
+	if (trace_header && strcmp(reason, "lease") == 0) {
+		s->msg_leased = true;
+		return SMFIS_CONTINUE;
+	}
+	return SMFIS_ACCEPT;
+}
+
 static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct session *s = smfi_getpriv(ctx);
@@ -191,6 +233,9 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
+	/* Trace header on: what ACCEPT would have done for the rest of a leased message. */
+	if (s->msg_leased)
+		return SMFIS_CONTINUE;
 	cfg = s->rt->cfg;
 	facts.trusted = s->trusted;
 	facts.authenticated = authenticated(ctx);
@@ -205,13 +250,14 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 		facts.lease = s->lease;
 		verdict = pbs_policy_decide(&facts, &reason);
 	}
+	count_decision(s, verdict, reason);
 	switch (verdict) {
 	case PBS_VERDICT_ALLOW:
 		if (facts.relay && !facts.trusted)
 			log_decision(ctx, s, "allowed", rcpt, reason);
 		/* The rest of the message needs no decision: spare the MTA its remaining
 		 * RCPTs, the end of the message and, in Postfix, the hand-over to cleanup. */
-		return pbs_policy_covers_message(&facts, verdict) ? SMFIS_ACCEPT : SMFIS_CONTINUE;
+		return allow_answer(s, &facts, verdict, reason);
 	case PBS_VERDICT_TEMPFAIL:
 		log_decision(ctx, s, "deferred", rcpt, reason);
 		reply_text(rcpt, "Relay authorization temporarily unavailable, try again later",
@@ -226,6 +272,32 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 		smfi_setreply(ctx, "550", "5.7.1", text);
 		return SMFIS_REJECT;
 	}
+}
+
+/* Trace header on: name the lease's user in a message it let through. */
+static sfsistat on_eom(SMFICTX *ctx)
+{
+	struct session *s = smfi_getpriv(ctx);
+	char value[PBS_USAGE_TRACE_MAX];
+
+	if (s == NULL || !s->msg_leased)
+		return SMFIS_CONTINUE;
+	s->msg_leased = false;
+	pbs_usage_trace_value(&s->lease_found, s->subject, value);
+	if (smfi_addheader(ctx, PBS_USAGE_TRACE_HEADER, value) != MI_SUCCESS)
+		pbs_log(LOG_WARNING, "client %s: the %s header could not be added", s->addr_text,
+			PBS_USAGE_TRACE_HEADER);
+	return SMFIS_CONTINUE;
+}
+
+/* The message ended without its end (RSET, a failed DATA): the next one starts afresh. */
+static sfsistat on_abort(SMFICTX *ctx)
+{
+	struct session *s = smfi_getpriv(ctx);
+
+	if (s != NULL)
+		s->msg_leased = false;
+	return SMFIS_CONTINUE;
 }
 
 static sfsistat on_close(SMFICTX *ctx)
@@ -253,7 +325,8 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned l
 	(void)mta_steps;
 	(void)mta_f2;
 	(void)mta_f3;
-	*actions = 0; /* a relay gate changes nothing in the message */
+	/* A relay gate changes nothing in the message, unless it is to name the lease. */
+	*actions = trace_header ? SMFIF_ADDHDRS : 0;
 	*steps = SMFIP_NR_CONN | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NODATA | SMFIP_NOHDRS |
 		 SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN;
 	*f2 = 0;
@@ -261,13 +334,24 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned l
 	return SMFIS_CONTINUE;
 }
 
-struct smfiDesc pbs_milter_desc = {
-	.xxfi_name = "popbsmtp",
-	.xxfi_version = SMFI_VERSION,
-	.xxfi_flags = 0,
-	.xxfi_connect = on_connect,
-	.xxfi_envrcpt = on_envrcpt,
-	.xxfi_close = on_close,
-	.xxfi_negotiate = on_negotiate,
-	/* helo, envfrom, header, eoh, body, eom, abort, unknown, data: NULL, never called. */
-};
+struct smfiDesc pbs_callbacks_desc(const pbs_config *cfg)
+{
+	struct smfiDesc desc = {
+		.xxfi_name = "popbsmtp",
+		.xxfi_version = SMFI_VERSION,
+		.xxfi_flags = 0,
+		.xxfi_connect = on_connect,
+		.xxfi_envrcpt = on_envrcpt,
+		.xxfi_close = on_close,
+		.xxfi_negotiate = on_negotiate,
+		/* helo, envfrom, header, eoh, body, unknown, data: NULL, never called. */
+	};
+
+	trace_header = cfg->usage.trace_header != 0;
+	if (trace_header) {
+		desc.xxfi_flags = SMFIF_ADDHDRS;
+		desc.xxfi_eom = on_eom;
+		desc.xxfi_abort = on_abort;
+	}
+	return desc;
+}

@@ -6,7 +6,10 @@
 
 #include <libmilter/mfapi.h>
 
-/* The callbacks popbsmtp-milter registers; stages left NULL are negotiated away. */
-extern struct smfiDesc pbs_milter_desc;
+#include "popbsmtp/config.h"
+
+/* The callbacks popbsmtp-milter registers for CFG; stages left NULL are negotiated away.
+ * End of message and abort only with usage.trace_header on (fixed until a restart). */
+struct smfiDesc pbs_callbacks_desc(const pbs_config *cfg);
 
 #endif

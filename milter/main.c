@@ -15,6 +15,7 @@
 #include <libmilter/mfapi.h>
 
 #include "callbacks.h"
+#include "flush.h"
 #include "popbsmtp/config.h"
 #include "popbsmtp/log.h"
 #include "popbsmtp/version.h"
@@ -61,9 +62,10 @@ static void reload(void)
 			config_path);
 	} else {
 		if (strcmp(cfg->milter.socket, old->cfg->milter.socket) != 0 ||
-		    strcmp(cfg->milter.user, old->cfg->milter.user) != 0)
-			pbs_log(LOG_WARNING, "milter.socket and milter.user changes take effect "
-					     "only after a restart");
+		    strcmp(cfg->milter.user, old->cfg->milter.user) != 0 ||
+		    cfg->usage.trace_header != old->cfg->usage.trace_header)
+			pbs_log(LOG_WARNING, "milter.socket, milter.user and usage.trace_header "
+					     "changes take effect only after a restart");
 		if (pbs_runtime_install(cfg) == 0)
 			pbs_log(LOG_INFO, "configuration reloaded from %s", config_path);
 		else
@@ -138,7 +140,7 @@ static int open_socket(const pbs_config *cfg)
 		pbs_log(LOG_ERR, "bad milter.socket '%s'", cfg->milter.socket);
 		return -1;
 	}
-	if (smfi_register(pbs_milter_desc) != MI_SUCCESS) {
+	if (smfi_register(pbs_callbacks_desc(cfg)) != MI_SUCCESS) {
 		pbs_log(LOG_ERR, "smfi_register failed");
 		return -1;
 	}
@@ -202,10 +204,12 @@ int main(int argc, char **argv)
 		pbs_log(LOG_ERR, "cannot start the reload thread: %s", strerror(errno));
 		return 71;
 	}
+	pbs_flush_start();
 	check_redis();
 	pbs_log(LOG_INFO, "%s %s serving on %s", PROG, PBS_VERSION, cfg->milter.socket);
 	rc = smfi_main();
 	left = pbs_runtime_drain(DRAIN_SECONDS);
+	pbs_flush_stop(); /* the counts so far, before the runtime goes */
 	pbs_log(LOG_INFO, "stopping%s", left ? " with sessions still open" : "");
 	if (!foreground)
 		pbs_privsep_remove_pidfile();

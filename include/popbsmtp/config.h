@@ -58,11 +58,20 @@ struct pbs_milter_config {
 	int pool_size;
 };
 
+/* Usage and decision counters (docs/usage.md), and the trace header. */
+struct pbs_usage_config {
+	int retention_days; /* how long Redis keeps per-user usage (TTL) */
+	int flush_interval; /* seconds between a gate's batched writes */
+	char *host;         /* this host's name in the counters; "" = gethostname() */
+	int trace_header;   /* 1: X-PopBeforeSMTP on mail relayed by lease */
+};
+
 typedef struct pbs_config {
 	char *path;
 	struct pbs_redis_config redis;
 	struct pbs_lease_config lease;
 	struct pbs_milter_config milter;
+	struct pbs_usage_config usage;
 } pbs_config;
 
 /* Collected problems, each "FILE:LINE: text" (errors) or "FILE: warning: text". */

@@ -60,6 +60,11 @@ enum pbs_refresh pbs_store_refresh(pbs_store *store, const char *subject, const 
  * for open sessions to see; it lives pbs_lease_revocation_ttl(LEASE_TTL). Returns 0 or -1. */
 int pbs_store_mark_revoked(pbs_store *store, const char *subject, const char *user,
 			   long long now_ms, int lease_ttl);
+/* pbs_store_grant, with COUNT more commands (ARGCS[i] strings in ARGVS[i]) sent in the
+ * same round trip: a lease writer's counters. Only the SET decides the result; the other
+ * replies are read and dropped. Returns 0 or -1. */
+int pbs_store_grant_with(pbs_store *store, const char *subject, const pbs_lease *lease, int ttl,
+			 int count, const int *argcs, const char **const *argvs);
 
 /* One GET of SUBJECT's lease. On FOUND fills LEASE; a value that does not decode is an error. */
 enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);

@@ -487,7 +487,7 @@ run --json stats
 pbs_check_eq "stats --json: exit 0" 0 "$RC"
 jpys 'sorted(d)' 'str(d["leases"]) + " " + d["redis_version"]' \
 	'all(type(d[k]) is int for k in ("rtt_us","used_memory","lease_key_bytes")) and d["rtt_us"] >= 0 and d["used_memory"] > 0 and d["lease_key_bytes"] > 0'
-pbs_check_eq "stats --json: fields" "['lease_key_bytes', 'leases', 'redis_version', 'rtt_us', 'used_memory']" "${J[0]}"
+pbs_check_eq "stats --json: fields" "['decision_totals', 'decisions', 'lease_key_bytes', 'leases', 'redis_version', 'rtt_us', 'used_memory']" "${J[0]}"
 pbs_check_eq "stats --json: leases, version" "4 $REDIS_VERSION" "${J[1]}"
 pbs_check_eq "stats --json: rtt_us, used_memory, lease_key_bytes are positive integers" True "${J[2]}"
 

@@ -243,6 +243,8 @@ pbs_check_match "negotiation: no reply only at CONNECT (a REJECT at RCPT must ne
 pbs_check_nomatch "negotiation: RCPT is not skipped" 'skipped=[^ ]*rcpt' "$OUT"
 pbs_check_match "negotiation: HELO, MAIL, DATA, headers, body, unknown skipped" \
 	'skipped=helo,mail,data,header,eoh,body,unknown ' "$OUT"
+pbs_check_match "negotiation: no message changes asked for (usage.trace_header off)" \
+	'^negotiated actions=0x0 ' "$OUT"
 
 # ---- IPv4 without a lease ----
 session "${PF[@]}" connect:192.0.2.10 helo:mx.client.example 'mail:<a@client.example>' \

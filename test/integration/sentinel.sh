@@ -269,8 +269,8 @@ MILTER_PASS=milter-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 # leases, nothing else. ROLE: both check that the server the sentinels name is a master.
 # Replication does not carry ACLs, so both nodes get them; CONFIG REWRITE keeps them in
 # each node's config file, so a node restarted after a crash still has them.
-ACL_HOOK=(ACL SETUSER hook reset on ">$HOOK_PASS" '~popbsmtp:lease:*' +set +ping +role)
-ACL_MILTER=(ACL SETUSER milter reset on ">$MILTER_PASS" '%R~popbsmtp:lease:*' +get +ping +role)
+ACL_HOOK=(ACL SETUSER hook reset on ">$HOOK_PASS" '~popbsmtp:lease:*' '~popbsmtp:stat:*' +set +hincrby +expire +expireat +ping +role)
+ACL_MILTER=(ACL SETUSER milter reset on ">$MILTER_PASS" '%R~popbsmtp:lease:*' '~popbsmtp:stat:*' '~popbsmtp:usage:*' +get +multi +exec +hincrby +hsetnx +hset +expire +expireat +ping +role)
 for p in "$A" "$B"; do
 	pbs_check_eq "ACL SETUSER hook on :$p" OK "$(rcli "$p" "${ACL_HOOK[@]}")"
 	pbs_check_eq "ACL SETUSER milter on :$p" OK "$(rcli "$p" "${ACL_MILTER[@]}")"

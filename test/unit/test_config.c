@@ -169,6 +169,10 @@ static void assert_defaults(const pbs_config *cfg)
 	assert_int_equal(cfg->milter.on_store_error, PBS_ON_ERROR_TEMPFAIL);
 	assert_string_equal(cfg->milter.reject_text, "Relay access denied");
 	assert_int_equal(cfg->milter.pool_size, 64);
+	assert_int_equal(cfg->usage.retention_days, 30);
+	assert_int_equal(cfg->usage.flush_interval, 10);
+	assert_string_equal(cfg->usage.host, "");
+	assert_int_equal(cfg->usage.trace_header, 0);
 }
 
 static void test_empty_file_gives_defaults(void **state)
@@ -248,6 +252,10 @@ static void test_full_file(void **state)
 	assert_int_equal(cfg->milter.on_store_error, PBS_ON_ERROR_REJECT);
 	assert_string_equal(cfg->milter.reject_text, "Log in with IMAP or POP3 first");
 	assert_int_equal(cfg->milter.pool_size, 4);
+	assert_int_equal(cfg->usage.retention_days, 7);
+	assert_int_equal(cfg->usage.flush_interval, 5);
+	assert_string_equal(cfg->usage.host, "mx1.example.net");
+	assert_int_equal(cfg->usage.trace_header, 1);
 	pbs_config_free(cfg);
 	pbs_config_report_free(&r);
 }
@@ -277,8 +285,8 @@ static void test_syntax_error(void **state)
 static void test_unknown_group(void **state)
 {
 	static const char *const want[] = {
-	    D "/bad-group.conf:2: unknown setting 'redsi' (expected redis, lease or milter)",
-	    D "/bad-group.conf:5: unknown setting 'ttl' (expected redis, lease or milter)",
+	    D "/bad-group.conf:2: unknown setting 'redsi' (expected redis, lease, milter or usage)",
+	    D "/bad-group.conf:5: unknown setting 'ttl' (expected redis, lease, milter or usage)",
 	    D "/bad-group.conf:6: redis: expected a group { ... }",
 	    NULL,
 	};
@@ -407,7 +415,7 @@ static void test_many_errors(void **state)
 	      "accept",
 	    D "/bad-many.conf:11: milter.socket_mode: 'rw-rw----' is not an octal file mode such "
 	      "as \"0660\"",
-	    D "/bad-many.conf:13: unknown setting 'logging' (expected redis, lease or milter)",
+	    D "/bad-many.conf:13: unknown setting 'logging' (expected redis, lease, milter or usage)",
 	    NULL,
 	};
 
@@ -868,6 +876,19 @@ static const struct line_row line_rows[] = {
     {"redis: { prefix = \"\"; };", NULL, "port", 6379},
     {"lease: { never = []; };", NULL, "ttl", 1800},
     {"milter: { trusted = []; };", NULL, "pool_size", 64},
+    {"usage: { retention_days = 0; };", "usage.retention_days: 0 is out of range (1..3660)",
+     NULL, 0},
+    {"usage: { retention_days = 3660; };", NULL, "retention_days", 3660},
+    {"usage: { flush_interval = 0; };", "usage.flush_interval: 0 is out of range (1..3600)",
+     NULL, 0},
+    {"usage: { flush_interval = 3600; };", NULL, "flush_interval", 3600},
+    {"usage: { trace_header = \"on\"; };", NULL, "trace_header", 1},
+    {"usage: { trace_header = \"off\"; };", NULL, "trace_header", 0},
+    {"usage: { trace_header = true; };", "usage.trace_header: expected a string", NULL, 0},
+    {"usage: { trace_header = \"yes\"; };",
+     "usage.trace_header: 'yes' is not one of off, on", NULL, 0},
+    {"usage: { host = \"\"; };", NULL, "flush_interval", 10},
+    {"usage: { retired = 1; };", "unknown setting 'usage.retired'", NULL, 0},
 };
 
 static long long int_field(const pbs_config *cfg, const char *key)
@@ -886,6 +907,9 @@ static long long int_field(const pbs_config *cfg, const char *key)
 	    {"pool_size", offsetof(pbs_config, milter.pool_size)},
 	    {"socket_mode", offsetof(pbs_config, milter.socket_mode)},
 	    {"on_store_error", offsetof(pbs_config, milter.on_store_error)},
+	    {"retention_days", offsetof(pbs_config, usage.retention_days)},
+	    {"flush_interval", offsetof(pbs_config, usage.flush_interval)},
+	    {"trace_header", offsetof(pbs_config, usage.trace_header)},
 	};
 	size_t i;
 
@@ -1202,7 +1226,7 @@ static void test_key_names(void **state)
 		memcpy(group, names[i], (size_t)(dot - names[i]));
 		group[dot - names[i]] = '\0';
 		assert_true(strcmp(group, "redis") == 0 || strcmp(group, "lease") == 0 ||
-		            strcmp(group, "milter") == 0);
+		            strcmp(group, "milter") == 0 || strcmp(group, "usage") == 0);
 		for (j = 0; j < i; j++)
 			if (strcmp(names[i], names[j]) == 0)
 				fail_msg("%s is listed twice", names[i]);

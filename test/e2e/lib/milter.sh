@@ -12,11 +12,12 @@ pbs_milter_conf_group() {
 		"$1" "${PBS_CONF_MILTER_EXTRA:-}"
 }
 
-# pbs_start_milter CONF — run popbsmtp-milter -f with CONF in the background, its log in
-# MILTER_LOG; wait until its socket exists. Sets MILTER_PID, MILTER_SOCKET.
+# pbs_start_milter CONF [LOG] — run popbsmtp-milter -f with CONF in the background, its log
+# in MILTER_LOG (LOG, default $PBS_TMP/milter.log); wait until its socket exists. Sets
+# MILTER_PID, MILTER_SOCKET.
 pbs_start_milter() {
 	MILTER_SOCKET=$(sed -n 's/.*socket = "unix:\([^"]*\)".*/\1/p' "$1" | tail -n 1)
-	MILTER_LOG="$PBS_TMP/milter.log"
+	MILTER_LOG=${2:-$PBS_TMP/milter.log}
 	"$PBS_BIN/milter/popbsmtp-milter" -f -c "$1" >>"$MILTER_LOG" 2>&1 &
 	MILTER_PID=$!
 	# libmilter takes up to 5 s to stop on SIGTERM; the exit trap may have to KILL it, and

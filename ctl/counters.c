@@ -1,0 +1,338 @@
+/*
+ * counters.c — the fleet's decision and grant counters as popbsmtpctl shows them: per
+ * host and in total for the last hour and day (stats), and all-time in the Prometheus
+ * text exposition format (metrics). Every gate writes into the same hashes (usagekey.h),
+ * so one pipelined round trip of HGETALLs reads the whole fleet.
+ */
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+#include "popbsmtp/usagekey.h"
+
+#define HOUR_BUCKETS (3600 / PBS_USAGEKEY_BUCKET)
+#define DAY_BUCKETS (86400 / PBS_USAGEKEY_BUCKET)
+
+/* One counter: a field's words and its values. */
+struct counter {
+	struct pbs_usagekey_parts parts;
+	long long hour, day, total;
+};
+
+struct ctl_counters {
+	struct counter *items;
+	size_t count, cap;
+};
+
+/* The counter named by PARTS, added if new; NULL when out of memory. */
+static struct counter *counter_of(struct ctl_counters *cs, const struct pbs_usagekey_parts *p)
+{
+	size_t i;
+
+	for (i = 0; i < cs->count; i++)
+		if (memcmp(&cs->items[i].parts, p, sizeof *p) == 0)
+			return &cs->items[i];
+	if (cs->count == cs->cap) {
+		size_t cap = cs->cap ? cs->cap * 2 : 32;
+		struct counter *items = realloc(cs->items, cap * sizeof *items);
+		if (items == NULL)
+			return NULL;
+		cs->items = items;
+		cs->cap = cap;
+	}
+	memset(&cs->items[cs->count], 0, sizeof cs->items[0]);
+	cs->items[cs->count].parts = *p;
+	return &cs->items[cs->count++];
+}
+
+/* Add the fields of one HGETALL reply R: to hour (when HOUR), day and/or total. */
+static int add_reply(struct ctl_counters *cs, const redisReply *r, bool hour, bool day,
+		     bool total)
+{
+	struct pbs_usagekey_parts p;
+	size_t i;
+
+	if (r->type != REDIS_REPLY_ARRAY)
+		return -1;
+	for (i = 0; i + 1 < r->elements; i += 2) {
+		struct counter *c;
+		long long v;
+
+		memset(&p, 0, sizeof p);
+		if (r->element[i]->type != REDIS_REPLY_STRING ||
+		    pbs_usagekey_parse_field(r->element[i]->str, &p) != 0)
+			continue;
+		if ((c = counter_of(cs, &p)) == NULL)
+			return -1;
+		v = strtoll(r->element[i + 1]->str, NULL, 10);
+		c->hour += hour ? v : 0;
+		c->day += day ? v : 0;
+		c->total += total ? v : 0;
+	}
+	return 0;
+}
+
+/* Read the all-time hash and the last day's buckets (one round trip) into CS. */
+static int load(const struct ctl *c, struct ctl_counters *cs, bool buckets)
+{
+	enum { N = 1 + DAY_BUCKETS };
+	char keys[N][PBS_KEY_MAX];
+	const char *words[N][2];
+	const char **argvs[N];
+	int argcs[N], i, n = buckets ? N : 1, rc = CTL_OK;
+	redisReply *replies[N];
+	time_t now = time(NULL);
+
+	pbs_usagekey_total(pbs_store_prefix(c->store), keys[0]);
+	for (i = 1; i < n; i++)
+		pbs_usagekey_bucket(pbs_store_prefix(c->store),
+				    now - (time_t)(i - 1) * PBS_USAGEKEY_BUCKET, keys[i]);
+	for (i = 0; i < n; i++) {
+		words[i][0] = "HGETALL";
+		words[i][1] = keys[i];
+		argvs[i] = words[i];
+		argcs[i] = 2;
+	}
+	if (pbs_store_pipeline(c->store, n, argcs, argvs, replies) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	for (i = 0; i < n; i++) {
+		if (rc == CTL_OK && replies[i]->type == REDIS_REPLY_ERROR)
+			rc = ctl_fail(CTL_STORE, "Redis at %s refused: %s",
+				      pbs_store_where(c->store), replies[i]->str);
+		else if (rc == CTL_OK &&
+			 add_reply(cs, replies[i], i >= 1 && i <= HOUR_BUCKETS, i >= 1, i == 0) != 0)
+			rc = ctl_fail(CTL_STORE, "out of memory, or not a hash: %s", keys[i]);
+		freeReplyObject(replies[i]);
+	}
+	return rc;
+}
+
+/* True for the counters of lease writers rather than relay gates. */
+static bool is_grant(const struct counter *k)
+{
+	return strcmp(k->parts.gate, "hook") == 0 || strcmp(k->parts.gate, "plugin") == 0;
+}
+
+/* True for counted events (not the flush time). */
+static bool is_event(const struct counter *k)
+{
+	return pbs_usagekey_event(k->parts.verdict, k->parts.reason) >= 0;
+}
+
+/* Order: gates before lease writers, then host, gate, verdict, reason. */
+static int counter_cmp(const void *a, const void *b)
+{
+	const struct counter *x = a, *y = b;
+	int r;
+
+	if (is_grant(x) != is_grant(y))
+		return is_grant(x) ? 1 : -1;
+	if ((r = strcmp(x->parts.host, y->parts.host)) != 0 ||
+	    (r = strcmp(x->parts.gate, y->parts.gate)) != 0 ||
+	    (r = strcmp(x->parts.verdict, y->parts.verdict)) != 0)
+		return r;
+	return strcmp(x->parts.reason, y->parts.reason);
+}
+
+/* The same counters summed over hosts, into TOTALS (host "*"). */
+static int sum_hosts(const struct ctl_counters *cs, struct ctl_counters *totals)
+{
+	size_t i;
+
+	for (i = 0; i < cs->count; i++) {
+		struct pbs_usagekey_parts p = cs->items[i].parts;
+		struct counter *t;
+
+		if (!is_event(&cs->items[i]))
+			continue;
+		memset(p.host, 0, sizeof p.host);
+		p.host[0] = '*';
+		if ((t = counter_of(totals, &p)) == NULL)
+			return -1;
+		t->hour += cs->items[i].hour;
+		t->day += cs->items[i].day;
+	}
+	return 0;
+}
+
+/* One row per counter with a count in the last day. */
+static void print_rows(const struct ctl *c, const struct ctl_counters *cs, bool with_host,
+		       bool *first)
+{
+	size_t i;
+
+	for (i = 0; i < cs->count; i++) {
+		const struct counter *k = &cs->items[i];
+
+		if (!is_event(k) || k->day == 0)
+			continue;
+		if (!c->json) {
+			printf("  %-20s %-7s %-9s %-12s %8lld %8lld\n", with_host ? k->parts.host : "(all)",
+			       k->parts.gate, k->parts.verdict, k->parts.reason, k->hour, k->day);
+			continue;
+		}
+		printf("%s{", *first ? "" : ",");
+		*first = false;
+		if (with_host) {
+			printf("\"host\":");
+			ctl_json_string(stdout, k->parts.host);
+			putchar(',');
+		}
+		printf("\"gate\":");
+		ctl_json_string(stdout, k->parts.gate);
+		printf(",\"verdict\":");
+		ctl_json_string(stdout, k->parts.verdict);
+		printf(",\"reason\":");
+		ctl_json_string(stdout, k->parts.reason);
+		printf(",\"hour\":%lld,\"day\":%lld}", k->hour, k->day);
+	}
+}
+
+int ctl_counters_print(const struct ctl *c)
+{
+	struct ctl_counters cs = {NULL, 0, 0}, totals = {NULL, 0, 0};
+	bool first = true;
+	int rc;
+
+	if ((rc = load(c, &cs, true)) == CTL_OK && sum_hosts(&cs, &totals) != 0)
+		rc = ctl_fail(CTL_STORE, "out of memory");
+	if (rc == CTL_OK) {
+		qsort(cs.items, cs.count, sizeof *cs.items, counter_cmp);
+		qsort(totals.items, totals.count, sizeof *totals.items, counter_cmp);
+		if (c->json) {
+			printf(",\"decisions\":[");
+			print_rows(c, &cs, true, &first);
+			printf("],\"decision_totals\":[");
+			first = true;
+			print_rows(c, &totals, false, &first);
+			printf("]");
+		} else {
+			printf("decisions and lease grants (last hour, last day):\n");
+			printf("  %-20s %-7s %-9s %-12s %8s %8s\n", "HOST", "GATE", "VERDICT", "REASON",
+			       "HOUR", "DAY");
+			print_rows(c, &cs, true, &first);
+			print_rows(c, &totals, false, &first);
+		}
+	}
+	free(cs.items);
+	free(totals.items);
+	return rc;
+}
+
+/* ---- metrics ---- */
+
+/* A label value as the exposition format wants it: \\, \" and \n escaped. */
+static void print_label(const char *name, const char *value, bool comma)
+{
+	printf("%s%s=\"", comma ? "," : "", name);
+	for (; *value != '\0'; value++) {
+		if (*value == '\\' || *value == '"')
+			printf("\\%c", *value);
+		else if (*value == '\n')
+			printf("\\n");
+		else
+			putchar(*value);
+	}
+	putchar('"');
+}
+
+/* The value of the counter HOST|GATE|VERDICT|REASON in CS, 0 when absent. */
+static long long value_of(const struct ctl_counters *cs, const char *host, const char *gate,
+			  const char *verdict, const char *reason)
+{
+	size_t i;
+
+	for (i = 0; i < cs->count; i++) {
+		const struct pbs_usagekey_parts *p = &cs->items[i].parts;
+		if (strcmp(p->host, host) == 0 && strcmp(p->gate, gate) == 0 &&
+		    strcmp(p->verdict, verdict) == 0 && strcmp(p->reason, reason) == 0)
+			return cs->items[i].total;
+	}
+	return 0;
+}
+
+/* True when K is the first counter of its host and gate in CS (sorted). */
+static bool first_of_gate(const struct ctl_counters *cs, size_t i)
+{
+	return i == 0 || strcmp(cs->items[i - 1].parts.host, cs->items[i].parts.host) != 0 ||
+	       strcmp(cs->items[i - 1].parts.gate, cs->items[i].parts.gate) != 0;
+}
+
+/* One metric family: every event FROM..TO for every host and gate of the right kind
+ * (GRANTS), zero where nothing was counted yet, so rate() sees the first increase. */
+static void print_family(const struct ctl_counters *cs, const char *name, const char *help,
+			 bool grants, int from, int to)
+{
+	size_t i;
+	int e;
+
+	printf("# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	for (i = 0; i < cs->count; i++) {
+		const struct pbs_usagekey_parts *p = &cs->items[i].parts;
+
+		if (is_grant(&cs->items[i]) != grants || !first_of_gate(cs, i))
+			continue;
+		for (e = from; e <= to; e++) {
+			const char *v = pbs_usagekey_verdict((enum pbs_usage_event)e);
+			const char *r = pbs_usagekey_reason((enum pbs_usage_event)e);
+
+			printf("%s{", name);
+			print_label("host", p->host, false);
+			print_label(grants ? "source" : "gate", p->gate, true);
+			print_label(grants ? "result" : "verdict", v, true);
+			print_label("reason", r, true);
+			printf("} %lld\n", value_of(cs, p->host, p->gate, v, r));
+		}
+	}
+}
+
+/* Dropped usage entries and the last flush, per host and gate. */
+static void print_gate_health(const struct ctl_counters *cs)
+{
+	static const char *const families[2][3] = {
+	    {"popbsmtp_usage_dropped_total", "counter",
+	     "Messages relayed by lease whose per-user usage was not recorded (pending cap)."},
+	    {"popbsmtp_last_flush_timestamp_seconds", "gauge",
+	     "When the gate last wrote its counters to Redis (Unix time)."}};
+	size_t i;
+	int f;
+
+	for (f = 0; f < 2; f++) {
+		printf("# HELP %s %s\n# TYPE %s %s\n", families[f][0], families[f][2],
+		       families[f][0], families[f][1]);
+		for (i = 0; i < cs->count; i++) {
+			const struct pbs_usagekey_parts *p = &cs->items[i].parts;
+
+			if (is_grant(&cs->items[i]) || !first_of_gate(cs, i))
+				continue;
+			printf("%s{", families[f][0]);
+			print_label("host", p->host, false);
+			print_label("gate", p->gate, true);
+			printf("} %lld\n", f == 0 ? value_of(cs, p->host, p->gate, "dropped", "usage")
+						  : value_of(cs, p->host, p->gate, "flushed", "time"));
+		}
+	}
+}
+
+int ctl_cmd_metrics(struct ctl *c, int argc, char **argv)
+{
+	struct ctl_counters cs = {NULL, 0, 0};
+	int rc;
+
+	if (argc != 1)
+		return ctl_fail(CTL_USAGE, "metrics: unexpected argument '%s'", argv[1]);
+	if ((rc = load(c, &cs, false)) == CTL_OK) {
+		qsort(cs.items, cs.count, sizeof *cs.items, counter_cmp);
+		print_family(&cs, "popbsmtp_relay_decisions_total",
+			     "Relay decisions of the popbsmtp gates, by verdict and reason.", false,
+			     PBS_EV_ALLOWED_LEASE, PBS_EV_DEFERRED_STORE_ERROR);
+		print_family(&cs, "popbsmtp_lease_grants_total",
+			     "Leases written at login (result granted), or not (refused, failed).",
+			     true, PBS_EV_GRANTED, PBS_EV_GRANT_FAILED_STORE);
+		print_gate_health(&cs);
+	}
+	free(cs.items);
+	return rc;
+}

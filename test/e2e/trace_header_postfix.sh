@@ -1,0 +1,54 @@
+#!/bin/bash
+# trace_header_postfix.sh BUILD_DIR — usage.trace_header end to end through a real Postfix:
+# with it on, a message relayed by lease reaches the next hop (smtp-sink) with one
+# X-PopBeforeSMTP header naming the user and the lease, even with two relay recipients;
+# AUTH and trusted relays get none. With it off (after a restart), no message gets one.
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib/common.sh"
+. "$here/lib/dovecot.sh"
+. "$here/lib/postfix.sh"
+. "$here/lib/milter.sh"
+PBS_BIN=$(cd "$1" && pwd)
+
+pbs_start_story_servers || exit 1
+pbs_start_postfix "unix:$MILTER_SOCKET" "$DOVECOT_AUTH_SOCKET" || exit 1
+
+# restart_milter ON_OFF — the milter again with usage.trace_header ON_OFF.
+restart_milter() {
+	pbs_stop_milter
+	pbs_write_config "$PBS_CONF" "$(pbs_milter_conf_group "$PBS_TMP/milter.sock")" \
+		"usage: { trace_header = \"$1\"; };"
+	pbs_start_milter "$PBS_CONF" || exit 1
+}
+
+# header_of RCPT — the X-PopBeforeSMTP lines of the messages the sink got for RCPT.
+header_of() {
+	pbs_sink_wait "$1" 1 >/dev/null 2>&1
+	grep -l -iE "^X-Rcpt-Args: <$(pbs_re_quote "$1")>" -r "$SINK_DIR" |
+		xargs -r grep -h '^X-PopBeforeSMTP:' | tr -d '\r'
+}
+
+restart_milter on
+pbs_ctl grant 127.0.0.5 alice >/dev/null
+pbs_smtp 127.0.0.5 lease1@remote.example lease2@remote.example >/dev/null
+pbs_check_match "on: the lease relay's second recipient is accepted too" '^250 ' \
+	"$(pbs_rcpt_reply lease2@remote.example)"
+H=$(header_of lease1@remote.example)
+pbs_check_match "on: the leased message names user and lease" \
+	'^X-PopBeforeSMTP: user=alice lease=127\.0\.0\.5 service=ctl granted=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$' "$H"
+pbs_check_eq "on: one header, though two relay recipients" 1 "$(printf '%s\n' "$H" | grep -c .)"
+pbs_smtp_auth 127.0.0.8 alice secret auth@remote.example >/dev/null
+pbs_check_eq "on: no header on an AUTH relay" "" "$(header_of auth@remote.example)"
+pbs_check_eq "on: the AUTH relay did arrive" 1 "$(pbs_sink_count auth@remote.example)"
+pbs_smtp 127.0.0.1 trusted@remote.example >/dev/null
+pbs_check_eq "on: no header on a trusted relay" "" "$(header_of trusted@remote.example)"
+pbs_check_eq "on: the trusted relay did arrive" 1 "$(pbs_sink_count trusted@remote.example)"
+pbs_check_match "on: a refused relay is still refused" '^550 5\.7\.1' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.7 refused@remote.example)"
+
+restart_milter off
+pbs_smtp 127.0.0.5 off@remote.example >/dev/null
+pbs_check_match "off: the lease relay is accepted" '^250 ' "$(pbs_rcpt_reply)"
+pbs_check_eq "off: no header" "" "$(header_of off@remote.example)"
+pbs_check_eq "off: the message did arrive" 1 "$(pbs_sink_count off@remote.example)"
+pbs_done
