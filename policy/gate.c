@@ -6,6 +6,13 @@
  * refuses with its native reply. Only a lease store in trouble gets a reply of our own,
  * the 451 the milter gives (or what milter.on_store_error says).
  *
+ * Decisions are counted as the milter counts them (usage.h): a relay allowed for a
+ * message once, with the lease's user; every refusal and deferral. Postfix itself
+ * decides trusted, authenticated and local recipients before it asks, so those are
+ * the milter's counts only. With usage.trace_header on, the same gate asked again at
+ * DATA (smtpd_data_restrictions) prepends the X-PopBeforeSMTP header to a message it
+ * let through on a lease: PREPEND is not final, so it cannot be the RCPT answer.
+ *
  * milter.trusted is not consulted: on this path Postfix's mynetworks is the list of
  * trusted clients, checked before the policy is asked; a second list here could only
  * widen relay beyond what Postfix itself was told.
@@ -16,26 +23,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "popbsmtp/addr.h"
 #include "popbsmtp/lease.h"
 #include "popbsmtp/log.h"
 #include "popbsmtp/policy.h"
 #include "popbsmtp/store.h"
+#include "popbsmtp/usage.h"
 
 #define ACTION_OK "action=OK\n\n"
 #define ACTION_DUNNO "action=DUNNO\n\n"
 #define ACTION_DEFER \
 	"action=451 4.3.0 Relay authorization temporarily unavailable, try again later\n\n"
 
+#define INSTANCE_SIZE sizeof(((struct pbs_request *)0)->instance)
+
 struct pbs_gate {
 	const pbs_config *cfg;
 	pbs_store *store;
+	pbs_usage *usage;
 	/* The lease answer for the message last asked about: its instance and subject. */
-	char instance[sizeof ((struct pbs_request *)0)->instance];
+	char instance[INSTANCE_SIZE];
 	char subject[PBS_ADDR_STRLEN];
 	enum pbs_lease_state lease;
+	pbs_lease found; /* when lease is PBS_LEASE_LIVE */
 	char lease_user[PBS_LOG_SAFE_MAX];
+	char counted[INSTANCE_SIZE]; /* the message whose allowed relay was counted */
+	char leased[INSTANCE_SIZE];  /* the message last let through on the lease */
+	char prepend[sizeof "action=PREPEND " PBS_USAGE_TRACE_HEADER ": \n\n" +
+		     PBS_USAGE_TRACE_MAX];
 };
 
 struct pbs_gate *pbs_gate_new(const pbs_config *cfg)
@@ -45,17 +62,26 @@ struct pbs_gate *pbs_gate_new(const pbs_config *cfg)
 	if (g == NULL)
 		return NULL;
 	g->cfg = cfg;
-	if ((g->store = pbs_store_new(&cfg->redis)) == NULL) {
+	if ((g->store = pbs_store_new(&cfg->redis)) == NULL ||
+	    (g->usage = pbs_usage_new("policy", PBS_USAGE_MAX_USERS)) == NULL) {
+		pbs_store_free(g->store);
 		free(g);
 		return NULL;
 	}
 	return g;
 }
 
+void pbs_gate_idle(struct pbs_gate *g)
+{
+	pbs_usage_maybe_flush(g->usage, g->store, &g->cfg->usage, time(NULL));
+}
+
 void pbs_gate_free(struct pbs_gate *g)
 {
 	if (g == NULL)
 		return;
+	pbs_usage_flush(g->usage, g->store, &g->cfg->usage, time(NULL));
+	pbs_usage_free(g->usage);
 	pbs_store_free(g->store);
 	free(g);
 }
@@ -75,6 +101,7 @@ static enum pbs_lease_state lease_for(struct pbs_gate *g, const char *instance,
 	switch (pbs_store_lookup(g->store, subject, &lease)) {
 	case PBS_LOOKUP_FOUND:
 		g->lease = PBS_LEASE_LIVE;
+		g->found = lease;
 		pbs_log_safe(lease.user, g->lease_user);
 		break;
 	case PBS_LOOKUP_NONE:
@@ -89,6 +116,42 @@ static enum pbs_lease_state lease_for(struct pbs_gate *g, const char *instance,
 	strcpy(g->instance, instance);
 	strcpy(g->subject, subject);
 	return g->lease;
+}
+
+/* Count the decision for REQ's message: an allowed relay once per message (as the milter,
+ * which accepts the rest of a message at its first allowed relay), every refusal and
+ * deferral. A relay on the lease also counts as one message of the lease's user. */
+static void count_decision(struct pbs_gate *g, const struct pbs_request *req,
+			   enum pbs_verdict verdict, const char *reason, const char *client)
+{
+	int event = pbs_usagekey_decision(verdict, reason);
+
+	if (event < 0)
+		return;
+	if (verdict == PBS_VERDICT_ALLOW && req->instance[0] != '\0') {
+		if (strcmp(req->instance, g->counted) == 0)
+			return;
+		strcpy(g->counted, req->instance);
+	}
+	pbs_usage_count(g->usage, (enum pbs_usage_event)event);
+	if (event == PBS_EV_ALLOWED_LEASE) {
+		pbs_usage_relay(g->usage, g->found.user, client, time(NULL));
+		strcpy(g->leased, req->instance);
+	}
+}
+
+/* At DATA, with usage.trace_header on: the header naming the lease's user for a message
+ * let through on it, else nothing. The lease is the one the RCPT answer was based on. */
+static const char *trace_answer(struct pbs_gate *g, const struct pbs_request *req)
+{
+	char value[PBS_USAGE_TRACE_MAX];
+
+	if (req->instance[0] == '\0' || strcmp(req->instance, g->leased) != 0)
+		return ACTION_DUNNO;
+	pbs_usage_trace_value(&g->found, g->subject, value);
+	snprintf(g->prepend, sizeof g->prepend, "action=PREPEND %s: %s\n\n",
+		 PBS_USAGE_TRACE_HEADER, value);
+	return g->prepend;
 }
 
 /* Say once per process that requests from a stage other than RCPT reach us: the
@@ -136,6 +199,9 @@ const char *pbs_gate_answer(struct pbs_gate *g, const struct pbs_request *req)
 		pbs_log(LOG_WARNING, "bad policy request: %s; answered DUNNO", req->problem);
 		return ACTION_DUNNO;
 	}
+	if (g->cfg->usage.trace_header && strcmp(req->request, "smtpd_access_policy") == 0 &&
+	    strcmp(req->protocol_state, "DATA") == 0)
+		return trace_answer(g, req);
 	if (strcmp(req->request, "smtpd_access_policy") != 0 ||
 	    strcmp(req->protocol_state, "RCPT") != 0) {
 		note_wrong_stage(req);
@@ -156,6 +222,7 @@ const char *pbs_gate_answer(struct pbs_gate *g, const struct pbs_request *req)
 		facts.lease = lease_for(g, req->instance, subject, client);
 		verdict = pbs_policy_decide(&facts, &reason);
 	}
+	count_decision(g, req, verdict, reason, client);
 	/* In brackets, as the milter sees it: one vocabulary in the log. */
 	snprintf(rcpt, sizeof rcpt, "<%s>", req->recipient);
 	switch (verdict) {

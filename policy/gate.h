@@ -15,7 +15,11 @@ struct pbs_gate;
  * the first lookup. NULL when out of memory. */
 struct pbs_gate *pbs_gate_new(const pbs_config *cfg);
 
+/* Flush the decision counts and, first, whatever is still counted (usage.h). */
 void pbs_gate_free(struct pbs_gate *gate);
+
+/* Between requests: write the counts when usage.flush_interval has passed. */
+void pbs_gate_idle(struct pbs_gate *gate);
 
 /* The reply to REQ, "action=...\n\n", with one log line for each relay decision. */
 const char *pbs_gate_answer(struct pbs_gate *gate, const struct pbs_request *req);

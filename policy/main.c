@@ -102,6 +102,7 @@ static int serve(struct pbs_gate *gate)
 				continue;
 			if (reply(pbs_gate_answer(gate, &parser.req)) != 0)
 				return 1;
+			pbs_gate_idle(gate);
 			pbs_request_begin(&parser);
 		}
 	}

@@ -3,6 +3,7 @@
 # with it on, a message relayed by lease reaches the next hop (smtp-sink) with one
 # X-PopBeforeSMTP header naming the user and the lease, even with two relay recipients;
 # AUTH and trusted relays get none. With it off (after a restart), no message gets one.
+# The same through the policy gate, asked again at DATA (smtpd_data_restrictions).
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 . "$here/lib/dovecot.sh"
@@ -51,4 +52,25 @@ pbs_smtp 127.0.0.5 off@remote.example >/dev/null
 pbs_check_match "off: the lease relay is accepted" '^250 ' "$(pbs_rcpt_reply)"
 pbs_check_eq "off: no header" "" "$(header_of off@remote.example)"
 pbs_check_eq "off: the message did arrive" 1 "$(pbs_sink_count off@remote.example)"
+
+# ---- the policy gate: OK at RCPT, PREPEND when asked again at DATA ----
+pbs_stop_milter
+pbs_write_config "$PBS_CONF" "$(pbs_milter_conf_group "$PBS_TMP/milter.sock")" \
+	'usage: { trace_header = "on"; };'
+pbs_policy_command "$PBS_CONF"
+pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- \
+	"smtpd_data_restrictions = check_policy_service unix:private/popbsmtp-policy" || exit 1
+pbs_smtp 127.0.0.5 policy1@remote.example policy2@remote.example >/dev/null
+pbs_check_match "policy gate, on: the lease relay's second recipient is accepted too" '^250 ' \
+	"$(pbs_rcpt_reply policy2@remote.example)"
+H=$(header_of policy1@remote.example)
+pbs_check_match "policy gate, on: the leased message names user and lease" \
+	'^X-PopBeforeSMTP: user=alice lease=127\.0\.0\.5 service=ctl granted=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$' "$H"
+pbs_check_eq "policy gate, on: one header, though two relay recipients" 1 \
+	"$(printf '%s\n' "$H" | grep -c .)"
+pbs_smtp_auth 127.0.0.8 alice secret pauth@remote.example >/dev/null
+pbs_check_eq "policy gate, on: no header on an AUTH relay" "" "$(header_of pauth@remote.example)"
+pbs_check_eq "policy gate, on: the AUTH relay did arrive" 1 "$(pbs_sink_count pauth@remote.example)"
+pbs_check_match "policy gate, on: an unleased relay is refused by Postfix" '^554 5\.7\.1' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.7 prefused@remote.example)"
 pbs_done

@@ -173,6 +173,37 @@ out=$(printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=1
 pbs_check_eq "EOF without the empty line: no answer, exit 0" "0:" "$?:$out"
 pbs_check_match "... logged" 'cut short at end of input' "$(cat "$LOG")"
 
+# counted as the milter counts (an allowed relay once per message, each refusal), written
+# at EOF; with usage.trace_header on, the leased message gets its header at DATA
+pbs_write_config "$PBS_TMP/usage.conf" \
+	'usage: { host = "mx-policy"; flush_interval = 3600; trace_header = "on"; };'
+pbs_ctl grant 192.0.2.50 frank >/dev/null
+start_policy "$PBS_TMP/usage.conf"
+pbs_check_eq "usage: leased message, first recipient OK" "action=OK" "$(rcpt 192.0.2.50 u1)"
+pbs_check_eq "usage: ... second recipient OK" "action=OK" \
+	"$(rcpt 192.0.2.50 u1 recipient=b@remote.example)"
+data() { ask request=smtpd_access_policy protocol_state=DATA client_address="$1" "instance=$2" \
+	recipient= recipient_count=2 sasl_username=; }
+pbs_check_match "trace header: PREPEND at DATA for the leased message" \
+	'^action=PREPEND X-PopBeforeSMTP: user=frank lease=192\.0\.2\.50 service=[^ ]+ granted=' \
+	"$(data 192.0.2.50 u1)"
+pbs_check_eq "usage: unleased message, two recipients refused" "action=DUNNO action=DUNNO" \
+	"$(rcpt 192.0.2.51 u2) $(rcpt 192.0.2.51 u2 recipient=b@remote.example)"
+pbs_check_eq "trace header: nothing at DATA for a message not let through on a lease" \
+	"action=DUNNO" "$(data 192.0.2.51 u2)"
+pbs_check_eq "usage: nothing written before the flush interval" "" \
+	"$(pbs_redis_cli HGET popbsmtp:stat:total 'mx-policy|policy|allowed|lease')"
+stop_policy
+total() { pbs_redis_cli HGET popbsmtp:stat:total "mx-policy|policy|$1"; }
+pbs_check_eq "usage: at EOF the counts are written: one allowed message, two refusals" "1 2" \
+	"$(total allowed\|lease) $(total refused\|no-lease)"
+pbs_check_match "usage: popbsmtpctl usage names frank with one message" '^frank +1 ' \
+	"$(pbs_ctl usage --user frank | tail -n 1)"
+start_policy "$PBS_CONF"
+pbs_check_eq "trace header off (the default): DATA is not answered with a header" \
+	"action=DUNNO" "$(data 192.0.2.50 u3)"
+stop_policy
+
 # lease.never: refused without asking Redis, even with a lease
 pbs_ctl grant 198.51.100.7 eve >/dev/null 2>&1
 start_policy "$NEVER_CONF"
