@@ -128,18 +128,6 @@ static pbs_config *load_config(const char *path)
 	return cfg;
 }
 
-/* Write LEASE and count the grant in the same round trip (the only one the hook makes). */
-static int grant_counted(pbs_store *store, const pbs_config *cfg, const char *subject,
-			 const pbs_lease *lease)
-{
-	struct pbs_usage_batch counters;
-
-	pbs_usage_grant_commands(&counters, cfg->redis.prefix, &cfg->usage, "hook", PBS_EV_GRANTED,
-				 (time_t)lease->granted);
-	return pbs_store_grant_with(store, subject, lease, cfg->lease.ttl, counters.count,
-				    counters.argcs, counters.argvs);
-}
-
 /* Write the lease for IP/USER. Returns 0 when written, -1 when not (already logged). */
 static int grant(const pbs_config *cfg, const char *ip, const char *user, const char *service)
 {
@@ -173,7 +161,7 @@ static int grant(const pbs_config *cfg, const char *ip, const char *user, const 
 		pbs_log(LOG_ERR, "no lease granted: out of memory");
 		return -1;
 	}
-	rc = grant_counted(store, cfg, subject, &lease);
+	rc = pbs_usage_grant(store, &cfg->usage, "hook", subject, &lease, cfg->lease.ttl);
 	if (rc == 0)
 		pbs_log(LOG_INFO, "lease granted: %s user=%s service=%s ttl=%d", subject, safe_user,
 			service[0] ? service : "-", cfg->lease.ttl);

@@ -538,6 +538,17 @@ void pbs_usage_grant_commands(struct pbs_usage_batch *b, const char *prefix,
 		b->argvs[i] = b->words[i];
 }
 
+int pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg, const char *source,
+		    const char *subject, const pbs_lease *lease, int ttl)
+{
+	struct pbs_usage_batch counters;
+
+	pbs_usage_grant_commands(&counters, pbs_store_prefix(store), cfg, source, PBS_EV_GRANTED,
+				 (time_t)lease->granted);
+	return pbs_store_grant_with(store, subject, lease, ttl, counters.count, counters.argcs,
+				    counters.argvs);
+}
+
 const char *pbs_usage_trace_value(const pbs_lease *lease, const char *subject, char *out)
 {
 	static const char hex[] = "0123456789ABCDEF";

@@ -21,6 +21,7 @@
 #include "popbsmtp/lease.h"
 #include "popbsmtp/log.h"
 #include "popbsmtp/store.h"
+#include "popbsmtp/usage.h"
 #include "popbsmtp/version.h"
 
 #define POPBSMTP_USER_CONTEXT(obj) MODULE_CONTEXT(obj, popbsmtp_user_module)
@@ -34,6 +35,7 @@ struct popbsmtp_user {
 	char subject[PBS_ADDR_STRLEN];
 	pbs_lease lease;
 	int ttl;
+	struct pbs_usage_config usage; /* for the grant's counters; host in the user's pool */
 	long long login_ms;    /* Unix ms; a revoke at or after it stops the refresh */
 	bool outage;           /* a Redis failure was logged; quiet until Redis answers */
 };
@@ -122,12 +124,12 @@ static void popbsmtp_refresh(struct popbsmtp_user *pu)
 	popbsmtp_answered(pu);
 }
 
-/* The login's grant: the same SET ... EX the hook sends. */
+/* The login's grant: the same SET ... EX the hook sends, counted in its round trip. */
 static void popbsmtp_grant(struct popbsmtp_user *pu)
 {
 	char safe[PBS_LOG_SAFE_MAX];
 
-	if (pbs_store_grant(pu->store, pu->subject, &pu->lease, pu->ttl) != 0) {
+	if (pbs_usage_grant(pu->store, &pu->usage, "plugin", pu->subject, &pu->lease, pu->ttl) != 0) {
 		popbsmtp_failed(pu, "no lease granted for");
 	} else {
 		e_debug(pu->user->event, "popbsmtp: lease granted: %s user=%s service=%s ttl=%d",
@@ -178,6 +180,8 @@ static bool popbsmtp_prepare(struct popbsmtp_user *pu, const pbs_config *cfg, co
 	pbs_lease_subject(&addr, (unsigned)cfg->lease.ipv4_prefix, (unsigned)cfg->lease.ipv6_prefix,
 			  pu->subject);
 	pu->ttl = cfg->lease.ttl;
+	pu->usage = cfg->usage;
+	pu->usage.host = p_strdup(pu->user->pool, cfg->usage.host);
 	return true;
 }
 

@@ -80,6 +80,11 @@ void pbs_usage_grant_commands(struct pbs_usage_batch *b, const char *prefix,
 			      const struct pbs_usage_config *cfg, const char *source,
 			      enum pbs_usage_event event, time_t now);
 
+/* Write LEASE for SUBJECT with TTL seconds (pbs_store_grant) and count the grant of
+ * SOURCE ("hook", "plugin") with the same round trip. Returns 0 or -1. */
+int pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg, const char *source,
+		    const char *subject, const pbs_lease *lease, int ttl);
+
 /* The trace header's value for a message relayed on LEASE (covering SUBJECT):
  * "user=U lease=SUBJECT service=S granted=ISO-8601", the user with every byte that is not
  * printable ASCII, or is a space, '%', '"' or '\\', as %HH. OUT has PBS_USAGE_TRACE_MAX. */

@@ -64,6 +64,8 @@ pbs_check_eq "IMAP session from 127.0.0.5 logged in and idling" 1 "$PBS_IDLE_OK"
 first=$(lease 127.0.0.5)
 pbs_check_match "the login wrote the hook's lease: 1|<time>|imap|alice" '^1\|[0-9]+\|imap\|alice$' "$first"
 pbs_check_le "its TTL is lease.ttl at most" $TTL "$(pbs_redis_cli TTL popbsmtp:lease:127.0.0.5)"
+pbs_check_match "the grant was counted in the same round trip (source plugin)" \
+	'^[^|]+\|plugin\|granted\|lease 1$' "$(pbs_redis_cli HGETALL popbsmtp:stat:total | paste -d' ' - -)"
 sleep $((3 * TTL + 1))
 pbs_check_eq "after more than 3 x lease.ttl in IDLE: the same lease is still there" "$first" \
 	"$(lease 127.0.0.5)"
