@@ -190,6 +190,13 @@ static void print_rows(const struct ctl *c, const struct ctl_counters *cs, bool 
 	}
 }
 
+/* Sort CS for printing; an empty set has no array to give qsort. */
+static void sort_counters(struct ctl_counters *cs)
+{
+	if (cs->count > 1)
+		qsort(cs->items, cs->count, sizeof *cs->items, counter_cmp);
+}
+
 int ctl_counters_print(const struct ctl *c)
 {
 	struct ctl_counters cs = {NULL, 0, 0}, totals = {NULL, 0, 0};
@@ -199,8 +206,8 @@ int ctl_counters_print(const struct ctl *c)
 	if ((rc = load(c, &cs, true)) == CTL_OK && sum_hosts(&cs, &totals) != 0)
 		rc = ctl_fail(CTL_STORE, "out of memory");
 	if (rc == CTL_OK) {
-		qsort(cs.items, cs.count, sizeof *cs.items, counter_cmp);
-		qsort(totals.items, totals.count, sizeof *totals.items, counter_cmp);
+		sort_counters(&cs);
+		sort_counters(&totals);
 		if (c->json) {
 			printf(",\"decisions\":[");
 			print_rows(c, &cs, true, &first);
@@ -324,7 +331,7 @@ int ctl_cmd_metrics(struct ctl *c, int argc, char **argv)
 	if (argc != 1)
 		return ctl_fail(CTL_USAGE, "metrics: unexpected argument '%s'", argv[1]);
 	if ((rc = load(c, &cs, false)) == CTL_OK) {
-		qsort(cs.items, cs.count, sizeof *cs.items, counter_cmp);
+		sort_counters(&cs);
 		print_family(&cs, "popbsmtp_relay_decisions_total",
 			     "Relay decisions of the popbsmtp gates, by verdict and reason.", false,
 			     PBS_EV_ALLOWED_LEASE, PBS_EV_DEFERRED_STORE_ERROR);
