@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <libgen.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,27 +39,102 @@ static const char *unix_path(const char *spec)
 	return NULL;
 }
 
-/* Give the unix socket at PATH the configured group and mode. */
-static int socket_permissions(const char *path, const struct pbs_milter_config *cfg)
+/* The gid milter.socket_group names into *GID: 1, 0 when it is empty, -1 (logged). */
+static int socket_gid(const struct pbs_milter_config *cfg, gid_t *gid)
 {
 	struct group *gr;
 
-	if (cfg->socket_group[0] != '\0') {
-		if ((gr = getgrnam(cfg->socket_group)) == NULL) {
-			pbs_log(LOG_ERR, "milter.socket_group '%s' does not exist",
-				cfg->socket_group);
-			return -1;
-		}
-		if (chown(path, (uid_t)-1, gr->gr_gid) != 0) {
-			pbs_log(LOG_ERR, "cannot chown %s: %s", path, strerror(errno));
-			return -1;
-		}
+	if (cfg->socket_group[0] == '\0')
+		return 0;
+	if ((gr = getgrnam(cfg->socket_group)) == NULL) {
+		pbs_log(LOG_ERR, "milter.socket_group '%s' does not exist", cfg->socket_group);
+		return -1;
 	}
-	if (chmod(path, (mode_t)cfg->socket_mode) != 0) {
-		pbs_log(LOG_ERR, "cannot chmod %s: %s", path, strerror(errno));
+	*gid = gr->gr_gid;
+	return 1;
+}
+
+/* Refuse a setgid directory of another group: bind() would give the socket the
+ * directory's group, and nothing changes it afterwards. */
+static int check_socket_dir(const char *path, const struct pbs_milter_config *cfg, gid_t gid)
+{
+	char *copy = strdup(path);
+	struct stat st;
+	int rc = -1;
+
+	if (copy == NULL) {
+		pbs_log(LOG_ERR, "out of memory");
+		return -1;
+	}
+	if (stat(dirname(copy), &st) != 0)
+		pbs_log(LOG_ERR, "cannot open milter socket %s: its directory: %s", path,
+			strerror(errno));
+	else if ((st.st_mode & S_ISGID) != 0 && st.st_gid != gid)
+		pbs_log(LOG_ERR, "the directory of %s is setgid to group %ld, which new files "
+				 "get instead of milter.socket_group '%s': clear its setgid bit or "
+				 "give it that group", path, (long)st.st_gid, cfg->socket_group);
+	else
+		rc = 0;
+	free(copy);
+	return rc;
+}
+
+/* bind() the socket: its mode comes from the umask and, as root, its group from the
+ * effective gid, so the node is created as configured and root never changes a file
+ * through the socket's path, which the directory's owner could swap for a symlink. */
+static int bind_socket(const struct pbs_milter_config *cfg, bool set_group, gid_t gid)
+{
+	gid_t egid = getegid();
+	bool switch_gid = set_group && gid != egid && geteuid() == 0;
+	mode_t old;
+	int rc;
+
+	if (switch_gid && setegid(gid) != 0) {
+		pbs_log(LOG_ERR, "cannot take group '%s' to create the socket: %s",
+			cfg->socket_group, strerror(errno));
+		return -1;
+	}
+	old = umask(~(mode_t)cfg->socket_mode & 0777);
+	rc = smfi_opensocket(true);
+	umask(old);
+	if (switch_gid && setegid(egid) != 0) {
+		pbs_log(LOG_ERR, "cannot restore group %ld: %s", (long)egid, strerror(errno));
+		return -1;
+	}
+	if (rc != MI_SUCCESS) {
+		pbs_log(LOG_ERR, "cannot open milter socket %s (does its directory exist? is it "
+				 "in use?)", cfg->socket);
 		return -1;
 	}
 	return 0;
+}
+
+/* Without root the socket was created with the process's own group: give it the
+ * configured one. lchown() never follows a symlink, and unprivileged it can change
+ * nothing the milter user could not change anyway. */
+static int give_group_unprivileged(const char *path, const struct pbs_milter_config *cfg,
+				   gid_t gid)
+{
+	if (geteuid() == 0 || gid == getegid() || lchown(path, (uid_t)-1, gid) == 0)
+		return 0;
+	pbs_log(LOG_ERR, "cannot give %s the group '%s' (started as a non-member?): %s", path,
+		cfg->socket_group, strerror(errno));
+	return -1;
+}
+
+/* Say so when the node at PATH is not the socket as configured (a default ACL on the
+ * directory, or someone replaced it). Only a warning: fixing it would mean following
+ * the path. */
+static void check_socket_node(const char *path, const struct pbs_milter_config *cfg,
+			      bool set_group, gid_t gid)
+{
+	struct stat st;
+
+	if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+	    (st.st_mode & 07777) != (mode_t)cfg->socket_mode || (set_group && st.st_gid != gid))
+		pbs_log(LOG_WARNING, "%s is not (or no longer) a socket with mode %04o%s%s; "
+				     "check its directory", path, (unsigned)cfg->socket_mode,
+			set_group ? " and group " : "", set_group ? cfg->socket_group : "");
 }
 
 /* True when a process already serves the unix socket at PATH: removing it as stale would
@@ -80,24 +156,23 @@ static bool socket_in_use(const char *path)
 int pbs_privsep_open_socket(const struct pbs_milter_config *cfg)
 {
 	const char *path = unix_path(cfg->socket);
-	mode_t old;
-	int rc;
+	gid_t gid = 0;
+	int set_group;
 
-	if (path != NULL && socket_in_use(path)) {
+	if (path == NULL)
+		return bind_socket(cfg, false, 0);
+	if (socket_in_use(path)) {
 		pbs_log(LOG_ERR, "%s is in use by a running milter; not starting a second one",
 			cfg->socket);
 		return -1;
 	}
-	old = umask(0177); /* nobody may connect before the mode is set */
-	rc = smfi_opensocket(true);
-
-	umask(old);
-	if (rc != MI_SUCCESS) {
-		pbs_log(LOG_ERR, "cannot open milter socket %s (does its directory exist? is it "
-				 "in use?)", cfg->socket);
+	if ((set_group = socket_gid(cfg, &gid)) < 0 ||
+	    (set_group && check_socket_dir(path, cfg, gid) != 0) ||
+	    bind_socket(cfg, set_group, gid) != 0 ||
+	    (set_group && give_group_unprivileged(path, cfg, gid) != 0))
 		return -1;
-	}
-	return path ? socket_permissions(path, cfg) : 0;
+	check_socket_node(path, cfg, set_group, gid);
+	return 0;
 }
 
 /* The pid recorded in PATH if that process is alive, else 0. */

@@ -7,8 +7,9 @@
 
 #include "popbsmtp/config.h"
 
-/* Open the socket set with smfi_setconn (removing a stale unix socket) and apply
- * milter.socket_mode and milter.socket_group to a unix socket. 0 or -1 (logged). */
+/* Open the socket set with smfi_setconn (removing a stale unix socket); a unix socket is
+ * created with milter.socket_mode and milter.socket_group, never changed afterwards
+ * through its path. 0 or -1 (logged). */
 int pbs_privsep_open_socket(const struct pbs_milter_config *cfg);
 
 /* Fork into the background, detach, write PIDFILE. Refuses when PIDFILE names a live
