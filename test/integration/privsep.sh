@@ -6,7 +6,9 @@
 #            owns the socket directory races a symlink to a root-owned file over the socket
 #            while the milter starts and stops 20 times, and that file must never change;
 #            a setgid directory that would give another group is refused; started as a
-#            non-root user, the milter gives the socket one of that user's groups.
+#            non-root user, the milter gives the socket one of that user's groups;
+#   reload   SIGUSR1 sent in a loop from the milter's start (its start-up Redis check held
+#            up by a black hole) through its SIGTERM: it serves, and exits 0.
 # Needs root, redis-server, python3 and setpriv (util-linux). Under PBS_SANITIZE=ON
 # builds, scripts/test collects the sanitizers' reports of every milter run here.
 #
@@ -206,5 +208,37 @@ exit_status "$PID"
 pbs_check_eq "as nobody, not a member of mail: start refused (status 71)" 71 "$RC"
 pbs_check_match "as nobody, not a member of mail: says why" "cannot give .* the group 'mail'" \
 	"$(cat "$PBS_TMP/plain.log")"
+
+# =====================================================================================
+# Reload at any moment: SIGUSR1 in a loop from the start, through the start-up Redis check
+# (held up by a black hole) and through SIGTERM
+# =====================================================================================
+pbs_start_blackhole || exit 1
+conf usr1 "$PBS_TMP/usr1.sock" 'user = "nobody"; socket_mode = "0666";' "$BLACKHOLE_PORT" 1000
+run_milter usr1
+# Signals from the moment SIGUSR1 is blocked (SigBlk bit 10), the first thing main does:
+# before that the program is not yet running its own code (the dynamic loader, or bash
+# before the exec). From then on a SIGUSR1 must never hurt it.
+for i in $(seq 1 $((200 * SLOW))); do
+	sigblk=$(awk '/^SigBlk:/ { print $2 }' "/proc/$PID/status" 2>/dev/null)
+	[ -n "$sigblk" ] && [ $((0x$sigblk & 0x200)) != 0 ] && break
+	sleep 0.01
+done
+( while kill -USR1 "$PID" 2>/dev/null; do sleep 0.002; done ) &
+STORM=$!
+wait_serving usr1 "$PID"
+pbs_check_eq "reload storm: the milter comes up through its Redis check" 0 $?
+pbs_check_eq "reload storm: it logs the socket it serves on" \
+	"serving on unix:$PBS_TMP/usr1.sock" "$(grep -o 'serving on .*' "$PBS_TMP/usr1.log")"
+pbs_check_eq "reload storm: a trusted client is served" accept "$(trusted_answer "$PBS_TMP/usr1.sock")"
+reloads=$(grep -c 'configuration reloaded' "$PBS_TMP/usr1.log")
+echo "# reload storm: $reloads reloads before SIGTERM"
+pbs_check_match "reload storm: reloads happened" '^[1-9]' "$reloads"
+stop "$PID"
+kill "$STORM" 2>/dev/null
+wait "$STORM" 2>/dev/null
+pbs_check_eq "reload storm: exits 0 on SIGTERM, still under SIGUSR1" 0 "$RC"
+pbs_check_eq "reload storm: no error or crash logged" "" \
+	"$(grep -iE 'AddressSanitizer|runtime error|failed|fatal' "$PBS_TMP/usr1.log")"
 
 pbs_done
