@@ -8,8 +8,11 @@
 #            a setgid directory that would give another group is refused; started as a
 #            non-root user, the milter gives the socket one of that user's groups;
 #   reload   SIGUSR1 sent in a loop from the milter's start (its start-up Redis check held
-#            up by a black hole) through its SIGTERM: it serves, and exits 0.
-# Needs root, redis-server, python3 and setpriv (util-linux). Under PBS_SANITIZE=ON
+#            up by a black hole) through its SIGTERM: it serves, and exits 0;
+#   pidfile  a stale pidfile never blocks a start, even when its pid names a live process;
+#            a second milter on the same pidfile refuses; after SIGTERM the pidfile is gone,
+#            or provably stale (nothing holds its lock) where the milter user cannot remove it.
+# Needs root, redis-server, python3, setpriv and flock (util-linux). Under PBS_SANITIZE=ON
 # builds, scripts/test collects the sanitizers' reports of every milter run here.
 #
 # Environment:
@@ -25,7 +28,7 @@ PROBE=$PBS_BIN/bench/milter-probe
 for exe in "$MILTER" "$PROBE"; do
 	[ -x "$exe" ] || { echo "missing $exe (build first)" >&2; exit 1; }
 done
-for tool in redis-server python3 setpriv; do
+for tool in redis-server python3 setpriv flock; do
 	command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "run as root (privilege drop, socket group)" >&2; exit 1; }
@@ -240,5 +243,64 @@ wait "$STORM" 2>/dev/null
 pbs_check_eq "reload storm: exits 0 on SIGTERM, still under SIGUSR1" 0 "$RC"
 pbs_check_eq "reload storm: no error or crash logged" "" \
 	"$(grep -iE 'AddressSanitizer|runtime error|failed|fatal' "$PBS_TMP/usr1.log")"
+
+# =====================================================================================
+# Pidfile: held locked by the daemon; a stale one never blocks a start
+# =====================================================================================
+P=$PBS_TMP/piddir            # root's directory: the milter, as nobody, cannot remove its pidfile
+mkdir -p "$P"
+conf pd "$PBS_TMP/pd.sock" "user = \"nobody\"; socket_mode = \"0666\"; pidfile = \"$P/milter.pid\";"
+sleep 60 &
+other=$!
+pbs_track_pid "$other"
+echo "$other" >"$P/milter.pid"
+"$MILTER" -c "$PBS_TMP/pd.conf" >"$PBS_TMP/pd.start" 2>&1
+pbs_check_eq "stale pidfile naming a live process: the daemon starts (exit 0)" 0 $?
+dpid=$(tr -d '\n' <"$P/milter.pid")
+[[ $dpid =~ ^[0-9]+$ ]] && pbs_track_pid "$dpid"
+pbs_check_eq "stale pidfile: that other process is alive (nothing killed)" yes \
+	"$(kill -0 "$other" 2>/dev/null && echo yes)"
+pbs_check_eq "stale pidfile: the pidfile now names the milter, written before the start command exited" \
+	"$MILTER -c $PBS_TMP/pd.conf" "$(tr '\0' ' ' <"/proc/$dpid/cmdline" 2>/dev/null | sed 's/ $//')"
+pbs_wait_file "$PBS_TMP/pd.sock" 5
+pbs_check_eq "stale pidfile: the daemon serves" accept "$(trusted_answer "$PBS_TMP/pd.sock")"
+conf pd2 "$PBS_TMP/pd2.sock" "user = \"nobody\"; socket_mode = \"0666\"; pidfile = \"$P/milter.pid\";"
+"$MILTER" -c "$PBS_TMP/pd2.conf" >"$PBS_TMP/pd2.start" 2>&1
+pbs_check_eq "a second milter on the same pidfile: refused (status 71)" 71 $?
+pbs_check_match "a second milter on the same pidfile: says why" \
+	"already running as pid $dpid \\(pidfile $P/milter.pid is locked\\)" "$(cat "$PBS_TMP/pd2.start")"
+pbs_check_eq "a second milter: the pidfile still names the first" "$dpid" "$(tr -d '\n' <"$P/milter.pid")"
+kill "$dpid"
+while kill -0 "$dpid" 2>/dev/null; do sleep 0.05; done
+pbs_check_eq "after SIGTERM, in a directory the milter user cannot write: the pidfile is provably stale (unlocked)" \
+	free "$(flock -n "$P/milter.pid" echo free)"
+"$MILTER" -c "$PBS_TMP/pd.conf" >"$PBS_TMP/pd.start" 2>&1
+pbs_check_eq "that stale pidfile: the next start succeeds" 0 $?
+dpid=$(tr -d '\n' <"$P/milter.pid")
+[[ $dpid =~ ^[0-9]+$ ]] && pbs_track_pid "$dpid"
+pbs_wait_file "$PBS_TMP/pd.sock" 5
+kill "$dpid"
+while kill -0 "$dpid" 2>/dev/null; do sleep 0.05; done
+# A directory the milter user owns (as /run/popbsmtp under systemd): the pidfile goes.
+install -d -o nobody -g nogroup -m 0755 "$PBS_TMP/run"
+conf pr "$PBS_TMP/pr.sock" "user = \"nobody\"; socket_mode = \"0666\"; pidfile = \"$PBS_TMP/run/milter.pid\";"
+"$MILTER" -c "$PBS_TMP/pr.conf" >"$PBS_TMP/pr.start" 2>&1
+dpid=$(tr -d '\n' <"$PBS_TMP/run/milter.pid")
+[[ $dpid =~ ^[0-9]+$ ]] && pbs_track_pid "$dpid"
+pbs_wait_file "$PBS_TMP/pr.sock" 5
+kill "$dpid"
+while kill -0 "$dpid" 2>/dev/null; do sleep 0.05; done
+pbs_check_eq "after SIGTERM, in a directory the milter user owns: the pidfile is gone" no \
+	"$([ -e "$PBS_TMP/run/milter.pid" ] && echo yes || echo no)"
+# The milter user can plant a hard link to a file of root's there: never written to.
+echo precious >"$PBS_TMP/root-file"
+ln "$PBS_TMP/root-file" "$PBS_TMP/run/milter.pid"
+"$MILTER" -c "$PBS_TMP/pr.conf" >"$PBS_TMP/pr.start" 2>&1
+dpid=$(tr -d '\n' <"$PBS_TMP/run/milter.pid")
+[[ $dpid =~ ^[0-9]+$ ]] && pbs_track_pid "$dpid"
+pbs_check_eq "pidfile as a hard link to root's file: that file is not written" precious \
+	"$(cat "$PBS_TMP/root-file")"
+pbs_check_match "pidfile as a hard link: replaced by the milter's own pidfile" '^[0-9]+$' "$dpid"
+kill "$dpid" 2>/dev/null
 
 pbs_done
