@@ -1072,6 +1072,23 @@ fail:
 	return NULL;
 }
 
+pbs_config *pbs_config_load_logged(const char *path)
+{
+	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
+	pbs_config *cfg = pbs_config_load(path, &report);
+	size_t i;
+
+	for (i = 0; i < report.warnings.count; i++)
+		pbs_log(LOG_WARNING, "%s", report.warnings.items[i]);
+	for (i = 0; i < report.errors.count; i++)
+		pbs_log(LOG_ERR, "%s", report.errors.items[i]);
+	pbs_config_report_free(&report);
+	if (cfg != NULL && cfg->milter.on_store_error == PBS_ON_ERROR_ACCEPT)
+		pbs_log(LOG_WARNING, "milter.on_store_error = accept: while Redis is unavailable "
+				     "EVERY client may relay (open relay). Use tempfail.");
+	return cfg;
+}
+
 int pbs_config_check(const char *path)
 {
 	pbs_config_report report = {{NULL, 0}, {NULL, 0}};

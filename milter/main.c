@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@
 #define DRAIN_SECONDS 10
 
 static const char *config_path = PBS_DEFAULT_CONFIG;
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool stopping; /* guarded by reload_lock */
 
 static void usage(void)
 {
@@ -36,26 +39,11 @@ static void usage(void)
 			"  -V       print the version\n");
 }
 
-/* Load PATH, logging every problem. Returns NULL when it has errors. */
-static pbs_config *load_logged(const char *path)
-{
-	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
-	pbs_config *cfg = pbs_config_load(path, &report);
-	size_t i;
-
-	for (i = 0; i < report.warnings.count; i++)
-		pbs_log(LOG_WARNING, "%s", report.warnings.items[i]);
-	for (i = 0; i < report.errors.count; i++)
-		pbs_log(LOG_ERR, "%s", report.errors.items[i]);
-	pbs_config_report_free(&report);
-	return cfg;
-}
-
 /* SIGUSR1: read the file again; keep serving with the old config if the new one is bad. */
-static void reload(void)
+static void reload_now(void)
 {
 	struct pbs_runtime *old = pbs_runtime_acquire();
-	pbs_config *cfg = load_logged(config_path);
+	pbs_config *cfg = pbs_config_load_logged(config_path);
 
 	if (cfg == NULL) {
 		pbs_log(LOG_ERR, "reload of %s failed; keeping the previous configuration",
@@ -74,6 +62,23 @@ static void reload(void)
 	pbs_runtime_release(old);
 }
 
+/* Reload unless the milter is stopping: shutdown drops the runtime a reload works on. */
+static void reload(void)
+{
+	pthread_mutex_lock(&reload_lock);
+	if (!stopping)
+		reload_now();
+	pthread_mutex_unlock(&reload_lock);
+}
+
+/* No reload from now on; waits for one in progress to finish. */
+static void stop_reloads(void)
+{
+	pthread_mutex_lock(&reload_lock);
+	stopping = true;
+	pthread_mutex_unlock(&reload_lock);
+}
+
 /* The reload thread: waits for SIGUSR1, which every other thread blocks. */
 static void *reload_thread(void *arg)
 {
@@ -90,7 +95,8 @@ static void *reload_thread(void *arg)
 }
 
 /* Block the signals libmilter's own thread waits for (SIGHUP/TERM/INT) and ours (USR1)
- * before any thread exists, so no thread ever takes them with the default action. */
+ * first thing, so none of them takes its default action (death) during start-up and no
+ * thread ever takes one: they wait until smfi_main and the reload thread sigwait. */
 static void block_signals(void)
 {
 	sigset_t set;
@@ -103,13 +109,6 @@ static void block_signals(void)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-static void warn_about_policy(const pbs_config *cfg)
-{
-	if (cfg->milter.on_store_error == PBS_ON_ERROR_ACCEPT)
-		pbs_log(LOG_WARNING, "milter.on_store_error = accept: while Redis is unavailable "
-				     "EVERY client may relay (open relay). Use tempfail.");
-}
-
 /* Give up before serving (EX_OSERR); the reason was logged where it was found. */
 static int startup_failed(pbs_config *cfg)
 {
@@ -117,8 +116,10 @@ static int startup_failed(pbs_config *cfg)
 	return 71;
 }
 
-/* Say at start whether Redis answers; a dead Redis is survivable, so only warn. */
-static void check_redis(void)
+/* Say at start whether Redis answers (a dead Redis is survivable, so only warn), then
+ * that the milter serves on SOCKET. The snapshot is acquired: a reload may already have
+ * replaced the configuration main installed. */
+static void announce(const char *socket)
 {
 	struct pbs_runtime *rt = pbs_runtime_acquire();
 	char why[512];
@@ -127,6 +128,7 @@ static void check_redis(void)
 		pbs_log(LOG_WARNING, "Redis not reachable at start (%s); relays will be deferred "
 				     "until it is", why);
 	pbs_runtime_release(rt);
+	pbs_log(LOG_INFO, "%s %s serving on %s", PROG, PBS_VERSION, socket);
 }
 
 /* Open the listening socket with the configured ownership and mode. */
@@ -152,8 +154,9 @@ int main(int argc, char **argv)
 	pbs_config *cfg;
 	pthread_t reloader;
 	int opt, foreground = 0, check = 0, rc, left;
-	char *absolute;
+	char *absolute, socket[256]; /* milter.socket is at most 255 bytes */
 
+	block_signals();
 	while ((opt = getopt(argc, argv, "c:ftVh")) != -1) {
 		switch (opt) {
 		case 'c':
@@ -186,16 +189,16 @@ int main(int argc, char **argv)
 	if ((absolute = realpath(config_path, NULL)) != NULL)
 		config_path = absolute;
 	pbs_log_open(PROG, LOG_DEBUG);
-	if ((cfg = load_logged(config_path)) == NULL)
+	if ((cfg = pbs_config_load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;
-	warn_about_policy(cfg);
 	if (open_socket(cfg) != 0 ||
 	    (!foreground && pbs_privsep_daemonize(cfg->milter.pidfile) != 0))
 		return startup_failed(cfg);
 	pbs_log_open(PROG, foreground ? LOG_DEBUG : PBS_LOG_NO_STDERR);
 	if (pbs_privsep_drop(cfg->milter.user) != 0)
 		return startup_failed(cfg);
-	block_signals();
+	/* cfg goes to the runtime, and a reload may free it at any moment from then on. */
+	snprintf(socket, sizeof socket, "%s", cfg->milter.socket);
 	if (pbs_runtime_install(cfg) != 0) {
 		pbs_log(LOG_ERR, "out of memory");
 		return startup_failed(cfg);
@@ -205,9 +208,9 @@ int main(int argc, char **argv)
 		return 71;
 	}
 	pbs_flush_start();
-	check_redis();
-	pbs_log(LOG_INFO, "%s %s serving on %s", PROG, PBS_VERSION, cfg->milter.socket);
+	announce(socket);
 	rc = smfi_main();
+	stop_reloads();
 	left = pbs_runtime_drain(DRAIN_SECONDS);
 	pbs_flush_stop(); /* the counts so far, before the runtime goes */
 	pbs_log(LOG_INFO, "stopping%s", left ? " with sessions still open" : "");

@@ -41,21 +41,6 @@ static void open_log(void)
 	pbs_log_open(PROG, socket ? PBS_LOG_NO_STDERR : LOG_DEBUG);
 }
 
-/* Load PATH, logging every problem. Returns NULL when it has errors. */
-static pbs_config *load_logged(const char *path)
-{
-	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
-	pbs_config *cfg = pbs_config_load(path, &report);
-	size_t i;
-
-	for (i = 0; i < report.warnings.count; i++)
-		pbs_log(LOG_WARNING, "%s", report.warnings.items[i]);
-	for (i = 0; i < report.errors.count; i++)
-		pbs_log(LOG_ERR, "%s", report.errors.items[i]);
-	pbs_config_report_free(&report);
-	return cfg;
-}
-
 /* Write all of TEXT to stdout. Returns 0, or -1 when Postfix has gone. */
 static int reply(const char *text)
 {
@@ -146,11 +131,8 @@ int main(int argc, char **argv)
 	if (check)
 		return pbs_config_check(config_path);
 	open_log();
-	if ((cfg = load_logged(config_path)) == NULL)
+	if ((cfg = pbs_config_load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;
-	if (cfg->milter.on_store_error == PBS_ON_ERROR_ACCEPT)
-		pbs_log(LOG_WARNING, "milter.on_store_error = accept: while Redis is unavailable "
-				     "EVERY client may relay (open relay). Use tempfail.");
 	/* hiredis writes to a socket Redis may have closed. */
 	signal(SIGPIPE, SIG_IGN);
 	if ((gate = pbs_gate_new(cfg)) == NULL) {

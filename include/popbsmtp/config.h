@@ -97,6 +97,10 @@ void pbs_config_report_print(const pbs_config_report *report);
  * Returns the exit status (0 or PBS_EX_CONFIG). */
 int pbs_config_check(const char *path);
 
+/* pbs_config_load for a gate: every problem logged (pbs_log), and a warning when the
+ * file makes an open relay of a Redis outage (on_store_error = accept). NULL on errors. */
+pbs_config *pbs_config_load_logged(const char *path);
+
 /* The names of every key the table knows, "group.key", NULL-terminated (for doc tests). */
 const char *const *pbs_config_key_names(void);
 

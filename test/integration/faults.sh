@@ -820,25 +820,8 @@ pbs_check_eq "daemon: that process runs as nobody" "$NOBODY_UID" \
 	"$(awk '/^Uid:/ { print $3 }' "/proc/$dpid/status" 2>/dev/null)"
 relay lpd "$LEASED"
 pbs_check_eq "daemon: it serves (leased relay accepted)" accept "$ANS"
-# A pidfile naming another live process: refuse to start, kill nothing.
-sleep 60 &
-victim=$!
-pbs_track_pid "$victim"
-echo "$victim" >"$PBS_TMP/lp/other.pid"
-lp_conf lpo "$PBS_TMP/lp/other.pid"
-"$MILTER" -c "$PBS_TMP/lpo.conf" >"$PBS_TMP/lpo.start" 2>&1
-rc=$?
-sleep 0.3
-pbs_check_match "pidfile naming a live process: start refused (non-zero exit)" '^[1-9][0-9]*$' "$rc"
-pbs_check_match "pidfile naming a live process: says why" "already running as pid $victim" \
-	"$(cat "$PBS_TMP/lpo.start")"
-pbs_check_eq "pidfile naming a live process: that process is alive (nothing killed)" yes \
-	"$(kill -0 "$victim" 2>/dev/null && echo yes || echo no)"
-pbs_check_eq "pidfile naming a live process: the pidfile is untouched" "$victim" "$(cat "$PBS_TMP/lp/other.pid")"
-pbs_check_eq "pidfile naming a live process: no milter left running for that config" 0 \
-	"$(pgrep -f -- "-c $PBS_TMP/lpo.conf" | wc -l)"
-pbs_check_eq "pidfile naming a live process: the other milters are alive" "yes yes" \
-	"$(kill -0 "$PID_lpf" 2>/dev/null && echo yes || echo no) $(kill -0 "$dpid" 2>/dev/null && echo yes || echo no)"
+# A stale pidfile naming another live process, a second milter on a locked pidfile, and
+# the pidfile after SIGTERM: test/integration/privsep.sh.
 # A pidfile that is a symlink: replaced, never written through.
 echo precious >"$PBS_TMP/lp/victim-file"
 ln -s "$PBS_TMP/lp/victim-file" "$PBS_TMP/lp/sym.pid"
