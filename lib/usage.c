@@ -549,6 +549,21 @@ int pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg, const 
 				    counters.argvs);
 }
 
+int pbs_usage_count_grant(pbs_store *store, const struct pbs_usage_config *cfg,
+			  const char *source, enum pbs_usage_event event, time_t now)
+{
+	struct pbs_usage_batch counters;
+	redisReply *replies[sizeof counters.argcs / sizeof counters.argcs[0]];
+	int i;
+
+	pbs_usage_grant_commands(&counters, pbs_store_prefix(store), cfg, source, event, now);
+	if (pbs_store_pipeline(store, counters.count, counters.argcs, counters.argvs, replies) != 0)
+		return -1;
+	for (i = 0; i < counters.count; i++)
+		freeReplyObject(replies[i]);
+	return 0;
+}
+
 const char *pbs_usage_trace_value(const pbs_lease *lease, const char *subject, char *out)
 {
 	static const char hex[] = "0123456789ABCDEF";

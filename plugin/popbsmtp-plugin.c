@@ -38,6 +38,7 @@ struct popbsmtp_user {
 	struct pbs_usage_config usage; /* for the grant's counters; host in the user's pool */
 	long long login_ms;    /* Unix ms; a revoke at or after it stops the refresh */
 	bool outage;           /* a Redis failure was logged; quiet until Redis answers */
+	bool grant_failed;     /* the login's grant failed: counted once Redis answers */
 };
 
 const char *popbsmtp_plugin_version = DOVECOT_ABI_VERSION;
@@ -103,6 +104,11 @@ static void popbsmtp_refresh(struct popbsmtp_user *pu)
 	enum pbs_refresh r = pbs_store_refresh(pu->store, pu->subject, &pu->lease, pu->ttl,
 					       pu->login_ms);
 
+	/* One more round trip, only in a session whose grant failed, and only once. */
+	if (r != PBS_REFRESH_ERROR && pu->grant_failed &&
+	    pbs_usage_count_grant(pu->store, &pu->usage, "plugin", PBS_EV_GRANT_FAILED_STORE,
+				  time(NULL)) == 0)
+		pu->grant_failed = false;
 	pbs_store_disconnect(pu->store);
 	switch (r) {
 	case PBS_REFRESH_ERROR:
@@ -131,6 +137,7 @@ static void popbsmtp_grant(struct popbsmtp_user *pu)
 
 	if (pbs_usage_grant(pu->store, &pu->usage, "plugin", pu->subject, &pu->lease, pu->ttl) != 0) {
 		popbsmtp_failed(pu, "no lease granted for");
+		pu->grant_failed = true;
 	} else {
 		e_debug(pu->user->event, "popbsmtp: lease granted: %s user=%s service=%s ttl=%d",
 			pu->subject, pbs_log_safe(pu->lease.user, safe), pu->lease.service, pu->ttl);

@@ -85,6 +85,12 @@ void pbs_usage_grant_commands(struct pbs_usage_batch *b, const char *prefix,
 int pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg, const char *source,
 		    const char *subject, const pbs_lease *lease, int ttl);
 
+/* Count one EVENT of a lease writer SOURCE at NOW on its own (one pipelined round trip):
+ * for what could not be counted with the SET, such as a grant that failed because Redis
+ * was unreachable, once Redis answers again. Returns 0 or -1. */
+int pbs_usage_count_grant(pbs_store *store, const struct pbs_usage_config *cfg,
+			  const char *source, enum pbs_usage_event event, time_t now);
+
 /* The trace header's value for a message relayed on LEASE (covering SUBJECT):
  * "user=U lease=SUBJECT service=S granted=ISO-8601", the user with every byte that is not
  * printable ASCII, or is a space, '%', '"' or '\\', as %HH. OUT has PBS_USAGE_TRACE_MAX. */

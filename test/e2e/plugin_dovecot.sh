@@ -157,6 +157,24 @@ sleep $((2 * REFRESH))
 pbs_check_eq "still one error line in all after the recovery" 1 "$(plugin_errors "$mark" | wc -l)"
 pbs_idle_cmd out logout
 
+# ---- a login while Redis is down: no lease then, counted as a failed grant once back ----
+
+pbs_stop_redis
+pbs_idle_start late alice 127.0.0.14
+pbs_check_eq "Redis down: the IMAP login from 127.0.0.14 still succeeds" 1 "$PBS_IDLE_OK"
+pbs_restart_redis main "$REDIS_PORT" || bail "cannot restart redis-server"
+if wait_lease 127.0.0.14 yes $((REFRESH + 2)); then pbs_ok "Redis back: the first refresh writes that login's lease"
+else pbs_fail "Redis back: the lease of the login made during the outage never came"; fi
+# failed_grants — the plugin's failed-grant counter lines (FIELD COUNT).
+failed_grants() { pbs_redis_cli HGETALL popbsmtp:stat:total | paste -d' ' - - | grep '|failed|'; }
+i=0
+while [ -z "$(failed_grants)" ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+pbs_check_match "the failed grant is counted once Redis answers (source plugin)" \
+	'^[^|]+\|plugin\|failed\|store-error 1$' "$(failed_grants)"
+sleep $((2 * REFRESH))
+pbs_check_match "... and only once" '^[^|]+\|plugin\|failed\|store-error 1$' "$(failed_grants)"
+pbs_idle_cmd late logout
+
 # ---- a bad config: one line, the login goes on, no lease ----
 
 mark=$(pbs_dovecot_log_mark)
