@@ -160,10 +160,10 @@ pbs_idle_cmd out logout
 # ---- a login while Redis is down: no lease then, counted as a failed grant once back ----
 
 pbs_stop_redis
-pbs_idle_start late alice 127.0.0.14
-pbs_check_eq "Redis down: the IMAP login from 127.0.0.14 still succeeds" 1 "$PBS_IDLE_OK"
+pbs_idle_start late alice 127.0.0.16
+pbs_check_eq "Redis down: the IMAP login from 127.0.0.16 still succeeds" 1 "$PBS_IDLE_OK"
 pbs_restart_redis main "$REDIS_PORT" || bail "cannot restart redis-server"
-if wait_lease 127.0.0.14 yes $((REFRESH + 2)); then pbs_ok "Redis back: the first refresh writes that login's lease"
+if wait_lease 127.0.0.16 yes $((REFRESH + 2)); then pbs_ok "Redis back: the first refresh writes that login's lease"
 else pbs_fail "Redis back: the lease of the login made during the outage never came"; fi
 # failed_grants — the plugin's failed-grant counter lines (FIELD COUNT).
 failed_grants() { pbs_redis_cli HGETALL popbsmtp:stat:total | paste -d' ' - - | grep '|failed|'; }
@@ -174,6 +174,36 @@ pbs_check_match "the failed grant is counted once Redis answers (source plugin)"
 sleep $((2 * REFRESH))
 pbs_check_match "... and only once" '^[^|]+\|plugin\|failed\|store-error 1$' "$(failed_grants)"
 pbs_idle_cmd late logout
+
+# ---- the plugin's Redis user, as docs/ha.md gives it ----
+
+acl=$(sed -n 's/^\(ACL SETUSER plugin .*\)$/\1/p' "$here/../../docs/ha.md")
+pbs_check_match "docs/ha.md gives the plugin's ACL line" '^ACL SETUSER plugin ' "$acl"
+# shellcheck disable=SC2086 # the line's words, as an administrator pastes them
+pbs_redis_cli ${acl/PLUGIN-PASSWORD/plugin-secret} >/dev/null
+printf 'redis: { host = "127.0.0.1"; port = %s; username = "plugin"; password = "plugin-secret"; timeout_ms = 250; };\nlease: { ttl = %s; refresh = %s; };\n' \
+	"$REDIS_PORT" "$TTL" "$REFRESH" >"$PBS_CONF"
+mark=$(pbs_dovecot_log_mark)
+# grants — how many grants the plugin has counted so far.
+grants() { pbs_redis_cli HGETALL popbsmtp:stat:total | paste -d' ' - - | sed -n 's/^[^|]*|plugin|granted|lease //p'; }
+before=$(grants)
+pbs_idle_start acl alice 127.0.0.17
+pbs_check_match "ACL user: the login's lease is written" '^1\|[0-9]+\|imap\|alice$' "$(lease 127.0.0.17)"
+pbs_check_eq "ACL user: and its grant counted" $((${before:-0} + 1)) "$(grants)"
+pbs_redis_cli DEL popbsmtp:lease:127.0.0.17 >/dev/null
+if wait_lease 127.0.0.17 yes $((REFRESH + 2)); then pbs_ok "ACL user: a lost lease is restored by the refresh"
+else pbs_fail "ACL user: the refresh did not restore the lease"; fi
+sleep $((TTL + 1))
+pbs_check_match "ACL user: the refresh keeps it beyond lease.ttl" '^1\|' "$(lease 127.0.0.17)"
+# The administrator's popbsmtpctl uses Redis' default user, not the plugin's.
+pbs_write_config "$PBS_TMP/admin.conf"
+"$PBS_BIN/ctl/popbsmtpctl" -c "$PBS_TMP/admin.conf" revoke --user alice >/dev/null
+sleep $((2 * REFRESH + 1))
+pbs_check_eq "ACL user: after revoke --user the refresh reads the record and stops" 0 \
+	"$(pbs_redis_cli EXISTS popbsmtp:lease:127.0.0.17)"
+pbs_check_eq "ACL user: no NOPERM, no error" "" "$(plugin_errors "$mark")"
+pbs_idle_cmd acl logout
+write_conf
 
 # ---- a bad config: one line, the login goes on, no lease ----
 
