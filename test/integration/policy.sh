@@ -209,6 +209,22 @@ pbs_check_eq "trace header off (the default): DATA is not answered with a header
 	"action=DUNNO" "$(data 192.0.2.50 u3)"
 stop_policy
 
+# under the Redis user docs/ha.md gives the policy gate (the milter's line): decides and
+# writes its counts, no NOPERM
+acl=$(sed -n 's/^\(ACL SETUSER milter .*\)$/\1/p' "$here/../../docs/ha.md")
+pbs_check_match "docs/ha.md gives the gates' ACL line" '^ACL SETUSER milter ' "$acl"
+# shellcheck disable=SC2086 # the line's words, as an administrator pastes them
+pbs_redis_cli ${acl/MILTER-PASSWORD/gate-secret} >/dev/null
+printf 'redis: { host = "127.0.0.1"; port = %s; username = "milter"; password = "gate-secret"; };\nusage: { host = "mx-acl"; };\n' \
+	"$REDIS_PORT" >"$PBS_TMP/acl.conf"
+start_policy "$PBS_TMP/acl.conf"
+pbs_check_eq "ACL user: a leased client gets OK" "action=OK" "$(rcpt 192.0.2.50 a1)"
+pbs_check_eq "ACL user: an unleased one DUNNO" "action=DUNNO" "$(rcpt 192.0.2.52 a2)"
+stop_policy
+pbs_check_eq "ACL user: its counts are written at EOF" "1 1" \
+	"$(pbs_redis_cli HGET popbsmtp:stat:total 'mx-acl|policy|allowed|lease') $(pbs_redis_cli HGET popbsmtp:stat:total 'mx-acl|policy|refused|no-lease')"
+pbs_check_nomatch "ACL user: no NOPERM" 'NOPERM' "$(cat "$LOG")"
+
 # lease.never: refused without asking Redis, even with a lease
 pbs_ctl grant 198.51.100.7 eve >/dev/null 2>&1
 start_policy "$NEVER_CONF"
