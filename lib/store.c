@@ -646,15 +646,22 @@ int pbs_store_grant_with(pbs_store *s, const char *subject, const pbs_lease *lea
 	if (pbs_store_connect(s) != 0)
 		return -1;
 	snprintf(ttls, sizeof ttls, "%d", ttl);
-	/* One command, so one round trip and nothing half-written. There is no per-user index
-	 * (it cost more memory than the lease): the value names the user, and popbsmtpctl finds
-	 * a user's leases by scanning them. */
+	/* One SET (plus the caller's counters in the same round trip), so nothing is
+	 * half-written. There is no per-user index (it cost more memory than the lease): the
+	 * value names the user, and popbsmtpctl finds a user's leases by scanning them. */
 	redisAppendCommandArgv(s->ctx, 5, (const char *[]){"SET", key, value, "EX", ttls},
 			       (const size_t[]){3, strlen(key), vlen, 2, strlen(ttls)});
 	for (i = 0; i < count; i++)
 		redisAppendCommandArgv(s->ctx, argcs[i], argvs[i], NULL);
-	if ((rc = store_read_replies(s, "grant", 1)) != 0 || count == 0)
+	if ((rc = store_read_replies(s, "grant", 1)) != 0) {
+		/* The counters' replies are still queued: the next command would read them as
+		 * its own. */
+		if (count > 0)
+			pbs_store_disconnect(s);
 		return rc;
+	}
+	if (count == 0)
+		return 0;
 	/* The lease is written; a counter Redis refused costs nothing but the count. */
 	if (store_read_replies(s, "grant counters", count) != 0)
 		pbs_log(LOG_WARNING, "%s", s->err);
