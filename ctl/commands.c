@@ -171,122 +171,45 @@ int ctl_cmd_grant(struct ctl *c, int argc, char **argv)
 
 /* ---- revoke ---- */
 
-/* Now, in Unix milliseconds: the time a revocation record holds. */
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Leave the record that stops open sessions (the Dovecot plugin) from refreshing what this
- * revoke removes: of SUBJECT, or of USER when SUBJECT is NULL. Written before any lease is
- * removed, so no session sees its lease gone without the record. CTL_OK or CTL_STORE. */
-static int mark_revoked(const struct ctl *c, const char *subject, const char *user)
-{
-	if (pbs_store_mark_revoked(c->store, subject, user, now_ms(), c->cfg->lease.ttl) != 0)
-		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
-	return CTL_OK;
-}
-
-/* How often revoke --user tries a lease whose EXEC was aborted (it changed meanwhile). */
-#define REVOKE_TRIES 3
-
-/* One try at removing SUBJECT's lease if it belongs to ONLY_USER (any user when NULL).
- * WATCH makes it atomic: a grant between the GET and the EXEC aborts the EXEC, sets
- * *RACED and removes nothing. CTL_OK removed, CTL_NO nothing to remove, or CTL_STORE. */
-static int revoke_once(const struct ctl *c, const char *subject, const char *only_user,
-		       bool *raced)
-{
-	char key[PBS_KEY_MAX], safe[PBS_LOG_SAFE_MAX];
-	const char *multi[1] = {"MULTI"}, *del[2] = {"DEL", key}, *exec[1] = {"EXEC"};
-	const char **argvs[3] = {multi, del, exec};
-	const int argcs[3] = {1, 2, 1};
-	struct ctl_lease l;
-	redisReply *r[3];
-	int rc, i;
-
-	*raced = false;
-	if (pbs_lease_key(pbs_store_prefix(c->store), subject, key) != 0)
-		return ctl_fail(CTL_USAGE, "key too long");
-	r[0] = pbs_store_command(c->store, 2, (const char *[]){"WATCH", key}, NULL);
-	rc = r[0] == NULL || r[0]->type == REDIS_REPLY_ERROR ? CTL_STORE : CTL_OK;
-	freeReplyObject(r[0]);
-	if (rc != CTL_OK)
-		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
-	rc = ctl_fetch(c, subject, &l);
-	if (rc == CTL_OK && only_user != NULL && strcmp(l.lease.user, only_user) != 0)
-		rc = CTL_NO;
-	if (rc != CTL_OK) {
-		/* A dropped connection took the WATCH with it: do not reconnect just to UNWATCH. */
-		if (pbs_store_connected(c->store))
-			freeReplyObject(
-			    pbs_store_command(c->store, 1, (const char *[]){"UNWATCH"}, NULL));
-		return rc;
-	}
-	if (pbs_store_pipeline(c->store, 3, argcs, argvs, r) != 0)
-		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
-	/* EXEC: an array when it ran, nil when aborted, an error when MULTI or DEL failed. */
-	if (r[2]->type == REDIS_REPLY_ARRAY) {
-		rc = CTL_OK;
-	} else if (r[2]->type == REDIS_REPLY_NIL) {
-		*raced = true;
-		rc = CTL_NO;
-	} else {
-		rc = ctl_fail(CTL_STORE, "Redis at %s: revoke refused: %s", pbs_store_where(c->store),
-			      r[2]->type == REDIS_REPLY_ERROR ? pbs_log_safe(r[2]->str, safe)
-							      : "unexpected reply");
-	}
-	for (i = 0; i < 3; i++)
-		freeReplyObject(r[i]);
-	return rc;
-}
-
-/* Remove SUBJECT's lease if it belongs to ONLY_USER (any user when NULL). By address, a
- * grant that races the revoke wins (a login meanwhile is not undone). By user, a lease that
- * changed is looked at again: if it was granted again to the same user it goes too, if
- * another user took it over it stays. */
-static int revoke_subject(const struct ctl *c, const char *subject, const char *only_user)
-{
-	int tries = only_user != NULL ? REVOKE_TRIES : 1, rc = CTL_NO;
-	bool raced = true;
-
-	while (raced && tries-- > 0)
-		rc = revoke_once(c, subject, only_user, &raced);
-	return rc;
-}
-
 struct revoke_state {
 	const char *user;
 	long long removed;
-	int rc; /* CTL_STORE once a revoke failed: the rest is skipped */
+	int rc; /* CTL_STORE once a removal failed: the rest is skipped */
 };
 
+/* A lease of the scan: removed if it still names the user at that instant (one script, so
+ * a lease another user took over meanwhile stays). */
 static void revoke_one(const struct ctl *c, const struct ctl_lease *l, void *arg)
 {
 	struct revoke_state *st = arg;
+	int removed;
 
 	if (st->rc == CTL_STORE || strcmp(l->lease.user, st->user) != 0)
 		return;
-	st->rc = revoke_subject(c, l->subject, st->user);
-	if (st->rc == CTL_OK) {
+	if ((removed = pbs_store_remove_if_user(c->store, l->subject, st->user)) < 0) {
+		st->rc = ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+		return;
+	}
+	if (removed) {
 		printf("revoked %s\n", l->subject);
 		st->removed++;
 	}
 }
 
-/* Every lease of USER, found by walking all leases (there is no per-user index); other
- * users' leases stay. */
+/* Every lease of USER. The record comes first, at the store's clock: from then on no
+ * session of USER that began before it refreshes or restores a lease, and no login that
+ * began before it writes one. Then every lease naming USER is removed, found by walking
+ * all leases (there is no per-user index); other users' leases stay. */
 static int revoke_user(const struct ctl *c, const char *user)
 {
 	struct revoke_state st = {user, 0, CTL_OK};
 	const char *problem = pbs_lease_user_problem(user);
+	bool removed;
 
 	if (problem != NULL)
 		return ctl_fail(CTL_USAGE, "'%s': %s", user, problem);
-	if (mark_revoked(c, NULL, user) != CTL_OK)
-		return CTL_STORE;
+	if (pbs_store_revoke(c->store, NULL, user, c->cfg->lease.ttl, &removed) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	if (ctl_scan_leases(c, revoke_one, &st) != CTL_OK || st.rc == CTL_STORE)
 		return CTL_STORE;
 	printf("%lld lease%s of %s revoked\n", st.removed, st.removed == 1 ? "" : "s", user);
@@ -297,6 +220,7 @@ int ctl_cmd_revoke(struct ctl *c, int argc, char **argv)
 {
 	char subject[PBS_ADDR_STRLEN];
 	pbs_addr addr;
+	bool removed;
 	int rc;
 
 	if (argc == 3 && strcmp(argv[1], "--user") == 0)
@@ -305,14 +229,15 @@ int ctl_cmd_revoke(struct ctl *c, int argc, char **argv)
 		return ctl_fail(CTL_USAGE, "usage: revoke ADDR | revoke --user USER");
 	if ((rc = ctl_subject(c, argv[1], &addr, subject)) != CTL_OK)
 		return rc;
-	if (mark_revoked(c, subject, NULL) != CTL_OK)
-		return CTL_STORE;
-	rc = revoke_subject(c, subject, NULL);
-	if (rc == CTL_OK)
+	/* The record and the removal are one step in Redis: nothing can come in between. */
+	if (pbs_store_revoke(c->store, subject, NULL, c->cfg->lease.ttl, &removed) != 0)
+		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
+	if (removed) {
 		printf("revoked %s\n", subject);
-	else if (rc == CTL_NO)
-		printf("no lease covers %s (%s)\n", argv[1], subject);
-	return rc;
+		return CTL_OK;
+	}
+	printf("no lease covered %s (%s); revoke recorded\n", argv[1], subject);
+	return CTL_NO;
 }
 
 /* ---- explain ---- */

@@ -90,12 +90,13 @@ static void on_deadline(int sig)
 	_exit(75);
 }
 
-/* Arm the deadline at twice the Redis timeout: connect plus one round trip. */
+/* Arm the deadline at three times the Redis timeout: connect, then the two round trips of
+ * a grant (the store's clock, then the grant itself). */
 static void arm_deadline(int timeout_ms)
 {
 	struct itimerval it = {{0, 0}, {0, 0}};
 	struct sigaction act = {.sa_handler = on_deadline};
-	long ms = 2L * timeout_ms;
+	long ms = 3L * timeout_ms;
 
 	snprintf(deadline_msg, sizeof deadline_msg,
 		 PROG ": no lease granted: Redis gave no answer within %ld ms\n", ms);
@@ -136,7 +137,8 @@ static int grant(const pbs_config *cfg, const char *ip, const char *user, const 
 	pbs_store *store;
 	pbs_lease lease;
 	pbs_addr addr;
-	int rc;
+	long long login_ms;
+	enum pbs_grant result;
 
 	pbs_log_safe(user, safe_user);
 	pbs_log_safe(ip, safe_ip);
@@ -161,15 +163,20 @@ static int grant(const pbs_config *cfg, const char *ip, const char *user, const 
 		pbs_log(LOG_ERR, "no lease granted: out of memory");
 		return -1;
 	}
-	rc = pbs_usage_grant(store, &cfg->usage, "hook", subject, &lease, cfg->lease.ttl);
-	if (rc == 0)
+	result = pbs_usage_grant(store, &cfg->usage, "hook", subject, &lease, cfg->lease.ttl,
+				 &login_ms);
+	if (result == PBS_GRANT_WRITTEN)
 		pbs_log(LOG_INFO, "lease granted: %s user=%s service=%s ttl=%d", subject, safe_user,
 			service[0] ? service : "-", cfg->lease.ttl);
+	else if (result == PBS_GRANT_REVOKED)
+		/* The login raced a revoke and lost: the revoke working, worth seeing. */
+		pbs_log(LOG_WARNING, "no lease granted: %s (user %s, %s)", pbs_store_error(store),
+			safe_user, subject);
 	else
 		pbs_log(LOG_ERR, "no lease granted: %s (user %s, %s)", pbs_store_error(store),
 			safe_user, subject);
 	pbs_store_free(store);
-	return rc;
+	return result == PBS_GRANT_WRITTEN || result == PBS_GRANT_REVOKED ? 0 : -1;
 }
 
 int main(int argc, char **argv)

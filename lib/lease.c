@@ -4,7 +4,9 @@
  * The user comes last so it needs no escaping: everything after the third '|' is the
  * user. Service names are restricted to [a-z0-9-] so they can never contain '|'.
  * And the revocation records "<prefix>revoked:<subject>" and "<prefix>revoked-user:<user>",
- * whose version 1 value "1|<revoked unix milliseconds>" says when the last revoke was.
+ * whose version 1 value "1|<revoked, ms of the store's clock>" says when the last revoke
+ * was, and the Lua scripts that read and write all of these inside Redis: the format is
+ * known here and nowhere else, in C and in Lua alike.
  */
 #include "popbsmtp/lease.h"
 
@@ -56,9 +58,9 @@ int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PB
 	return lease_key_of(prefix, "revoked-user:", user, out);
 }
 
-size_t pbs_lease_revocation_encode(long long revoked_ms, char out[PBS_REVOCATION_MAX])
+int pbs_lease_clock_key(const char *prefix, char out[PBS_KEY_MAX])
 {
-	return (size_t)snprintf(out, PBS_REVOCATION_MAX, "%d|%lld", PBS_LEASE_VERSION, revoked_ms);
+	return lease_key_of(prefix, "clock", "", out);
 }
 
 int pbs_lease_revocation_ttl(int lease_ttl)
@@ -136,23 +138,6 @@ static int lease_number(const char **p, const char *end, long long *value)
 	return 0;
 }
 
-int pbs_lease_revocation_decode(const char *value, size_t len, long long *revoked_ms)
-{
-	char copy[PBS_REVOCATION_MAX + 1];
-	const char *p = copy;
-	long long version;
-
-	/* Parsed as "<version>|<ms>|", the form lease_number() reads. */
-	if (len + 1 >= sizeof copy || memchr(value, '\0', len) != NULL)
-		return -1;
-	memcpy(copy, value, len);
-	copy[len] = '|';
-	if (lease_number(&p, copy + len + 1, &version) != 0 || version != PBS_LEASE_VERSION ||
-	    lease_number(&p, copy + len + 1, revoked_ms) != 0 || p != copy + len + 1)
-		return -1;
-	return 0;
-}
-
 int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease)
 {
 	const char *p = value, *end = value + len, *bar;
@@ -179,3 +164,89 @@ int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease)
 	user[n] = '\0';
 	return pbs_lease_make(lease, user, service, lease->granted) == NULL ? 0 : -1;
 }
+
+/*
+ * The scripts. Lua 5.1 as Redis embeds it; numbers are doubles, exact for the 13-digit
+ * millisecond times used here (anything longer than 15 digits is refused as not a time).
+ * Common to all: clock() is the store's time, Redis TIME but never less than the last
+ * time handed out plus one, so every grant and revoke is ordered by one clock whatever
+ * the hosts' clocks say; revoked() reads a record: a record that does not decode counts
+ * as a revoke (when in doubt, the revoke wins); owner() is the user a lease value names,
+ * or nil when it is not a version-1 lease.
+ */
+#define LEASE_LUA_COMMON \
+	"local function clock(key)\n" \
+	"  local t = redis.call('TIME')\n" \
+	"  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"  local last = redis.call('GET', key)\n" \
+	"  if last and string.match(last, '^%d+$') and #last <= 15 then\n" \
+	"    last = tonumber(last)\n" \
+	"    if last >= now then now = last + 1 end\n" \
+	"  end\n" \
+	"  redis.call('SET', key, string.format('%.0f', now))\n" \
+	"  return now\n" \
+	"end\n" \
+	"local function revoked(key, since)\n" \
+	"  local record = redis.call('GET', key)\n" \
+	"  if not record then return false end\n" \
+	"  local ms = string.match(record, '^1|(%d+)$')\n" \
+	"  if not ms or #ms > 15 then return true end\n" \
+	"  return tonumber(ms) >= since\n" \
+	"end\n" \
+	"local function owner(value)\n" \
+	"  return value and string.match(value, '^1|%d+|[a-z0-9-]*|(.+)$')\n" \
+	"end\n"
+
+const char pbs_lease_script_clock[] = LEASE_LUA_COMMON "return clock(KEYS[1])\n";
+
+/* A login's grant is refused when a revoke came after the login began (STARTED, read from
+ * the same clock before the login's grant was sent), or when it arrives later than its
+ * writer waits for it: a late write must not bring back what a revoke took. The counters
+ * go through pcall: one Redis refuses costs its count, never the lease. The lease key is
+ * an argument, not a KEY, so that a writer may run it with write-only rights on leases
+ * (Redis checks a script's KEYS for read and write). */
+const char pbs_lease_script_grant[] = LEASE_LUA_COMMON
+	"local now = clock(KEYS[1])\n"
+	"local started = tonumber(ARGV[4])\n"
+	"if now > started + tonumber(ARGV[5]) then return {'late', now, ''} end\n"
+	"if revoked(ARGV[6], started) or revoked(ARGV[7], started) then\n"
+	"  return {'revoked', now, ''}\n"
+	"end\n"
+	"redis.call('SET', ARGV[1], ARGV[2], 'EX', ARGV[3])\n"
+	"local err, i = '', 8\n"
+	"while i <= #ARGV do\n"
+	"  local n = tonumber(ARGV[i])\n"
+	"  local r = redis.pcall(unpack(ARGV, i + 1, i + n))\n"
+	"  if type(r) == 'table' and r.err and err == '' then err = r.err end\n"
+	"  i = i + n + 1\n"
+	"end\n"
+	"return {'granted', now, err}\n";
+
+/* An open session's refresh. The revocation records are read first, every time: a
+ * session revoked since its login keeps nothing alive, not even another's lease. It keeps
+ * a lease naming its own user (the same person's other session or device), leaves another
+ * user's alone, and writes its own back where none is only when allowed to. */
+const char pbs_lease_script_refresh[] = LEASE_LUA_COMMON
+	"local login = tonumber(ARGV[3])\n"
+	"if revoked(ARGV[6], login) or revoked(ARGV[7], login) then return 'revoked' end\n"
+	"local current = redis.call('GET', KEYS[1])\n"
+	"if current then\n"
+	"  if owner(current) ~= ARGV[5] then return 'other' end\n"
+	"  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+	"  return 'kept'\n"
+	"end\n"
+	"if ARGV[4] ~= '1' then return 'gone' end\n"
+	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+	"return 'restored'\n";
+
+/* The record and the removal in one step: no refresh or grant can come in between. */
+const char pbs_lease_script_revoke[] = LEASE_LUA_COMMON
+	"local now = clock(KEYS[2])\n"
+	"redis.call('SET', KEYS[1], '1|' .. string.format('%.0f', now), 'EX', ARGV[1])\n"
+	"local removed = 0\n"
+	"if KEYS[3] then removed = redis.call('DEL', KEYS[3]) end\n"
+	"return {removed, now}\n";
+
+const char pbs_lease_script_remove_if_user[] = LEASE_LUA_COMMON
+	"if owner(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end\n"
+	"return redis.call('DEL', KEYS[1])\n";

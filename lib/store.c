@@ -631,41 +631,19 @@ int pbs_store_pipeline(pbs_store *s, int count, const int *argcs, const char **c
 
 int pbs_store_grant(pbs_store *s, const char *subject, const pbs_lease *lease, int ttl)
 {
-	return pbs_store_grant_with(s, subject, lease, ttl, 0, NULL, NULL);
-}
-
-int pbs_store_grant_with(pbs_store *s, const char *subject, const pbs_lease *lease, int ttl,
-			 int count, const int *argcs, const char **const *argvs)
-{
 	char key[PBS_KEY_MAX], value[PBS_LEASE_VALUE_MAX], ttls[16];
-	int i, rc;
 	size_t vlen = pbs_lease_encode(lease, value);
+	redisReply *r;
+	int rc;
 
 	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0)
 		return store_fail(s, "lease key too long");
-	if (pbs_store_connect(s) != 0)
-		return -1;
 	snprintf(ttls, sizeof ttls, "%d", ttl);
-	/* One SET (plus the caller's counters in the same round trip), so nothing is
-	 * half-written. There is no per-user index (it cost more memory than the lease): the
-	 * value names the user, and popbsmtpctl finds a user's leases by scanning them. */
-	redisAppendCommandArgv(s->ctx, 5, (const char *[]){"SET", key, value, "EX", ttls},
-			       (const size_t[]){3, strlen(key), vlen, 2, strlen(ttls)});
-	for (i = 0; i < count; i++)
-		redisAppendCommandArgv(s->ctx, argcs[i], argvs[i], NULL);
-	if ((rc = store_read_replies(s, "grant", 1)) != 0) {
-		/* The counters' replies are still queued: the next command would read them as
-		 * its own. */
-		if (count > 0)
-			pbs_store_disconnect(s);
-		return rc;
-	}
-	if (count == 0)
-		return 0;
-	/* The lease is written; a counter Redis refused costs nothing but the count. */
-	if (store_read_replies(s, "grant counters", count) != 0)
-		pbs_log(LOG_WARNING, "%s", s->err);
-	return 0;
+	r = pbs_store_command(s, 5, (const char *[]){"SET", key, value, "EX", ttls},
+			      (const size_t[]){3, strlen(key), vlen, 2, strlen(ttls)});
+	rc = r != NULL && r->type != REDIS_REPLY_ERROR ? 0 : -1;
+	freeReplyObject(r);
+	return rc;
 }
 
 enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *lease)
@@ -693,151 +671,248 @@ enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *l
 	return result;
 }
 
-int pbs_store_mark_revoked(pbs_store *s, const char *subject, const char *user, long long now_ms,
-			   int lease_ttl)
+/* Run SCRIPT with NKEYS of the ARGC strings in ARGV as its KEYS, the rest as ARGV. An error
+ * reply fails (the store's error says why). Returns the reply or NULL. */
+static redisReply *store_eval(pbs_store *s, const char *what, const char *script, int nkeys,
+			      int argc, const char **argv)
 {
-	char key[PBS_KEY_MAX], value[PBS_REVOCATION_MAX], ttls[16];
-	int bad = subject != NULL ? pbs_lease_revoked_key(s->cfg.prefix, subject, key)
-				  : pbs_lease_revoked_user_key(s->cfg.prefix, user, key);
-
-	if (bad)
-		return store_fail(s, "revocation key too long");
-	if (pbs_store_connect(s) != 0)
-		return -1;
-	pbs_lease_revocation_encode(now_ms, value);
-	snprintf(ttls, sizeof ttls, "%d", pbs_lease_revocation_ttl(lease_ttl));
-	/* The key is binary-safe: a user name may hold any byte but control characters. */
-	redisAppendCommandArgv(s->ctx, 5, (const char *[]){"SET", key, value, "EX", ttls},
-			       (const size_t[]){3, strlen(key), strlen(value), 2, strlen(ttls)});
-	return store_read_replies(s, "revocation record", 1);
-}
-
-/* True when REPLY (an element of an MGET) is a revocation at or after LOGIN_MS. A record
- * that does not decode counts as a revoke: when in doubt, the revoke wins. */
-static bool revoked_since(const redisReply *reply, long long login_ms)
-{
-	long long revoked_ms;
-
-	if (reply->type == REDIS_REPLY_NIL)
-		return false;
-	if (reply->type != REDIS_REPLY_STRING ||
-	    pbs_lease_revocation_decode(reply->str, reply->len, &revoked_ms) != 0)
-		return true;
-	return revoked_ms >= login_ms;
-}
-
-/* Send COUNT commands in one round trip; on success the replies are in R. An error reply
- * to any fails the whole (REPLIES freed). Returns 0 or -1. */
-static int store_exchange(pbs_store *s, const char *what, int count, const int *argcs,
-			  const char **const *argvs, redisReply **r)
-{
+	const char *words[64];
+	char nk[8];
+	redisReply *r;
 	int i;
 
-	if (pbs_store_pipeline(s, count, argcs, argvs, r) != 0)
-		return -1;
-	for (i = 0; i < count; i++)
-		if (r[i]->type == REDIS_REPLY_ERROR)
-			break;
-	if (i == count)
-		return 0;
-	store_reply_fail(s, what, r[i]);
-	for (i = 0; i < count; i++)
-		freeReplyObject(r[i]);
-	return -1;
+	if (argc + 3 > (int)(sizeof words / sizeof words[0])) {
+		store_fail(s, "%s: too many arguments", what);
+		return NULL;
+	}
+	if (pbs_store_connect(s) != 0)
+		return NULL;
+	snprintf(nk, sizeof nk, "%d", nkeys);
+	words[0] = "EVAL";
+	words[1] = script;
+	words[2] = nk;
+	for (i = 0; i < argc; i++)
+		words[3 + i] = argv[i];
+	redisAppendCommandArgv(s->ctx, argc + 3, words, NULL);
+	if (ctx_read_reply(s->ctx, store_deadline(s), &r) != REDIS_OK) {
+		store_io_fail(s, what);
+		return NULL;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		store_reply_fail(s, what, r);
+		freeReplyObject(r);
+		return NULL;
+	}
+	return r;
 }
 
-/* Whether a revoke of SUBJECT or USER came at or after LOGIN_MS, under WATCH of both
- * records when WATCHING. Returns 1 revoked, 0 not, -1 on error. */
-static int store_revoked(pbs_store *s, const char *subject, const char *user, long long login_ms,
-			 bool watching)
-{
-	char rkey[PBS_KEY_MAX], ukey[PBS_KEY_MAX];
-	const char *watch[3] = {"WATCH", rkey, ukey}, *mget[3] = {"MGET", rkey, ukey};
-	const char **argvs[2] = {watch, mget};
-	const int argcs[2] = {3, 3};
-	redisReply *r[2];
-	int n = watching ? 2 : 1, rc;
+/* The keys a lease of SUBJECT for USER involves. Returns 0, or -1 if one is too long. */
+struct store_keys {
+	char lease[PBS_KEY_MAX], revoked[PBS_KEY_MAX], revoked_user[PBS_KEY_MAX],
+	    clock[PBS_KEY_MAX];
+};
 
-	if (pbs_lease_revoked_key(s->cfg.prefix, subject, rkey) != 0 ||
-	    pbs_lease_revoked_user_key(s->cfg.prefix, user, ukey) != 0)
-		return store_fail(s, "revocation key too long");
-	if (store_exchange(s, "revocation check", n, argcs + 2 - n, argvs + 2 - n, r) != 0)
+static int store_keys(pbs_store *s, const char *subject, const char *user, struct store_keys *k)
+{
+	if ((subject != NULL && (pbs_lease_key(s->cfg.prefix, subject, k->lease) != 0 ||
+				 pbs_lease_revoked_key(s->cfg.prefix, subject, k->revoked) != 0)) ||
+	    (user != NULL && pbs_lease_revoked_user_key(s->cfg.prefix, user, k->revoked_user) != 0) ||
+	    pbs_lease_clock_key(s->cfg.prefix, k->clock) != 0)
+		return store_fail(s, "lease key too long");
+	return 0;
+}
+
+/* The store's time now (pbs_lease_script_clock), into *NOW_MS. Returns 0 or -1. */
+static int store_clock(pbs_store *s, const struct store_keys *k, long long *now_ms)
+{
+	const char *argv[1] = {k->clock};
+	redisReply *r = store_eval(s, "clock", pbs_lease_script_clock, 1, 1, argv);
+	int rc = -1;
+
+	if (r == NULL)
 		return -1;
-	if (r[n - 1]->type != REDIS_REPLY_ARRAY || r[n - 1]->elements != 2)
-		rc = store_fail(s, "Redis at %s: MGET gave an unexpected reply", s->where);
-	else
-		rc = revoked_since(r[n - 1]->element[0], login_ms) ||
-		     revoked_since(r[n - 1]->element[1], login_ms);
-	freeReplyObject(r[0]);
-	if (n == 2)
-		freeReplyObject(r[1]);
+	if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+		*now_ms = r->integer;
+		rc = 0;
+	} else {
+		store_fail(s, "Redis at %s: clock gave an unexpected reply", s->where);
+	}
+	freeReplyObject(r);
 	return rc;
 }
 
-/* Write the session's lease again where none is, unless a revoke came since the login.
- * The WATCH on the records makes a revoke that lands before the EXEC abort the write. */
-static enum pbs_refresh store_restore(pbs_store *s, const char *key, const char *subject,
-				      const pbs_lease *lease, int ttl, long long login_ms)
-{
-	char value[PBS_LEASE_VALUE_MAX], ttls[16];
-	const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
-	const char *set[6] = {"SET", key, value, "NX", "EX", ttls};
-	const char **argvs[3] = {multi, set, exec};
-	const int argcs[3] = {1, 6, 1};
-	redisReply *r[3];
-	int revoked = store_revoked(s, subject, lease->user, login_ms, true), i;
-	enum pbs_refresh result;
+/* Most counter commands a grant carries (a writer's usage counters: lib/usage.c). */
+#define GRANT_COUNTERS_MAX 8
 
-	if (revoked != 0) {
-		/* The WATCH goes with the connection, which the caller drops after the exchange. */
-		pbs_store_disconnect(s);
-		return revoked > 0 ? PBS_REFRESH_REVOKED : PBS_REFRESH_ERROR;
+/* The ARGV of the grant script after its fixed words: each of the COUNT commands as its
+ * word count (written into COUNTS) and its words, appended to WORDS at *N (room for MAX).
+ * Returns 0, or -1 when they do not fit. */
+static int grant_counter_words(int count, const int *argcs, const char **const *argvs,
+			       const char **words, int *n, int max, char counts[][12])
+{
+	int i, j;
+
+	if (count > GRANT_COUNTERS_MAX)
+		return -1;
+	for (i = 0; i < count; i++) {
+		if (*n + 1 + argcs[i] > max)
+			return -1;
+		snprintf(counts[i], sizeof counts[i], "%d", argcs[i]);
+		words[(*n)++] = counts[i];
+		for (j = 0; j < argcs[i]; j++)
+			words[(*n)++] = argvs[i][j];
+	}
+	return 0;
+}
+
+/* What the grant script answered: GRANTED, REVOKED or LATE with the time; anything else
+ * is an error. */
+static enum pbs_grant grant_result(pbs_store *s, const redisReply *r, long long *login_ms)
+{
+	const redisReply *st, *now, *err;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+	    (st = r->element[0])->type != REDIS_REPLY_STRING ||
+	    (now = r->element[1])->type != REDIS_REPLY_INTEGER ||
+	    (err = r->element[2])->type != REDIS_REPLY_STRING) {
+		store_fail(s, "Redis at %s: grant gave an unexpected reply", s->where);
+		return PBS_GRANT_ERROR;
+	}
+	*login_ms = now->integer;
+	if (strcmp(st->str, "revoked") == 0) {
+		store_fail(s, "a revoke came after the login began");
+		return PBS_GRANT_REVOKED;
+	}
+	if (strcmp(st->str, "late") == 0) {
+		store_fail(s, "the grant reached Redis later than %d ms after the login began",
+			   s->cfg.timeout_ms);
+		return PBS_GRANT_LATE;
+	}
+	if (err->len > 0) {
+		char safe[PBS_LOG_SAFE_MAX];
+		pbs_log(LOG_WARNING, "Redis at %s: grant counters refused: %s", s->where,
+			pbs_log_safe(err->str, safe));
+	}
+	return PBS_GRANT_WRITTEN;
+}
+
+enum pbs_grant pbs_store_login(pbs_store *s, const char *subject, const pbs_lease *lease,
+			       int ttl, int count, const int *argcs, const char **const *argvs,
+			       long long *login_ms)
+{
+	struct store_keys k;
+	char value[PBS_LEASE_VALUE_MAX], ttls[16], started[24], budget[16];
+	char counts[GRANT_COUNTERS_MAX][12];
+	const char *words[60] = {k.clock, k.lease, value, ttls, started, budget, k.revoked,
+				 k.revoked_user};
+	long long start;
+	enum pbs_grant result;
+	redisReply *r;
+	int n = 8;
+
+	*login_ms = 0;
+	if (store_keys(s, subject, lease->user, &k) != 0)
+		return PBS_GRANT_ERROR;
+	if (grant_counter_words(count, argcs, argvs, words, &n, 60, counts) != 0) {
+		store_fail(s, "grant: too many counter commands");
+		return PBS_GRANT_ERROR;
 	}
 	pbs_lease_encode(lease, value);
 	snprintf(ttls, sizeof ttls, "%d", ttl);
-	if (store_exchange(s, "restore", 3, argcs, argvs, r) != 0)
-		return PBS_REFRESH_ERROR;
-	/* EXEC nil: a revocation record changed meanwhile; the next refresh looks again. An
-	 * array holding nil: another login wrote the lease first, which stands. */
-	result = r[2]->type == REDIS_REPLY_ARRAY && r[2]->elements == 1 &&
-			 r[2]->element[0]->type == REDIS_REPLY_STATUS
-		     ? PBS_REFRESH_RESTORED
-		     : PBS_REFRESH_KEPT;
-	for (i = 0; i < 3; i++)
-		freeReplyObject(r[i]);
+	snprintf(budget, sizeof budget, "%d", s->cfg.timeout_ms);
+	/* First the time the login began, by the store's clock: the grant that follows is
+	 * refused if a revoke comes in between, or if it arrives after the writer gave up. */
+	if (store_clock(s, &k, &start) != 0)
+		return PBS_GRANT_ERROR;
+	snprintf(started, sizeof started, "%lld", start);
+	if ((r = store_eval(s, "grant", pbs_lease_script_grant, 1, n, words)) == NULL)
+		return PBS_GRANT_ERROR;
+	result = grant_result(s, r, login_ms);
+	freeReplyObject(r);
 	return result;
 }
 
 enum pbs_refresh pbs_store_refresh(pbs_store *s, const char *subject, const pbs_lease *lease,
-				   int ttl, long long login_ms)
+				   int ttl, long long login_ms, bool may_restore)
 {
-	char key[PBS_KEY_MAX], ttls[16], value[PBS_LEASE_VALUE_MAX];
-	size_t vlen = pbs_lease_encode(lease, value);
-	bool ours;
+	static const struct {
+		const char *word;
+		enum pbs_refresh result;
+	} answers[] = {{"kept", PBS_REFRESH_KEPT},       {"other", PBS_REFRESH_OTHER},
+		       {"restored", PBS_REFRESH_RESTORED}, {"gone", PBS_REFRESH_GONE},
+		       {"revoked", PBS_REFRESH_REVOKED}};
+	struct store_keys k;
+	char value[PBS_LEASE_VALUE_MAX], ttls[16], login[24];
+	const char *argv[8] = {k.lease, value, ttls, login, may_restore ? "1" : "0",
+			       lease->user, k.revoked, k.revoked_user};
+	enum pbs_refresh result = PBS_REFRESH_ERROR;
 	redisReply *r;
-	int revoked;
+	size_t i;
 
-	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0) {
-		store_fail(s, "lease key too long");
+	if (store_keys(s, subject, lease->user, &k) != 0)
 		return PBS_REFRESH_ERROR;
-	}
+	pbs_lease_encode(lease, value);
 	snprintf(ttls, sizeof ttls, "%d", ttl);
-	/* One command in the common case: the TTL starts afresh, the value stays as it is. */
-	r = pbs_store_command(s, 4, (const char *[]){"GETEX", key, "EX", ttls}, NULL);
-	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-		freeReplyObject(r);
+	snprintf(login, sizeof login, "%lld", login_ms);
+	if ((r = store_eval(s, "refresh", pbs_lease_script_refresh, 1, 8, argv)) == NULL)
 		return PBS_REFRESH_ERROR;
-	}
-	if (r->type == REDIS_REPLY_NIL) {
-		freeReplyObject(r);
-		return store_restore(s, key, subject, lease, ttl, login_ms);
-	}
-	ours = r->type == REDIS_REPLY_STRING && r->len == vlen && memcmp(r->str, value, vlen) == 0;
+	for (i = 0; i < sizeof answers / sizeof answers[0]; i++)
+		if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING)
+			if (strcmp(r->str, answers[i].word) == 0)
+				result = answers[i].result;
+	if (result == PBS_REFRESH_ERROR)
+		store_fail(s, "Redis at %s: refresh gave an unexpected reply", s->where);
 	freeReplyObject(r);
-	if (ours)
-		return PBS_REFRESH_KEPT;
-	/* Another login's lease: it stands. But if this session was revoked and someone took
-	 * the address over meanwhile, the session must learn it now, before the records go. */
-	revoked = store_revoked(s, subject, lease->user, login_ms, false);
-	return revoked < 0 ? PBS_REFRESH_ERROR : revoked ? PBS_REFRESH_REVOKED : PBS_REFRESH_KEPT;
+	return result;
+}
+
+int pbs_store_revoke(pbs_store *s, const char *subject, const char *user, int lease_ttl,
+		     bool *removed)
+{
+	struct store_keys k;
+	char ttls[16];
+	const char *argv[4];
+	redisReply *r;
+	int rc = -1;
+
+	*removed = false;
+	if (store_keys(s, subject, user, &k) != 0)
+		return -1;
+	snprintf(ttls, sizeof ttls, "%d", pbs_lease_revocation_ttl(lease_ttl));
+	argv[0] = subject != NULL ? k.revoked : k.revoked_user;
+	argv[1] = k.clock;
+	argv[2] = subject != NULL ? k.lease : ttls;
+	argv[3] = ttls;
+	r = store_eval(s, "revoke", pbs_lease_script_revoke, subject != NULL ? 3 : 2,
+		       subject != NULL ? 4 : 3, argv);
+	if (r == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER) {
+		*removed = r->element[0]->integer > 0;
+		rc = 0;
+	} else {
+		store_fail(s, "Redis at %s: revoke gave an unexpected reply", s->where);
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+int pbs_store_remove_if_user(pbs_store *s, const char *subject, const char *user)
+{
+	struct store_keys k;
+	const char *argv[2] = {k.lease, user};
+	redisReply *r;
+	int rc = -1;
+
+	if (store_keys(s, subject, NULL, &k) != 0)
+		return -1;
+	if ((r = store_eval(s, "revoke", pbs_lease_script_remove_if_user, 1, 2, argv)) == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_INTEGER)
+		rc = r->integer > 0;
+	else
+		store_fail(s, "Redis at %s: revoke gave an unexpected reply", s->where);
+	freeReplyObject(r);
+	return rc;
 }

@@ -538,15 +538,16 @@ void pbs_usage_grant_commands(struct pbs_usage_batch *b, const char *prefix,
 		b->argvs[i] = b->words[i];
 }
 
-int pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg, const char *source,
-		    const char *subject, const pbs_lease *lease, int ttl)
+enum pbs_grant pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg,
+			       const char *source, const char *subject, const pbs_lease *lease,
+			       int ttl, long long *login_ms)
 {
 	struct pbs_usage_batch counters;
 
 	pbs_usage_grant_commands(&counters, pbs_store_prefix(store), cfg, source, PBS_EV_GRANTED,
 				 (time_t)lease->granted);
-	return pbs_store_grant_with(store, subject, lease, ttl, counters.count, counters.argcs,
-				    counters.argvs);
+	return pbs_store_login(store, subject, lease, ttl, counters.count, counters.argcs,
+			       counters.argvs, login_ms);
 }
 
 int pbs_usage_count_grant(pbs_store *store, const struct pbs_usage_config *cfg,

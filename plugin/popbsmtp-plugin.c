@@ -6,6 +6,14 @@
  * revocation formats are lib/lease.c, every Redis exchange is lib/store.c and bounded by
  * redis.timeout_ms. It never fails a login or a session: a problem is one log line.
  * Dovecot fixes the exported names: popbsmtp_plugin_init, _deinit and _version.
+ *
+ * The configuration holds the Redis credential, which no mail user may read: it is read
+ * once, when Dovecot loads the plugin, while the mail process is still root (Dovecot loads
+ * mail plugins before it drops to the user and initializes them after), from a file only
+ * root and the popbsmtp group can read. It is never taken from a Dovecot setting, which
+ * userdb fields could override. Once dropped to the user, the process is not dumpable (the
+ * kernel's rule for a process that changed its uid), so the user cannot read it out of the
+ * process either (docs/security.md).
  */
 #include "lib.h"
 #include "ioloop.h"
@@ -14,6 +22,8 @@
 #include "mail-storage-hooks.h"
 #include "module-context.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -36,10 +46,17 @@ struct popbsmtp_user {
 	pbs_lease lease;
 	int ttl;
 	struct pbs_usage_config usage; /* for the grant's counters; host in the user's pool */
-	long long login_ms;    /* Unix ms; a revoke at or after it stops the refresh */
+	long long login_ms;    /* the store's clock at the grant; 0 when unknown (any revoke
+				  record then stops the session) */
+	long long answered_ms; /* monotonic ms when Redis last answered */
+	bool restored;         /* a session back from hibernation: never writes its lease back */
 	bool outage;           /* a Redis failure was logged; quiet until Redis answers */
 	bool grant_failed;     /* the login's grant failed: counted once Redis answers */
 };
+
+/* The configuration, read when the plugin is loaded (see the file comment), or why not. */
+static pbs_config *popbsmtp_cfg;
+static char popbsmtp_cfg_error[600];
 
 const char *popbsmtp_plugin_version = DOVECOT_ABI_VERSION;
 
@@ -61,22 +78,38 @@ static const char *popbsmtp_service(const struct mail_user *user)
 	return NULL;
 }
 
-/* Load popbsmtp.conf; a bad one is one log line and no lease for this session. */
-static pbs_config *popbsmtp_load(struct mail_user *user)
+/* Read the configuration as the plugin is loaded: from POPBSMTP_CONFIG (which only
+ * Dovecot's import_environment sets for its mail processes) or the default path. What
+ * goes wrong is said at each login, when there is a log to say it in. */
+__attribute__((constructor)) static void popbsmtp_preload(void)
 {
-	const char *path = mail_user_plugin_getenv(user, "popbsmtp_config");
+	const char *path = getenv("POPBSMTP_CONFIG");
 	pbs_config_report report = {{NULL, 0}, {NULL, 0}};
-	pbs_config *cfg;
 
 	if (path == NULL || path[0] == '\0')
 		path = PBS_DEFAULT_CONFIG;
-	cfg = pbs_config_load(path, &report);
-	if (cfg == NULL)
-		e_error(user->event, "popbsmtp: no lease granted: bad configuration: %s%s",
-			report.errors.count ? report.errors.items[0] : path,
-			report.errors.count > 1 ? " (and more; check with popbsmtp-postlogin -t)" : "");
+	popbsmtp_cfg = pbs_config_load(path, &report);
+	if (popbsmtp_cfg == NULL)
+		snprintf(popbsmtp_cfg_error, sizeof popbsmtp_cfg_error, "%s%s",
+			 report.errors.count ? report.errors.items[0] : path,
+			 report.errors.count > 1 ? " (and more; check with popbsmtp-postlogin -t)"
+						 : "");
 	pbs_config_report_free(&report);
-	return cfg;
+}
+
+__attribute__((destructor)) static void popbsmtp_unload(void)
+{
+	pbs_config_free(popbsmtp_cfg);
+	popbsmtp_cfg = NULL;
+}
+
+/* Monotonic ms: how long since Redis last answered, whatever the wall clock does. */
+static long long popbsmtp_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A Redis failure: logged once per outage, not at every refresh while it lasts. */
@@ -91,9 +124,28 @@ static void popbsmtp_failed(struct popbsmtp_user *pu, const char *what)
 /* Redis answered: a later failure is a new outage, worth a line again. */
 static void popbsmtp_answered(struct popbsmtp_user *pu)
 {
+	pu->answered_ms = popbsmtp_monotonic_ms();
 	if (pu->outage)
 		e_debug(pu->user->event, "popbsmtp: Redis answers again");
 	pu->outage = false;
+}
+
+/* Stop refreshing for good: the session goes on, its lease is no longer kept alive. */
+static void popbsmtp_stop(struct popbsmtp_user *pu, const char *why)
+{
+	e_info(pu->user->event, "popbsmtp: lease for %s %s; no longer refreshed "
+	       "(a new login grants a new one)", pu->subject, why);
+	if (pu->to != NULL)
+		timeout_remove(&pu->to);
+}
+
+/* Whether the session may write its lease back where Redis lost it: not after hibernation
+ * (it cannot know what happened while it slept), and not after so long without an answer
+ * from Redis that a revocation record may have come and expired meanwhile. */
+static bool popbsmtp_may_restore(const struct popbsmtp_user *pu)
+{
+	return !pu->restored &&
+	       popbsmtp_monotonic_ms() - pu->answered_ms < PBS_LEASE_RESTORE_WINDOW * 1000LL;
 }
 
 /* The timer: keep the lease alive, bring it back if Redis lost it, stop for good once it
@@ -102,7 +154,7 @@ static void popbsmtp_answered(struct popbsmtp_user *pu)
 static void popbsmtp_refresh(struct popbsmtp_user *pu)
 {
 	enum pbs_refresh r = pbs_store_refresh(pu->store, pu->subject, &pu->lease, pu->ttl,
-					       pu->login_ms);
+					       pu->login_ms, popbsmtp_may_restore(pu));
 
 	/* One more round trip, only in a session whose grant failed, and only once. */
 	if (r != PBS_REFRESH_ERROR && pu->grant_failed &&
@@ -115,33 +167,47 @@ static void popbsmtp_refresh(struct popbsmtp_user *pu)
 		popbsmtp_failed(pu, "lease not refreshed for");
 		return;
 	case PBS_REFRESH_REVOKED:
-		e_info(pu->user->event, "popbsmtp: lease for %s revoked; no longer refreshed "
-		       "(a new login grants a new one)", pu->subject);
-		if (pu->to != NULL)
-			timeout_remove(&pu->to);
+		popbsmtp_stop(pu, "revoked");
+		break;
+	case PBS_REFRESH_GONE:
+		popbsmtp_stop(pu, pu->restored ? "gone while the session slept"
+					       : "gone after a long Redis outage");
 		break;
 	case PBS_REFRESH_RESTORED:
 		e_debug(pu->user->event, "popbsmtp: lease for %s was gone; written again",
 			pu->subject);
 		break;
 	case PBS_REFRESH_KEPT:
+	case PBS_REFRESH_OTHER:
 		break;
 	}
 	popbsmtp_answered(pu);
 }
 
-/* The login's grant: the same SET ... EX the hook sends, counted in its round trip. */
+/* The login's grant: the hook's grant, counted in the same script. */
 static void popbsmtp_grant(struct popbsmtp_user *pu)
 {
 	char safe[PBS_LOG_SAFE_MAX];
 
-	if (pbs_usage_grant(pu->store, &pu->usage, "plugin", pu->subject, &pu->lease, pu->ttl) != 0) {
-		popbsmtp_failed(pu, "no lease granted for");
-		pu->grant_failed = true;
-	} else {
+	switch (pbs_usage_grant(pu->store, &pu->usage, "plugin", pu->subject, &pu->lease, pu->ttl,
+				&pu->login_ms)) {
+	case PBS_GRANT_WRITTEN:
 		e_debug(pu->user->event, "popbsmtp: lease granted: %s user=%s service=%s ttl=%d",
 			pu->subject, pbs_log_safe(pu->lease.user, safe), pu->lease.service, pu->ttl);
 		popbsmtp_answered(pu);
+		break;
+	case PBS_GRANT_REVOKED:
+		popbsmtp_answered(pu);
+		popbsmtp_stop(pu, "not granted: a revoke came after the login began");
+		break;
+	case PBS_GRANT_LATE:
+	case PBS_GRANT_ERROR:
+		/* Not written; the refreshes write it once Redis answers, unless a revoke
+		 * record (any: the login time is unknown) says otherwise. */
+		pu->login_ms = 0;
+		popbsmtp_failed(pu, "no lease granted for");
+		pu->grant_failed = true;
+		break;
 	}
 	pbs_store_disconnect(pu->store);
 }
@@ -174,11 +240,14 @@ static bool popbsmtp_prepare(struct popbsmtp_user *pu, const pbs_config *cfg, co
 		e_debug(user->event, "popbsmtp: no lease granted: %s is in lease.never", ip);
 		return false;
 	}
-	/* A hibernated IMAP session coming back keeps its login time, so its lease value. */
-	pu->login_ms = user->session_restored ? (long long)user->session_create_time * 1000
-					      : (long long)ioloop_timeval.tv_sec * 1000 +
-						    ioloop_timeval.tv_usec / 1000;
-	problem = pbs_lease_make(&pu->lease, user->username, service, pu->login_ms / 1000);
+	/* A hibernated IMAP session coming back keeps its login time, so its lease value. Its
+	 * login time by the store's clock is lost: login_ms stays 0, so that any revocation
+	 * record stops it. */
+	pu->restored = user->session_restored;
+	pu->answered_ms = popbsmtp_monotonic_ms();
+	problem = pbs_lease_make(&pu->lease, user->username, service,
+				 user->session_restored ? (long long)user->session_create_time
+							: (long long)ioloop_time);
 	if (problem != NULL) {
 		e_error(user->event, "popbsmtp: no lease granted: %s (user '%s')", problem,
 			pbs_log_safe(user->username, safe));
@@ -207,22 +276,23 @@ static void popbsmtp_mail_user_created(struct mail_user *user)
 {
 	const char *service = popbsmtp_service(user);
 	struct popbsmtp_user *pu;
-	pbs_config *cfg;
-	int refresh;
 
-	if (service == NULL || (cfg = popbsmtp_load(user)) == NULL)
+	if (service == NULL)
 		return;
-	pu = p_new(user->pool, struct popbsmtp_user, 1);
-	pu->user = user;
-	if (!popbsmtp_prepare(pu, cfg, service) || (pu->store = pbs_store_new(&cfg->redis)) == NULL) {
-		pbs_config_free(cfg);
+	if (popbsmtp_cfg == NULL) {
+		e_error(user->event, "popbsmtp: no lease granted: bad configuration: %s",
+			popbsmtp_cfg_error);
 		return;
 	}
-	refresh = cfg->lease.refresh;
-	pbs_config_free(cfg);
+	pu = p_new(user->pool, struct popbsmtp_user, 1);
+	pu->user = user;
+	if (!popbsmtp_prepare(pu, popbsmtp_cfg, service) ||
+	    (pu->store = pbs_store_new(&popbsmtp_cfg->redis)) == NULL)
+		return;
 	popbsmtp_attach(user, pu);
-	if (refresh > 0)
-		pu->to = timeout_add((unsigned int)refresh * 1000, popbsmtp_refresh, pu);
+	if (popbsmtp_cfg->lease.refresh > 0)
+		pu->to = timeout_add((unsigned int)popbsmtp_cfg->lease.refresh * 1000,
+				     popbsmtp_refresh, pu);
 	/* A restored session is no login: it only refreshes, at once (it may have slept long),
 	 * and a revoke found there removes the timer just set. */
 	if (user->session_restored)

@@ -2,7 +2,8 @@
  * lease.h — the one place that knows how a lease looks in Redis: which key covers an
  * address, and the versioned value "1|<granted>|<service>|<user>" — the only record of
  * whose lease it is (there is no per-user index). Also the revocation records
- * popbsmtpctl revoke leaves, so that sessions refreshing their leases stop.
+ * popbsmtpctl revoke leaves, so that sessions refreshing their leases stop, and the Redis
+ * scripts that grant, refresh and revoke leases atomically.
  * docs/lease-schema.md describes the same format for other tools.
  */
 #ifndef POPBSMTP_LEASE_H
@@ -19,7 +20,6 @@
 #define PBS_PREFIX_MAX 64   /* longest redis.prefix */
 #define PBS_KEY_MAX (PBS_PREFIX_MAX + PBS_USER_MAX + 16)
 #define PBS_LEASE_VALUE_MAX (PBS_USER_MAX + PBS_SERVICE_MAX + 32)
-#define PBS_REVOCATION_MAX 32 /* "1|<unix milliseconds>" and its NUL */
 
 typedef struct pbs_lease {
 	char user[PBS_USER_MAX + 1];
@@ -58,15 +58,39 @@ int pbs_lease_revoked_key(const char *prefix, const char *subject, char out[PBS_
 /* "<prefix>revoked-user:<user>", the record of a revoke by user. Returns 0 or -1. */
 int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
-/* A revocation record's value, "1|<revoked, Unix milliseconds>", into OUT. Returns the length. */
-size_t pbs_lease_revocation_encode(long long revoked_ms, char out[PBS_REVOCATION_MAX]);
-
-/* Decode a revocation record of LEN bytes into *REVOKED_MS. Returns 0, or -1 if it is none. */
-int pbs_lease_revocation_decode(const char *value, size_t len, long long *revoked_ms);
+/* "<prefix>clock", the store's clock: the last time a grant or revoke read, so that times
+ * never go back, even across a failover to a master whose clock is behind. Returns 0 or -1. */
+int pbs_lease_clock_key(const char *prefix, char out[PBS_KEY_MAX]);
 
 /* How long a revocation record lives for leases of LEASE_TTL seconds: a day, or twice the
  * ttl if that is longer — time enough for every open session to see it, even one that
  * could not reach Redis for a while. */
 int pbs_lease_revocation_ttl(int lease_ttl);
+
+/* A session that has not heard from Redis for this long (seconds) may have missed a
+ * revocation record that has expired since: it no longer writes its lease back. Half the
+ * shortest record life. */
+#define PBS_LEASE_RESTORE_WINDOW 43200
+
+/*
+ * The scripts Redis runs (EVAL) so that each check and the change it guards are one atomic
+ * step where the data is, with times from one clock: the store's (Redis TIME, never going
+ * back, see pbs_lease_clock_key). Keys a script writes are its KEYS; keys it only reads are
+ * passed in ARGV, so that a Redis user with read-only rights on them may run it.
+ * docs/lease-schema.md gives each one's arguments and replies.
+ */
+/* KEYS: clock. Reply: the store's time now, in ms. */
+extern const char pbs_lease_script_clock[];
+/* KEYS: clock. ARGV: lease key, value, ttl, started, budget (ms), revoked key, revoked-user
+ * key, then commands to run after a write (counters), each as N and its N words.
+ * Reply: {"granted"|"revoked"|"late", now, first error of the commands or ""}. */
+extern const char pbs_lease_script_grant[];
+/* KEYS: lease. ARGV: value, ttl, login (ms), may restore ("1"/"0"), user, revoked key,
+ * revoked-user key. Reply: "kept", "other", "restored", "gone" or "revoked". */
+extern const char pbs_lease_script_refresh[];
+/* KEYS: record, clock[, lease]. ARGV: the record's ttl. Reply: {leases removed, now}. */
+extern const char pbs_lease_script_revoke[];
+/* KEYS: lease. ARGV: user. Reply: 1 if the lease named USER and was removed, else 0. */
+extern const char pbs_lease_script_remove_if_user[];
 
 #endif

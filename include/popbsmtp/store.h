@@ -20,10 +20,20 @@ enum pbs_lookup { PBS_LOOKUP_FOUND, PBS_LOOKUP_NONE, PBS_LOOKUP_ERROR };
 
 /* What a refresh of an open session's lease did (pbs_store_refresh). */
 enum pbs_refresh {
-	PBS_REFRESH_KEPT,     /* the lease was there (the session's or another login's): TTL reset */
-	PBS_REFRESH_RESTORED, /* it was gone and nothing revoked it: written again */
+	PBS_REFRESH_KEPT,     /* a lease naming the session's user was there: TTL reset */
+	PBS_REFRESH_OTHER,    /* another user's lease was there: left as it is */
+	PBS_REFRESH_RESTORED, /* none was there and nothing revoked it: written again */
+	PBS_REFRESH_GONE,     /* none was there, and the session may not write it back */
 	PBS_REFRESH_REVOKED,  /* a revoke since the session's login: stop refreshing */
 	PBS_REFRESH_ERROR     /* Redis could not be asked; pbs_store_error says why */
+};
+
+/* What a login's grant did (pbs_store_login). */
+enum pbs_grant {
+	PBS_GRANT_WRITTEN, /* the lease is written */
+	PBS_GRANT_REVOKED, /* refused: a revoke of the address or user came after the login began */
+	PBS_GRANT_LATE,    /* refused: it reached Redis after its writer had given up on it */
+	PBS_GRANT_ERROR    /* Redis could not be asked; pbs_store_error says why */
 };
 
 /* A handle for CFG (copied). Connects on first use. NULL only when out of memory. */
@@ -44,27 +54,39 @@ const char *pbs_store_error(const pbs_store *store);
 /* Make sure a connection is up (connect, AUTH, SELECT). Returns 0 or -1. */
 int pbs_store_connect(pbs_store *store);
 
-/* Write LEASE for SUBJECT with TTL seconds: one SET ... EX, one round trip. A lease
- * already there (whoever held it) is replaced and its time starts afresh. Returns 0 or -1. */
+/* Write LEASE for SUBJECT with TTL seconds, as an administrator does: one SET ... EX, one
+ * round trip, not fenced against revokes. A lease already there (whoever held it) is
+ * replaced and its time starts afresh. Returns 0 or -1. */
 int pbs_store_grant(pbs_store *store, const char *subject, const pbs_lease *lease, int ttl);
 
-/* Keep the lease of a session that logged in at LOGIN_MS (Unix ms) and holds LEASE on
- * SUBJECT alive for TTL more seconds: GETEX resets the TTL of whatever lease is there. If
- * the lease is gone or another's, a revocation record for SUBJECT or the user newer than
- * the login means REVOKED; otherwise a missing lease is written again (SET NX, under WATCH
- * of the records so a revoke in between wins). */
-enum pbs_refresh pbs_store_refresh(pbs_store *store, const char *subject, const pbs_lease *lease,
-				   int ttl, long long login_ms);
+/* A login's grant of LEASE for SUBJECT with TTL seconds, fenced against revokes: first the
+ * store's clock, then one script that writes the lease only if no revoke of SUBJECT or of
+ * the lease's user came since, and only if it arrives within redis.timeout_ms; two round
+ * trips. COUNT commands (ARGCS[i] strings in ARGVS[i], at most 8) run after the write in
+ * the same script, their failures logged, not failing the grant: a writer's counters.
+ * *LOGIN_MS: the store's time of the grant, what pbs_store_refresh compares revokes with. */
+enum pbs_grant pbs_store_login(pbs_store *store, const char *subject, const pbs_lease *lease,
+			       int ttl, int count, const int *argcs, const char **const *argvs,
+			       long long *login_ms);
 
-/* Record a revoke at NOW_MS (Unix ms) of SUBJECT, or of USER's leases when SUBJECT is NULL,
- * for open sessions to see; it lives pbs_lease_revocation_ttl(LEASE_TTL). Returns 0 or -1. */
-int pbs_store_mark_revoked(pbs_store *store, const char *subject, const char *user,
-			   long long now_ms, int lease_ttl);
-/* pbs_store_grant, with COUNT more commands (ARGCS[i] strings in ARGVS[i]) sent in the
- * same round trip: a lease writer's counters. Only the SET decides the result; the other
- * replies are read and dropped. Returns 0 or -1. */
-int pbs_store_grant_with(pbs_store *store, const char *subject, const pbs_lease *lease, int ttl,
-			 int count, const int *argcs, const char **const *argvs);
+/* Keep the lease of an open session that logged in at LOGIN_MS (the store's clock, from
+ * pbs_store_login; 0 when unknown: then any revocation record stops it) and holds LEASE on
+ * SUBJECT alive for TTL more seconds, in one script: a revocation record of SUBJECT or of
+ * the user at or after LOGIN_MS means REVOKED and nothing is touched; a lease naming the
+ * same user is kept, another user's left alone; none is written again only when
+ * MAY_RESTORE. */
+enum pbs_refresh pbs_store_refresh(pbs_store *store, const char *subject, const pbs_lease *lease,
+				   int ttl, long long login_ms, bool may_restore);
+
+/* Revoke SUBJECT's lease, or (SUBJECT NULL) record a revoke of USER's leases: one script
+ * writes the revocation record at the store's clock (it lives
+ * pbs_lease_revocation_ttl(LEASE_TTL)) and removes SUBJECT's lease in the same step.
+ * *REMOVED tells whether a lease was removed. Returns 0 or -1. */
+int pbs_store_revoke(pbs_store *store, const char *subject, const char *user, int lease_ttl,
+		     bool *removed);
+
+/* Remove SUBJECT's lease if, at that instant, it names USER. Returns 1 removed, 0 not, -1. */
+int pbs_store_remove_if_user(pbs_store *store, const char *subject, const char *user);
 
 /* One GET of SUBJECT's lease. On FOUND fills LEASE; a value that does not decode is an error. */
 enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);

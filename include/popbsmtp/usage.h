@@ -80,10 +80,12 @@ void pbs_usage_grant_commands(struct pbs_usage_batch *b, const char *prefix,
 			      const struct pbs_usage_config *cfg, const char *source,
 			      enum pbs_usage_event event, time_t now);
 
-/* Write LEASE for SUBJECT with TTL seconds (pbs_store_grant) and count the grant of
- * SOURCE ("hook", "plugin") with the same round trip. Returns 0 or -1. */
-int pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg, const char *source,
-		    const char *subject, const pbs_lease *lease, int ttl);
+/* A login's grant of LEASE for SUBJECT with TTL seconds (pbs_store_login), the grant of
+ * SOURCE ("hook", "plugin") counted in the same script when the lease is written.
+ * *LOGIN_MS: the store's time of the grant. */
+enum pbs_grant pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg,
+			       const char *source, const char *subject, const pbs_lease *lease,
+			       int ttl, long long *login_ms);
 
 /* Count one EVENT of a lease writer SOURCE at NOW on its own (one pipelined round trip):
  * for what could not be counted with the SET, such as a grant that failed because Redis

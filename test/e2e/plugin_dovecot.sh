@@ -3,8 +3,9 @@
 # (lib90_popbsmtp_plugin.so) on a private Dovecot, Redis, milter and Postfix: an IMAP session
 # held open in IDLE keeps its lease for many times lease.ttl and relays at the end; after
 # logout the lease ends within lease.ttl; revoke --user and revoke ADDR win over open
-# sessions, a new login gets relay back, a lease another login took over is kept as it
-# stands; POP3 logins get a lease, LMTP, LDA and doveadm none; Redis stopped during a session
+# sessions, a new login gets relay back, a lease another user's login took over is not kept
+# alive by the session; POP3 logins get a lease, LMTP, LDA and doveadm none; the config is
+# read although the mail user cannot read it; Redis stopped during a session
 # costs one log line and no session, and after Redis restarts empty the lease is back within
 # one refresh; a bad config costs one line and no login; plugin and hook at once still behave.
 # Usage (as root): test/e2e/plugin_dovecot.sh build — TAP on stdout.
@@ -31,8 +32,10 @@ write_conf() {
 }
 pbs_start_redis || bail "cannot start redis-server"
 write_conf
-# The mail processes run as the user's uid (nobody here): they read the config.
-runuser -u nobody -- test -r "$PBS_CONF" || bail "$PBS_CONF: not readable by nobody"
+# The mail processes run as the user's uid (nobody here), and must not be able to read the
+# config (it holds the Redis credential): the plugin reads it as root, when it is loaded.
+chmod 600 "$PBS_CONF"
+runuser -u nobody -- test -r "$PBS_CONF" && bail "$PBS_CONF: readable by nobody"
 pbs_start_dovecot_plugin "$plugin_dir" "$PBS_CONF" || bail "cannot start dovecot"
 pbs_start_milter "$PBS_CONF" || bail "cannot start the milter"
 pbs_start_smtp_sink || bail "cannot start smtp-sink"
@@ -127,15 +130,20 @@ pbs_check_match "a new login from 127.0.0.6 gets a lease again" '^1\|[0-9]+\|ima
 pbs_check_match "and relays again" '^250 ' "$(pbs_smtp_rcpt_reply 127.0.0.6 $REMOTE)"
 
 # Another login takes the address of an open session over: bob's POP3 login at 127.0.0.11,
-# where alice idles, ends at once; alice's session keeps bob's lease alive, as it stands,
-# for longer than lease.ttl.
+# where alice idles, ends at once. Alice's session does not keep bob's lease alive (it is
+# not hers: a session of hers revoked later must keep nothing alive); once bob's lease has
+# expired, her session writes her own back.
 pbs_idle_start ov alice 127.0.0.11
 pbs_login_pop3 127.0.0.11 bob "$DOVECOT_PASS"
 taken=$(lease 127.0.0.11)
 pbs_check_match "bob's POP3 login took 127.0.0.11 over" '^1\|[0-9]+\|pop3\|bob$' "$taken"
-sleep $((TTL + 1))
-pbs_check_eq "alice's open session keeps bob's lease alive as it stands (after > lease.ttl)" \
-	"$taken" "$(lease 127.0.0.11)"
+# After 1.5 refreshes bob's lease has less than TTL - 1.3 s left: no refresh touched it.
+sleep 1.5
+pbs_check_le "alice's open session leaves bob's lease's TTL alone (PTTL, ms)" $((TTL * 1000 - 1300)) \
+	"$(pbs_redis_cli PTTL popbsmtp:lease:127.0.0.11)"
+sleep $((TTL + REFRESH))
+pbs_check_match "after bob's lease expired, alice's session wrote hers back" '^1\|[0-9]+\|imap\|alice$' \
+	"$(lease 127.0.0.11)"
 for g in rv bo to ov; do pbs_idle_cmd "$g" logout; done
 
 # ---- Redis stopped during a session, then back empty ----

@@ -1,8 +1,8 @@
 #!/bin/bash
 # plugin_sessions.sh BUILD_DIR — 200 IMAP sessions idle at once on a private Dovecot with the
 # popbsmtp plugin: every one keeps its lease, the refreshes cause no error, and Redis sees
-# what lease.refresh promises — one GETEX per session per refresh, nothing else (INFO
-# commandstats over a window of several refreshes).
+# what lease.refresh promises — one EVAL (the refresh script) per session per refresh,
+# nothing else (INFO commandstats over a window of several refreshes).
 # Usage (as root): test/e2e/plugin_sessions.sh build — TAP on stdout.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
@@ -39,15 +39,15 @@ pbs_check_eq "every session has its lease" $N \
 
 # Count over WINDOW seconds, once every session refreshes on its own timer.
 sleep $REFRESH
-getex0=$(calls getex) set0=$(calls set) t0=$(pbs_now_ms)
+eval0=$(calls eval) set0=$(calls set) t0=$(pbs_now_ms)
 sleep $WINDOW
-getex=$(($(calls getex) - getex0)) set=$(($(calls set) - set0)) ms=$(($(pbs_now_ms) - t0))
+evals=$(($(calls eval) - eval0)) set=$(($(calls set) - set0)) ms=$(($(pbs_now_ms) - t0))
 expected=$((N * ms / 1000 / REFRESH))
-echo "# $getex GETEX in $ms ms from $N sessions with lease.refresh = $REFRESH s (expected $expected)"
+echo "# $evals EVAL in $ms ms from $N sessions with lease.refresh = $REFRESH s (expected $expected)"
 # Timers fire on each process's own clock, and a busy 2-core host delays some: a band of
 # +-20 % around sessions / refresh, not an exact count.
-pbs_check_le "Redis write rate: GETEX at least 0.8 x sessions / refresh" $getex $((expected * 8 / 10))
-pbs_check_le "Redis write rate: GETEX at most 1.2 x sessions / refresh" $((expected * 12 / 10)) $getex
+pbs_check_le "Redis write rate: EVAL at least 0.8 x sessions / refresh" $evals $((expected * 8 / 10))
+pbs_check_le "Redis write rate: EVAL at most 1.2 x sessions / refresh" $((expected * 12 / 10)) $evals
 pbs_check_eq "no lease had to be written again (no SET during the window)" 0 "$set"
 pbs_check_eq "every session still has its lease" $N \
 	"$(pbs_redis_cli --scan --pattern 'popbsmtp:lease:127.0.1.*' | wc -l)"

@@ -50,7 +50,7 @@ SLOW=${PBS_SLOW:-1}
 # The milter's worst case per answer: wait for a pooled connection (T), connect (T), the
 # reply (T), one retry on a fresh connection (2 T); plus slack for a loaded 2-core host.
 MILTER_BOUND=$(((5 * T + 1000) * SLOW))
-HOOK_BOUND=$(((2 * T + 1000) * SLOW))   # the hook's hard deadline is 2 x timeout_ms
+HOOK_BOUND=$(((3 * T + 1000) * SLOW))   # the hook's hard deadline is 3 x timeout_ms
 CTL_BOUND=$(((2 * T + 1000) * SLOW))    # connect + one reply
 RECOVERY_BOUND=$((3000 * SLOW))         # fault removed -> a leased relay is accepted
 PROBE_TIMEOUT=$((4000 * SLOW))

@@ -82,9 +82,11 @@ pbs_start_blackhole || exit 1
 hole2=$BLACKHOLE_PORT
 pbs_start_blackhole || exit 1
 hole3=$BLACKHOLE_PORT
+pbs_start_blackhole || exit 1
+hole4=$BLACKHOLE_PORT
 pbs_start_stuck_listener || exit 1
-# The second sentinel answers after T/2 and names a master that never completes the TCP
-# handshake: the deadline (2 T) fires while the hook is connecting to it.
+# After two black-holed sentinels (2 T), the third answers after T/2 and names a master that
+# never completes the TCP handshake: the deadline (3 T) fires while the hook is connecting.
 pbs_start_fake_sentinel 127.0.0.1 "$STUCK_PORT" $((T / 2)) || exit 1
 sentinel_conf() { # FILE NODE_PORT…
 	local file=$1 p nodes=""
@@ -93,10 +95,10 @@ sentinel_conf() { # FILE NODE_PORT…
 	printf 'redis: { timeout_ms = %s; sentinel: { master = "mymaster"; nodes = [ %s ]; }; };\n' \
 		"$T" "$nodes" >"$file"
 }
-# Each black-holed sentinel takes T: two would end with the deadline (2 T), a race; with
-# three the deadline always fires while the hook waits on one of them.
-sentinel_conf "$PBS_TMP/sentinels.conf" "$hole1" "$hole2" "$hole3"
-sentinel_conf "$PBS_TMP/stuck.conf" "$hole1" "$FAKE_SENTINEL_PORT"
+# Each black-holed sentinel takes T: three would end with the deadline (3 T), a race; with
+# four the deadline always fires while the hook waits on one of them.
+sentinel_conf "$PBS_TMP/sentinels.conf" "$hole1" "$hole2" "$hole3" "$hole4"
+sentinel_conf "$PBS_TMP/stuck.conf" "$hole1" "$hole2" "$FAKE_SENTINEL_PORT"
 
 # Two starting states: a clean one, and one with inherited ignored and blocked signals
 # (SIGALRM among the blocked: the deadline must fire all the same).
@@ -114,7 +116,7 @@ for state in clean:-:- inherited:HUP,USR2,PIPE:USR1,ALRM; do
 		"$(cat "$PBS_TMP/hole-$sname.err")"
 	check_case "$sname, Redis black-holed" "hole-$sname" "base-$sname"
 	for path in sentinels stuck; do
-		pbs_check_match "$sname, $path: the deadline fired" "no answer within $((2 * T)) ms" \
+		pbs_check_match "$sname, $path: the deadline fired" "no answer within $((3 * T)) ms" \
 			"$(cat "$PBS_TMP/$path-$sname.err")"
 		check_case "$sname, deadline ($path)" "$path-$sname" "base-$sname"
 	done

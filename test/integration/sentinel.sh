@@ -265,12 +265,17 @@ pbs_ha_wait_link_up "$B" 15 || exit 1
 
 HOOK_PASS=hook-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 MILTER_PASS=milter-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
-# The hook may write leases (one SET … EX per login), nothing else; the milter may read
+# The hook may write leases (its grant script), nothing else; the milter may read
 # leases, nothing else. ROLE: both check that the server the sentinels name is a master.
 # Replication does not carry ACLs, so both nodes get them; CONFIG REWRITE keeps them in
 # each node's config file, so a node restarted after a crash still has them.
-ACL_HOOK=(ACL SETUSER hook reset on ">$HOOK_PASS" '~popbsmtp:lease:*' '~popbsmtp:stat:*' +set +hincrby +expire +expireat +ping +role)
-ACL_MILTER=(ACL SETUSER milter reset on ">$MILTER_PASS" '%R~popbsmtp:lease:*' '~popbsmtp:stat:*' '~popbsmtp:usage:*' +get +multi +exec +hincrby +hsetnx +hset +expire +expireat +ping +role)
+# The exact lines docs/ha.md gives, as an administrator pastes them (its placeholders
+# replaced by this test's passwords).
+acl_line() { sed -n "s/^\(ACL SETUSER $1 .*\)\$/\1/p" "$here/../../docs/ha.md"; }
+read -ra ACL_HOOK <<<"$(acl_line hook | sed "s/HOOK-PASSWORD/$HOOK_PASS/")"
+read -ra ACL_MILTER <<<"$(acl_line milter | sed "s/MILTER-PASSWORD/$MILTER_PASS/")"
+pbs_check_match "docs/ha.md gives the hook's and the milter's ACL lines" \
+	'^ACL SETUSER hook .* ACL SETUSER milter ' "${ACL_HOOK[*]} ${ACL_MILTER[*]}"
 for p in "$A" "$B"; do
 	pbs_check_eq "ACL SETUSER hook on :$p" OK "$(rcli "$p" "${ACL_HOOK[@]}")"
 	pbs_check_eq "ACL SETUSER milter on :$p" OK "$(rcli "$p" "${ACL_MILTER[@]}")"

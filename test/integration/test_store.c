@@ -785,94 +785,245 @@ static void get_value(pbs_store *s, const char *key, char *out, size_t len)
 	freeReplyObject(r);
 }
 
+#define KEY "popbsmtp:lease:192.0.2.7"
+
+/* A login's grant through the fenced path, as the hook and the plugin do it. */
+static long long login(pbs_store *s, const pbs_lease *l)
+{
+	long long login_ms = -1;
+
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", l, 600, 0, NULL, NULL, &login_ms),
+			 PBS_GRANT_WRITTEN);
+	assert_true(login_ms > 0);
+	return login_ms;
+}
+
 /* A session's refresh in every case the plugin meets: its own lease (the TTL starts
- * afresh), a lost one (written again), another login's (kept as it stands), a revoke
- * since the login (stop), a revoke before it (no stop), an unreadable record (stop). */
+ * afresh), one of the same user's other logins (kept too), another user's (left alone), a
+ * lost one (written back only when allowed), a revoke since the login (stop, touch
+ * nothing), a revoke before it (no stop). */
 static void test_refresh(void **state)
 {
 	pbs_store *s = admin_store();
-	pbs_lease mine, other;
-	char value[PBS_LEASE_VALUE_MAX], got[PBS_LEASE_VALUE_MAX], rec[PBS_REVOCATION_MAX];
-	long long login = 1714641243123LL;
+	pbs_lease mine, device, other;
+	char value[PBS_LEASE_VALUE_MAX], got[PBS_LEASE_VALUE_MAX];
+	long long at;
 
 	(void)state;
-	assert_null(pbs_lease_make(&mine, "alice", "imap", login / 1000));
-	assert_null(pbs_lease_make(&other, "bob", "pop3", login / 1000 + 5));
+	assert_null(pbs_lease_make(&mine, "alice", "imap", 1714641243));
+	assert_null(pbs_lease_make(&device, "alice", "pop3", 1714641244));
+	assert_null(pbs_lease_make(&other, "bob", "pop3", 1714641248));
 	pbs_lease_encode(&mine, value);
+	at = login(s, &mine);
 
-	/* Its own lease, TTL nearly run out: one GETEX, the TTL is the full one again. */
-	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &mine, 2), 0);
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login), PBS_REFRESH_KEPT);
-	assert_true(cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL) > 590);
-	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
+	/* Its own lease, TTL nearly run out: the TTL is the full one again, the value kept. */
+	freeReplyObject(cmd(s, "EXPIRE", KEY, "2", (const char *)NULL));
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, at, true), PBS_REFRESH_KEPT);
+	assert_true(cmd_int(s, "TTL", KEY, NULL) > 590);
+	get_value(s, KEY, got, sizeof got);
 	assert_string_equal(got, value);
 
-	/* Lost (an emptied Redis): written again with the session's own value. */
-	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
-	                 PBS_REFRESH_RESTORED);
-	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
-	assert_string_equal(got, value);
-	assert_true(cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL) > 590);
+	/* The same user's other device took the address over: kept alive as it stands. */
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &device, 5), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, at, true), PBS_REFRESH_KEPT);
+	get_value(s, KEY, got, sizeof got);
+	assert_string_equal(got, "1|1714641244|pop3|alice");
+	assert_true(cmd_int(s, "TTL", KEY, NULL) > 590);
 
-	/* Another login took the address over: its lease stays as it is, its TTL refreshed. */
+	/* Another user's lease: not this session's to keep alive. */
 	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &other, 5), 0);
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login), PBS_REFRESH_KEPT);
-	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, at, true), PBS_REFRESH_OTHER);
+	get_value(s, KEY, got, sizeof got);
 	assert_string_equal(got, "1|1714641248|pop3|bob");
-	assert_true(cmd_int(s, "TTL", "popbsmtp:lease:192.0.2.7", NULL) > 590);
+	assert_true(cmd_int(s, "TTL", KEY, NULL) <= 5);
 
-	/* A revoke before the login does not stop the session: the lease comes back. */
-	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
-	assert_int_equal(pbs_store_mark_revoked(s, "192.0.2.7", NULL, login - 1, 600), 0);
-	assert_int_equal(pbs_store_mark_revoked(s, NULL, "alice", login - 1, 600), 0);
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
-	                 PBS_REFRESH_RESTORED);
-	get_value(s, "popbsmtp:revoked:192.0.2.7", rec, sizeof rec);
-	assert_string_equal(rec, "1|1714641243122");
-	assert_true(cmd_int(s, "TTL", "popbsmtp:revoked-user:alice", NULL) > 86390);
-
-	/* A revoke of the user at the login's very millisecond stops it; nothing is written. */
-	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
-	assert_int_equal(pbs_store_mark_revoked(s, NULL, "alice", login, 600), 0);
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
-	                 PBS_REFRESH_REVOKED);
-	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:lease:192.0.2.7", NULL), 0);
-	/* ...also when another login took the address over meanwhile: that lease stands. */
-	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &other, 600), 0);
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, login),
-	                 PBS_REFRESH_REVOKED);
-	get_value(s, "popbsmtp:lease:192.0.2.7", got, sizeof got);
-	assert_string_equal(got, "1|1714641248|pop3|bob");
-	/* Bob's session is not touched by alice's revoke. */
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &other, 600, login), PBS_REFRESH_KEPT);
-
-	/* A revoke of the address stops every session there, whoever's. */
-	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
-	assert_int_equal(pbs_store_mark_revoked(s, "192.0.2.7", NULL, login + 1000, 600), 0);
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &other, 600, login),
-	                 PBS_REFRESH_REVOKED);
-
-	/* A record that does not decode counts as a revoke. */
-	cmd_int(s, "DEL", "popbsmtp:revoked:192.0.2.7", NULL);
-	freeReplyObject(cmd(s, "SET", "popbsmtp:revoked:192.0.2.7", "junk", (const char *)NULL));
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &other, 600, login),
-	                 PBS_REFRESH_REVOKED);
+	/* Lost (an emptied Redis): written back only when the session may. */
+	cmd_int(s, "DEL", KEY, NULL);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, at, false), PBS_REFRESH_GONE);
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &mine, 600, at, true),
+			 PBS_REFRESH_RESTORED);
+	get_value(s, KEY, got, sizeof got);
+	assert_string_equal(got, value);
+	assert_true(cmd_int(s, "TTL", KEY, NULL) > 590);
 	pbs_store_free(s);
 }
 
-/* Redis unreachable: a refresh and a revocation record fail, quickly, with the reason. */
+/* After a revoke (by user or by address) no session that logged in before it keeps or
+ * brings back any lease there, its own, its user's other one or another user's; a session
+ * that logged in after it goes on. */
+static void test_refresh_after_revoke(void **state)
+{
+	pbs_store *s = admin_store();
+	pbs_lease alice, bob;
+	long long before, after;
+	bool removed;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	make_lease(&bob, "bob", "imap");
+	before = login(s, &alice);
+	assert_int_equal(pbs_store_revoke(s, NULL, "alice", 600, &removed), 0);
+	assert_false(removed);
+	assert_true(cmd_int(s, "TTL", "popbsmtp:revoked-user:alice", NULL) > 86390);
+	/* The record does not remove the lease (popbsmtpctl does, by scanning), but the
+	 * session no longer keeps it: not even when allowed to restore. */
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, before, true),
+			 PBS_REFRESH_REVOKED);
+	freeReplyObject(cmd(s, "EXPIRE", KEY, "5", (const char *)NULL));
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, before, true),
+			 PBS_REFRESH_REVOKED);
+	assert_true(cmd_int(s, "TTL", KEY, NULL) <= 5);
+	cmd_int(s, "DEL", KEY, NULL);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, before, true),
+			 PBS_REFRESH_REVOKED);
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	/* Login time unknown (0, after hibernation or a failed grant): any record stops it. */
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, 0, true),
+			 PBS_REFRESH_REVOKED);
+
+	/* A login after the revoke is a new login: it is granted and refreshed. */
+	after = login(s, &alice);
+	assert_true(after > before);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, after, true),
+			 PBS_REFRESH_KEPT);
+
+	/* By address: the lease goes in the same step, every session there stops, whoever's. */
+	assert_int_equal(pbs_store_revoke(s, "192.0.2.7", NULL, 600, &removed), 0);
+	assert_true(removed);
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, after, true),
+			 PBS_REFRESH_REVOKED);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &bob, 600, after, true),
+			 PBS_REFRESH_REVOKED);
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	/* Nothing to remove: the record is written all the same, and said so. */
+	assert_int_equal(pbs_store_revoke(s, "192.0.2.7", NULL, 600, &removed), 0);
+	assert_false(removed);
+	pbs_store_free(s);
+}
+
+/* A record that does not decode counts as a revoke: when in doubt, the revoke wins. */
+static void test_refresh_bad_records(void **state)
+{
+	static const char *const bad[] = {
+	    "", "1", "1|", "|1714641243123", "2|1714641243123", "1|17146x", "1|-5", "1| 5",
+	    "1|5|", "1|1714641243123|imap|alice", "1|99999999999999999999999", "01x|5", NULL};
+	pbs_store *s = admin_store();
+	pbs_lease alice;
+	long long at;
+	size_t i;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	at = login(s, &alice);
+	for (i = 0; bad[i] != NULL; i++) {
+		freeReplyObject(cmd(s, "SET", "popbsmtp:revoked:192.0.2.7", bad[i], (const char *)NULL));
+		if (pbs_store_refresh(s, "192.0.2.7", &alice, 600, at, true) != PBS_REFRESH_REVOKED)
+			fail_msg("record '%s' did not count as a revoke", bad[i]);
+	}
+	/* A record older than the login does not stop it. */
+	freeReplyObject(cmd(s, "SET", "popbsmtp:revoked:192.0.2.7", "1|5", (const char *)NULL));
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, at, true), PBS_REFRESH_KEPT);
+	/* A hash where the record should be: an error, not a crash and not a refresh. */
+	cmd_int(s, "DEL", "popbsmtp:revoked:192.0.2.7", NULL);
+	freeReplyObject(cmd(s, "HSET", "popbsmtp:revoked:192.0.2.7", "f", "v", (const char *)NULL));
+	freeReplyObject(cmd(s, "EXPIRE", KEY, "5", (const char *)NULL));
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, at, true), PBS_REFRESH_ERROR);
+	assert_contains(pbs_store_error(s), "WRONGTYPE");
+	assert_true(cmd_int(s, "TTL", KEY, NULL) <= 5);
+	pbs_store_free(s);
+}
+
+/* The grant script itself, called as pbs_store_login calls it, with a login that began
+ * BEFORE (ms) ago and waits BUDGET ms: its first word. */
+static void grant_script(pbs_store *s, long long started, const char *budget, char *out,
+			 size_t len)
+{
+	char st[24];
+	redisReply *r;
+
+	snprintf(st, sizeof st, "%lld", started);
+	r = cmd(s, "EVAL", pbs_lease_script_grant, "1", "popbsmtp:clock", KEY, "1|5|imap|alice",
+		"600", st, budget, "popbsmtp:revoked:192.0.2.7", "popbsmtp:revoked-user:alice",
+		(const char *)NULL);
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	snprintf(out, len, "%s", r->element[0]->str);
+	freeReplyObject(r);
+}
+
+/* The store's clock never goes back, whatever Redis TIME says; a grant that began before a
+ * revoke, or that arrives after its writer gave up, writes nothing. */
+static void test_login_fenced(void **state)
+{
+	pbs_store *s = admin_store();
+	char word[16], ahead[24];
+	pbs_lease alice;
+	long long at, later;
+	bool removed;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	at = login(s, &alice);
+	/* A clock ahead of Redis TIME (a failover from a master whose clock was ahead): the
+	 * next times still go up. */
+	snprintf(ahead, sizeof ahead, "%lld", at + 3600000);
+	freeReplyObject(cmd(s, "SET", "popbsmtp:clock", ahead, (const char *)NULL));
+	later = login(s, &alice);
+	assert_true(later > at + 3600000);
+	/* A revoke at that clock, then a grant whose login began before it: refused. */
+	assert_int_equal(pbs_store_revoke(s, NULL, "alice", 600, &removed), 0);
+	cmd_int(s, "DEL", KEY, NULL);
+	grant_script(s, later, "60000", word, sizeof word);
+	assert_string_equal(word, "revoked");
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	/* A grant arriving more than its budget after the login began: refused. */
+	cmd_int(s, "DEL", "popbsmtp:revoked-user:alice", NULL);
+	grant_script(s, later - 10000, "250", word, sizeof word);
+	assert_string_equal(word, "late");
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	/* A hostile clock value is ignored (Redis TIME is used), never a crash. */
+	freeReplyObject(cmd(s, "SET", "popbsmtp:clock", "1e308", (const char *)NULL));
+	assert_true(login(s, &alice) > 0);
+	pbs_store_free(s);
+}
+
+/* revoke --user's removal: only a lease that names the user at that instant. */
+static void test_remove_if_user(void **state)
+{
+	pbs_store *s = admin_store();
+	pbs_lease alice, bob;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	make_lease(&bob, "bob|alice", "imap");
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &bob, 60), 0);
+	assert_int_equal(pbs_store_remove_if_user(s, "192.0.2.7", "alice"), 0);
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 1);
+	assert_int_equal(pbs_store_grant(s, "192.0.2.7", &alice, 60), 0);
+	assert_int_equal(pbs_store_remove_if_user(s, "192.0.2.7", "alice"), 1);
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	assert_int_equal(pbs_store_remove_if_user(s, "192.0.2.7", "alice"), 0);
+	pbs_store_free(s);
+}
+
+/* Redis unreachable: a login, a refresh and a revoke fail, quickly, with the reason. */
 static void test_refresh_refused(void **state)
 {
 	struct pbs_redis_config c = make_cfg(env_port("PBS_DEAD_PORT"), 200);
 	pbs_store *s = open_store(&c);
+	long long at;
+	bool removed;
 	pbs_lease l;
 
 	(void)state;
 	make_lease(&l, "alice", "imap");
-	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &l, 60, 0), PBS_REFRESH_ERROR);
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &l, 60, 0, true), PBS_REFRESH_ERROR);
 	assert_contains(pbs_store_error(s), "Connection refused");
-	assert_int_equal(pbs_store_mark_revoked(s, NULL, "alice", 0, 60), -1);
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &l, 60, 0, NULL, NULL, &at),
+			 PBS_GRANT_ERROR);
+	assert_contains(pbs_store_error(s), "Connection refused");
+	assert_int_equal(pbs_store_revoke(s, NULL, "alice", 60, &removed), -1);
 	assert_contains(pbs_store_error(s), "Connection refused");
 	pbs_store_free(s);
 }
@@ -901,6 +1052,10 @@ int main(void)
 	    cmocka_unit_test_setup(test_readonly_replica, flush_all),
 	    cmocka_unit_test(test_socket_close_on_exec),
 	    cmocka_unit_test_setup(test_refresh, flush_all),
+	    cmocka_unit_test_setup(test_refresh_after_revoke, flush_all),
+	    cmocka_unit_test_setup(test_refresh_bad_records, flush_all),
+	    cmocka_unit_test_setup(test_login_fenced, flush_all),
+	    cmocka_unit_test_setup(test_remove_if_user, flush_all),
 	    cmocka_unit_test(test_refresh_refused),
 	};
 

@@ -412,6 +412,8 @@ static void test_revoked_keys(void **state)
 	/* A user name is taken as it is: ':' and '|' are just bytes of the key. */
 	assert_int_equal(pbs_lease_revoked_user_key("", "bob|x:y", key), 0);
 	assert_string_equal(key, "revoked-user:bob|x:y");
+	assert_int_equal(pbs_lease_clock_key("popbsmtp:", key), 0);
+	assert_string_equal(key, "popbsmtp:clock");
 
 	prefix = repeat('p', PBS_PREFIX_MAX);
 	user = repeat('u', PBS_USER_MAX);
@@ -423,36 +425,6 @@ static void test_revoked_keys(void **state)
 	assert_int_equal(pbs_lease_revoked_key(prefix, user, key), -1);
 	free(user);
 	free(prefix);
-}
-
-/* A revocation record's value: "1|<ms>" both ways, and everything else refused. */
-static void test_revocation_value(void **state)
-{
-	static const char *const bad[] = {
-	    "", "1", "1|", "|1714641243123", "2|1714641243123", "1|17146x", "1|-5", "1| 5",
-	    "1|5|", "1|1714641243123|imap|alice", "1|99999999999999999999999", "01x|5", NULL};
-	char value[PBS_REVOCATION_MAX];
-	long long ms = -1;
-	size_t i, len;
-
-	(void)state;
-	len = pbs_lease_revocation_encode(1714641243123LL, value);
-	assert_string_equal(value, "1|1714641243123");
-	assert_int_equal(len, strlen(value));
-	assert_int_equal(pbs_lease_revocation_decode(value, len, &ms), 0);
-	assert_true(ms == 1714641243123LL);
-	assert_int_equal(pbs_lease_revocation_decode("1|0", 3, &ms), 0);
-	assert_true(ms == 0);
-	/* The longest value there can be fits the buffer. */
-	len = pbs_lease_revocation_encode(LLONG_MAX, value);
-	assert_true(len < PBS_REVOCATION_MAX);
-	assert_int_equal(pbs_lease_revocation_decode(value, len, &ms), 0);
-	assert_true(ms == LLONG_MAX);
-	for (i = 0; bad[i] != NULL; i++)
-		if (pbs_lease_revocation_decode(bad[i], strlen(bad[i]), &ms) == 0)
-			fail_msg("'%s' decoded as a revocation", bad[i]);
-	/* A NUL inside is refused, as for leases. */
-	assert_int_equal(pbs_lease_revocation_decode("1|5\0", 4, &ms), -1);
 }
 
 /* Records outlive the leases they revoke: a day at least, twice the ttl when longer. */
@@ -480,7 +452,6 @@ int main(void)
 	    cmocka_unit_test(test_service_problem),
 	    cmocka_unit_test(test_make),
 	    cmocka_unit_test(test_revoked_keys),
-	    cmocka_unit_test(test_revocation_value),
 	    cmocka_unit_test(test_revocation_ttl),
 	};
 

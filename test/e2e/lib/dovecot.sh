@@ -176,9 +176,9 @@ mail_plugin_dir = $DOVECOT_PLUGIN_DIR
 mail_plugins = \$mail_plugins popbsmtp
 # Many test sessions share a user and an address.
 mail_max_userip_connections = 1000
-plugin {
-  popbsmtp_config = $DOVECOT_PLUGIN_CONF
-}
+# The plugin reads its configuration when Dovecot loads it, as root: the path comes from
+# the environment Dovecot gives its processes.
+import_environment = \$import_environment POPBSMTP_CONFIG=$DOVECOT_PLUGIN_CONF
 service lmtp {
   inet_listener lmtp {
     address = 127.0.0.1
