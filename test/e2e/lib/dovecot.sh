@@ -8,6 +8,7 @@ DOVECOT_USERS="alice bob"    # the passwd-file users; every one's password is DO
 DOVECOT_PASS=secret
 DOVECOT_PLUGIN_DIR=""        # plugin mode (pbs_start_dovecot_plugin) when set
 DOVECOT_PLUGIN_CONF=""
+DOVECOT_EXTRA_CONF=""        # more dovecot.conf lines, e.g. imap_hibernate_timeout
 
 # pbs_start_dovecot HOOK_CMD… — start the instance with HOOK_CMD (the hook's path and its
 # options, e.g. /path/popbsmtp-postlogin -c FILE) as post-login script of both imap and pop3.
@@ -124,6 +125,7 @@ service auth {
     mode = 0666
   }
 }
+$DOVECOT_EXTRA_CONF
 EOF
 }
 
