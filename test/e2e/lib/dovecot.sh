@@ -9,6 +9,7 @@ DOVECOT_PASS=secret
 DOVECOT_PLUGIN_DIR=""        # plugin mode (pbs_start_dovecot_plugin) when set
 DOVECOT_PLUGIN_CONF=""
 DOVECOT_EXTRA_CONF=""        # more dovecot.conf lines, e.g. imap_hibernate_timeout
+DOVECOT_MORE_USERS=""        # more passwd-file lines, e.g. a user with userdb extra fields
 
 # pbs_start_dovecot HOOK_CMD… — start the instance with HOOK_CMD (the hook's path and its
 # options, e.g. /path/popbsmtp-postlogin -c FILE) as post-login script of both imap and pop3.
@@ -65,8 +66,10 @@ pbs_dovecot_files() {
 	chmod 755 "$DOVECOT_DIR"
 	# Mail processes run as nobody and create their home (and Maildir) on first login.
 	chmod 1777 "$DOVECOT_DIR/home"
-	for user in $DOVECOT_USERS; do printf '%s:{PLAIN}%s::::::\n' "$user" "$DOVECOT_PASS"; done \
-		>"$DOVECOT_DIR/users"
+	{
+		for user in $DOVECOT_USERS; do printf '%s:{PLAIN}%s::::::\n' "$user" "$DOVECOT_PASS"; done
+		[ -z "$DOVECOT_MORE_USERS" ] || printf '%s\n' "$DOVECOT_MORE_USERS"
+	} >"$DOVECOT_DIR/users"
 	pbs_dovecot_conf "$1" >"$DOVECOT_CONF"
 	chmod 644 "$DOVECOT_DIR/users" "$DOVECOT_CONF"
 }
