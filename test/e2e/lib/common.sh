@@ -220,6 +220,13 @@ PY
 	pbs_wait_file "$PBS_TMP/stuck-$STUCK_PORT.ready" 5
 }
 
+# pbs_doc_block DOC REGEX — print the first fenced block (```) of docs/DOC after the first
+# line matching REGEX: the tests use the configuration the docs give, as written.
+pbs_doc_block() {
+	awk -v re="$2" 'found && /^```/ { if (inside) exit; inside = 1; next }
+		inside { print } !found && $0 ~ re { found = 1 }' "$PBS_LIB/../../../docs/$1"
+}
+
 # pbs_write_config FILE [extra libconfig text…] — a popbsmtp.conf pointing at REDIS_PORT.
 # Extra arguments are appended as whole groups ("milter: { … };"). Environment knobs:
 # PBS_CONF_REDIS_PORT, PBS_CONF_TIMEOUT_MS, PBS_CONF_TTL, PBS_CONF_LEASE_EXTRA (inside lease{}).

@@ -181,9 +181,10 @@ mail_plugin_dir = $DOVECOT_PLUGIN_DIR
 mail_plugins = \$mail_plugins popbsmtp
 # Many test sessions share a user and an address.
 mail_max_userip_connections = 1000
-# The plugin reads its configuration when Dovecot loads it, as root: the path comes from
-# the environment Dovecot gives its processes.
-import_environment = \$import_environment POPBSMTP_CONFIG=$DOVECOT_PLUGIN_CONF
+# docs/dovecot.md's blocks as written (the path of the configuration: the test's own).
+$(pbs_doc_block dovecot.md '^Save as `/etc/dovecot/conf.d/95-popbsmtp.conf`')
+$(pbs_doc_block dovecot.md '^another path, give it in the environment' |
+	sed "s|/etc/popbsmtp/popbsmtp.conf|$DOVECOT_PLUGIN_CONF|")
 service lmtp {
   inet_listener lmtp {
     address = 127.0.0.1
