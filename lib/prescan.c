@@ -4,6 +4,8 @@
  * - it reads an integer written without the L suffix into 32 bits, silently cut: decimal
  *   with atoi(), so 4294967328 becomes 32, hex with strtoul(), so 0x100000000 becomes 0
  *   and 0xffffffff becomes -1;
+ * - it reads 0600 as decimal 600, where libconfig 1.7 (Debian 13) reads octal 384 and
+ *   refuses 08: a leading zero is refused, so that a file means the same on both;
  * - it exit()s the whole process ("input in flex scanner failed") when an @include names
  *   a directory, and blocks forever in fopen() on a FIFO, so one bad file would end the
  *   Dovecot hook and with it the login.
@@ -137,7 +139,7 @@ static size_t scan_number(struct scan *sc, struct scan_text *t)
 {
 	const char *p = t->p, *end = t->end, *d = p + (*p == '+' || *p == '-');
 	size_t fl = float_len(p, end), nd = digits_at(d, end, 10), nx = 0, il = 0, hl = 0, len;
-	bool cut = false;
+	bool cut = false, zero = false;
 
 	if (nd > 0)
 		il = (size_t)(d + nd - p) + suffix_len(d + nd, end);
@@ -147,12 +149,18 @@ static size_t scan_number(struct scan *sc, struct scan_text *t)
 		hl = 2 + nx + suffix_len(p + 2 + nx, end);
 	if (hl > il && hl > fl) /* {hex}: strtoul() stored in an int */
 		cut = hl == 2 + nx && digits_exceed(p + 2, p + 2 + nx, 16, INT_MAX);
-	else if (il > fl) /* {integer}: atoi() */
+	else if (il > fl) { /* {integer}: atoi() in 1.5, strtoll(..., 0) in 1.7 */
 		cut = il == (size_t)(d + nd - p) &&
 		      digits_exceed(d, d + nd, 10, (unsigned long long)INT_MAX + (*p == '-'));
+		zero = il == (size_t)(d + nd - p) && nd > 1 && *d == '0';
+	}
 	len = fl > il ? fl : il;
 	len = len > hl ? len : hl;
-	if (cut)
+	if (zero)
+		scan_error(sc, t, "integer %.*s%s has a leading zero: libconfig 1.5 reads it as "
+			   "decimal, 1.7 as octal (or refuses it); write it without the zero",
+			   (int)(len < SCAN_SHOW ? len : SCAN_SHOW), p, len > SCAN_SHOW ? "..." : "");
+	else if (cut)
 		scan_error(sc, t, "integer %.*s%s is too large (64-bit values need an L suffix, "
 			   "and no setting takes one this big)",
 			   (int)(len < SCAN_SHOW ? len : SCAN_SHOW), p,

@@ -755,6 +755,9 @@ static void test_include_error_names_file(void **state)
 #define TOO_LARGE(literal)                                                                         \
 	"integer " literal " is too large (64-bit values need an L suffix, and no setting takes "  \
 	"one this big)"
+#define LEADING_ZERO(literal)                                                                      \
+	"integer " literal " has a leading zero: libconfig 1.5 reads it as decimal, 1.7 as octal " \
+	"(or refuses it); write it without the zero"
 
 /* One-line files: the bounds of each number, both sides, and the other value rules. */
 struct line_row {
@@ -818,7 +821,16 @@ static const struct line_row line_rows[] = {
     {"lease: { ipv4_prefix = 4294967328; };", TOO_LARGE("4294967328"), NULL, 0},
     {"lease: { ipv4_prefix = -4294967264; };", TOO_LARGE("-4294967264"), NULL, 0},
     {"lease: { ipv4_prefix = +32; };", NULL, "ipv4_prefix", 32},
-    {"lease: { ipv4_prefix = 0000000000032; };", NULL, "ipv4_prefix", 32},
+    /* A leading zero: decimal to libconfig 1.5, octal (0600 = 384) or an error (08) to 1.7,
+     * so refused, on both; with L both read decimal (atoll). */
+    {"lease: { ipv4_prefix = 0000000000032; };", LEADING_ZERO("0000000000032"), NULL, 0},
+    {"lease: { ttl = 0600; };", LEADING_ZERO("0600"), NULL, 0},
+    {"lease: { ipv4_prefix = 08; };", LEADING_ZERO("08"), NULL, 0},
+    {"lease: { ipv4_prefix = -024; };", LEADING_ZERO("-024"), NULL, 0},
+    {"lease: { ipv4_prefix = +024; };", LEADING_ZERO("+024"), NULL, 0},
+    {"lease: { ttl = 0600L; };", NULL, "ttl", 600},
+    {"lease: { ipv4_prefix = 0; };", NULL, "ipv4_prefix", 0},
+    {"lease: { ipv4_prefix = -0; };", NULL, "ipv4_prefix", 0},
     {"lease: { ipv4_prefix = 2147483647; };",
      "lease.ipv4_prefix: 2147483647 is out of range (0..32)", NULL, 0},
     {"lease: { ipv4_prefix = -2147483648; };",
