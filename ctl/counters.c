@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "popbsmtp/text.h"
 #include "popbsmtp/usagekey.h"
 
 #define HOUR_BUCKETS (3600 / PBS_USAGEKEY_BUCKET)
@@ -64,12 +65,15 @@ static int add_reply(struct ctl_counters *cs, const redisReply *r, bool hour, bo
 		if (r->element[i]->type != REDIS_REPLY_STRING ||
 		    pbs_usagekey_parse_field(r->element[i]->str, &p) != 0)
 			continue;
+		/* A count no gate wrote (a sign, letters, too big) is skipped; the sums saturate. */
+		if (r->element[i + 1]->type != REDIS_REPLY_STRING ||
+		    pbs_usagekey_parse_count(r->element[i + 1]->str, &v) != 0)
+			continue;
 		if ((c = counter_of(cs, &p)) == NULL)
 			return -1;
-		v = strtoll(r->element[i + 1]->str, NULL, 10);
-		c->hour += hour ? v : 0;
-		c->day += day ? v : 0;
-		c->total += total ? v : 0;
+		c->hour = pbs_usagekey_sum(c->hour, hour ? v : 0);
+		c->day = pbs_usagekey_sum(c->day, day ? v : 0);
+		c->total = pbs_usagekey_sum(c->total, total ? v : 0);
 	}
 	return 0;
 }
@@ -98,7 +102,9 @@ static int load(const struct ctl *c, struct ctl_counters *cs, bool buckets)
 	if (pbs_store_pipeline(c->store, n, argcs, argvs, replies) != 0)
 		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	for (i = 0; i < n; i++) {
-		if (rc == CTL_OK && replies[i]->type == REDIS_REPLY_ERROR)
+		if (ctl_wrongtype(replies[i]))
+			ctl_fail(CTL_OK, "%s is not a counter hash: skipped", keys[i]);
+		else if (rc == CTL_OK && replies[i]->type == REDIS_REPLY_ERROR)
 			rc = ctl_fail(CTL_STORE, "Redis at %s refused: %s",
 				      pbs_store_where(c->store), replies[i]->str);
 		else if (rc == CTL_OK &&
@@ -151,8 +157,8 @@ static int sum_hosts(const struct ctl_counters *cs, struct ctl_counters *totals)
 		p.host[0] = '*';
 		if ((t = counter_of(totals, &p)) == NULL)
 			return -1;
-		t->hour += cs->items[i].hour;
-		t->day += cs->items[i].day;
+		t->hour = pbs_usagekey_sum(t->hour, cs->items[i].hour);
+		t->day = pbs_usagekey_sum(t->day, cs->items[i].day);
 	}
 	return 0;
 }
@@ -161,6 +167,7 @@ static int sum_hosts(const struct ctl_counters *cs, struct ctl_counters *totals)
 static void print_rows(const struct ctl *c, const struct ctl_counters *cs, bool with_host,
 		       bool *first)
 {
+	char host[PBS_LOG_SAFE_MAX], gate[PBS_LOG_SAFE_MAX];
 	size_t i;
 
 	for (i = 0; i < cs->count; i++) {
@@ -169,8 +176,11 @@ static void print_rows(const struct ctl *c, const struct ctl_counters *cs, bool 
 		if (!is_event(k) || k->day == 0)
 			continue;
 		if (!c->json) {
-			printf("  %-20s %-7s %-9s %-12s %8lld %8lld\n", with_host ? k->parts.host : "(all)",
-			       k->parts.gate, k->parts.verdict, k->parts.reason, k->hour, k->day);
+			/* Host and gate are whatever the hash's field says: escaped. */
+			printf("  %-20s %-7s %-9s %-12s %8lld %8lld\n",
+			       with_host ? pbs_log_safe(k->parts.host, host) : "(all)",
+			       pbs_log_safe(k->parts.gate, gate), k->parts.verdict, k->parts.reason,
+			       k->hour, k->day);
 			continue;
 		}
 		printf("%s{", *first ? "" : ",");
@@ -230,19 +240,11 @@ int ctl_counters_print(const struct ctl *c)
 
 /* ---- metrics ---- */
 
-/* A label value as the exposition format wants it: \\, \" and \n escaped. */
+/* NAME="VALUE", VALUE as the exposition format wants it (pbs_text_label). */
 static void print_label(const char *name, const char *value, bool comma)
 {
-	printf("%s%s=\"", comma ? "," : "", name);
-	for (; *value != '\0'; value++) {
-		if (*value == '\\' || *value == '"')
-			printf("\\%c", *value);
-		else if (*value == '\n')
-			printf("\\n");
-		else
-			putchar(*value);
-	}
-	putchar('"');
+	printf("%s%s=", comma ? "," : "", name);
+	pbs_text_label(stdout, value);
 }
 
 /* The value of the counter HOST|GATE|VERDICT|REASON in CS, 0 when absent. */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "popbsmtp/log.h"
+#include "popbsmtp/text.h"
 
 #define TABLE_SIZE 4096
 
@@ -567,9 +568,7 @@ int pbs_usage_count_grant(pbs_store *store, const struct pbs_usage_config *cfg,
 const char *pbs_usage_trace_value(const pbs_lease *lease, const char *subject, char *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	char when[32];
-	time_t t = (time_t)lease->granted;
-	struct tm tm;
+	char when[PBS_TEXT_TIME_MAX];
 	size_t o;
 	const unsigned char *p;
 
@@ -583,8 +582,7 @@ const char *pbs_usage_trace_value(const pbs_lease *lease, const char *subject, c
 			out[o++] = hex[*p & 15];
 		}
 	}
-	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 	snprintf(out + o, PBS_USAGE_TRACE_MAX - o, " lease=%s service=%s granted=%s", subject,
-		 lease->service[0] ? lease->service : "-", when);
+		 lease->service[0] ? lease->service : "-", pbs_text_time(lease->granted, when));
 	return out;
 }
