@@ -66,7 +66,9 @@ int pbs_store_mark_revoked(pbs_store *store, const char *subject, const char *us
 int pbs_store_grant_with(pbs_store *store, const char *subject, const pbs_lease *lease, int ttl,
 			 int count, const int *argcs, const char **const *argvs);
 
-/* One GET of SUBJECT's lease. On FOUND fills LEASE; a value that does not decode is an error. */
+/* One GET of SUBJECT's lease. On FOUND fills LEASE. A value that does not decode (or a key
+ * of another type) is NONE, like a missing lease, and only then is pbs_store_error() not
+ * empty after NONE: "<key> holds no valid lease", for the caller to log. */
 enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);
 
 /* Run one command given as ARGC strings (lengths ARGVLEN, or NULL for C strings).
