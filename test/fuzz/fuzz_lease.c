@@ -68,7 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      lease.user, pbs_lease_user_problem(lease.user));
 		CHECK(pbs_lease_service_problem(lease.service) == NULL, "decoded service '%s': %s",
 		      lease.service, pbs_lease_service_problem(lease.service));
-		CHECK(lease.granted >= 0, "negative grant time %lld", lease.granted);
+		CHECK(lease.granted >= 0 && lease.granted <= PBS_LEASE_GRANTED_MAX,
+		      "grant time %lld out of range", lease.granted);
 		check_round_trip(&lease);
 	}
 	free(value);
