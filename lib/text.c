@@ -5,6 +5,7 @@
  */
 #include "popbsmtp/text.h"
 
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 
@@ -47,7 +48,10 @@ int pbs_text_utf8_len(const unsigned char *p)
 	return len;
 }
 
-void pbs_text_json(FILE *out, const char *s)
+/* S between double quotes on OUT: '"' and '\\' escaped, printable ASCII and valid UTF-8
+ * as they are, and every other byte as LABEL says: a Prometheus label value has only
+ * an escaped newline and U+FFFD for the rest, JSON \u00XX. */
+static void text_quoted(FILE *out, const char *s, bool label)
 {
 	const unsigned char *p;
 	int n;
@@ -56,41 +60,30 @@ void pbs_text_json(FILE *out, const char *s)
 	for (p = (const unsigned char *)s; *p != '\0'; p++) {
 		if (*p == '"' || *p == '\\')
 			fprintf(out, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(out, "\\u%04x", *p);
-		else if (*p < 0x80)
-			fputc(*p, out);
-		else if ((n = pbs_text_utf8_len(p)) > 0) {
-			fwrite(p, 1, (size_t)n, out);
-			p += n - 1;
-		} else
-			/* A user name need not be UTF-8, JSON must be: a stray byte becomes U+00XX. */
-			fprintf(out, "\\u%04x", *p);
-	}
-	fputc('"', out);
-}
-
-void pbs_text_label(FILE *out, const char *s)
-{
-	const unsigned char *p;
-	int n;
-
-	fputc('"', out);
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(out, "\\%c", *p);
-		else if (*p == '\n')
-			fputs("\\n", out);
 		else if (*p >= 0x20 && *p < 0x7f)
 			fputc(*p, out);
 		else if (*p >= 0x80 && (n = pbs_text_utf8_len(p)) > 0) {
 			fwrite(p, 1, (size_t)n, out);
 			p += n - 1;
-		} else
-			/* The format has no escape for other bytes: the replacement character. */
+		} else if (label && *p == '\n')
+			fputs("\\n", out);
+		else if (label)
 			fputs("\xef\xbf\xbd", out);
+		else
+			/* A name need not be UTF-8, JSON must be: a stray byte becomes U+00XX. */
+			fprintf(out, "\\u%04x", *p);
 	}
 	fputc('"', out);
+}
+
+void pbs_text_json(FILE *out, const char *s)
+{
+	text_quoted(out, s, false);
+}
+
+void pbs_text_label(FILE *out, const char *s)
+{
+	text_quoted(out, s, true);
 }
 
 const char *pbs_text_row(const char *in, char *out, size_t len)

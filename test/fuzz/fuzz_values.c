@@ -44,7 +44,7 @@ static void check_time(long long t)
 
 	pbs_text_time(t, out);
 	CHECK(in_range ? strlen(out) == 20 && out[4] == '-' && out[19] == 'Z'
-		       : strcmp(out, "?") == 0,
+	               : strcmp(out, "?") == 0,
 	      "time %lld formatted as '%s'", t, out);
 	CHECK((pbs_text_utc("%Y%m%dT%H%M", t, key, sizeof key) == 0) == in_range,
 	      "time %lld: pbs_text_utc disagrees with the range", t);

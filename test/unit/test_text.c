@@ -33,8 +33,8 @@ static char *written(void (*fn)(FILE *, const char *), const char *s)
 
 static void test_times(void **state)
 {
-	static const long long bad[] = {-1, -86400, PBS_TEXT_TIME_LAST + 1, 1765000000123456789LL,
-					LLONG_MAX, LLONG_MIN};
+	static const long long bad[] = {
+	    -1, -86400, PBS_TEXT_TIME_LAST + 1, 1765000000123456789LL, LLONG_MAX, LLONG_MIN};
 	char out[PBS_TEXT_TIME_MAX];
 	size_t i;
 
@@ -60,13 +60,14 @@ static void test_trace_edges(void **state)
 	pbs_lease lease;
 
 	(void)state;
-	assert_int_equal(pbs_lease_decode("1|253402300799|imap|x", strlen("1|253402300799|imap|x"), &lease), 0);
+	assert_int_equal(
+	    pbs_lease_decode("1|253402300799|imap|x", strlen("1|253402300799|imap|x"), &lease), 0);
 	assert_string_equal(pbs_usage_trace_value(&lease, "192.0.2.7", out),
-			    "user=x lease=192.0.2.7 service=imap granted=9999-12-31T23:59:59Z");
+	                    "user=x lease=192.0.2.7 service=imap granted=9999-12-31T23:59:59Z");
 	/* Made by hand past the bound (decode would refuse it): still no crash. */
 	lease.granted = LLONG_MAX;
 	assert_string_equal(pbs_usage_trace_value(&lease, "192.0.2.7", out),
-			    "user=x lease=192.0.2.7 service=imap granted=?");
+	                    "user=x lease=192.0.2.7 service=imap granted=?");
 }
 
 static void test_utf8(void **state)
@@ -77,7 +78,8 @@ static void test_utf8(void **state)
 	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xf0\x9f\x98\x80"), 4);
 	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xc0\xaf"), 0); /* overlong */
 	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xe0\x80\xaf"), 0);
-	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xed\xa0\x80"), 0); /* surrogate */
+	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xed\xa0\x80"),
+	                 0); /* surrogate */
 	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xf4\x90\x80\x80"), 0);
 	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xc3"), 0); /* cut short */
 	assert_int_equal(pbs_text_utf8_len((const unsigned char *)"\xff"), 0);
