@@ -15,16 +15,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Abort with a message when COND is false: the fuzzer keeps the input as a crash. */
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_lease: %s: ", #cond);                                \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#define FUZZ_NAME "fuzz_lease"
+#include "fuzz_check.h"
 
 static bool same_lease(const pbs_lease *a, const pbs_lease *b)
 {

@@ -26,15 +26,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_values: %s: ", #cond);                               \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#define FUZZ_NAME "fuzz_values"
+#include "fuzz_check.h"
 
 /* T formats as "YYYY-MM-DDTHH:MM:SSZ" when it is in range, else as "?". */
 static void check_time(long long t)
