@@ -103,6 +103,9 @@ int ctl_cmd_check(struct ctl *c, int argc, char **argv)
 		rc = CTL_NO;
 	else
 		rc = ctl_fetch(c, subject, &l);
+	/* A value that is no lease (reported on stderr) is what the gates take it for. */
+	if (rc == CTL_STORE && l.invalid)
+		rc = CTL_NO;
 	if (rc == CTL_STORE)
 		return rc;
 	if (c->json) {
@@ -270,8 +273,9 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 	v = pbs_policy_decide(&f, &reason);
 	if (v == PBS_VERDICT_NEED_LEASE) {
 		rc = ctl_fetch(c, subject, &l);
-		f.lease = rc == CTL_OK ? PBS_LEASE_LIVE
-				       : rc == CTL_NO ? PBS_LEASE_NONE : PBS_LEASE_STORE_ERROR;
+		f.lease = rc == CTL_OK				? PBS_LEASE_LIVE
+			  : rc == CTL_NO || l.invalid ? PBS_LEASE_NONE
+							: PBS_LEASE_STORE_ERROR;
 		v = pbs_policy_decide(&f, &reason);
 	}
 	printf("client %s (lease subject %s)%s%s: ", words[0], subject, n > 1 ? " to " : "",
@@ -364,11 +368,29 @@ static void info_field(const struct ctl *c, const char *section, const char *nam
 	freeReplyObject(r);
 }
 
+/* Redis' maxmemory-policy into OUT (sanitized): from INFO memory, else CONFIG GET; "?"
+ * when the ACL allows neither. */
+static void eviction_policy(const struct ctl *c, char out[PBS_LOG_SAFE_MAX])
+{
+	redisReply *r;
+
+	info_field(c, "memory", "maxmemory_policy", out);
+	if (strcmp(out, "?") != 0)
+		return;
+	r = pbs_store_command(c->store, 3, (const char *[]){"CONFIG", "GET", "maxmemory-policy"},
+			      NULL);
+	if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[1]->type == REDIS_REPLY_STRING)
+		pbs_log_safe(r->element[1]->str, out);
+	freeReplyObject(r);
+}
+
 int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 {
 	struct stats_state st = {0, 0, 0};
-	char version[PBS_LOG_SAFE_MAX], memory[PBS_LOG_SAFE_MAX];
-	long long rtt, per_lease;
+	char version[PBS_LOG_SAFE_MAX], memory[PBS_LOG_SAFE_MAX], policy[PBS_LOG_SAFE_MAX];
+	long long rtt, per_lease, invalid;
+	bool known, evicts;
 	int rc;
 
 	if (argc != 1)
@@ -377,21 +399,47 @@ int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	info_field(c, "server", "redis_version", version);
 	info_field(c, "memory", "used_memory", memory);
-	if ((rc = ctl_scan_leases(c, stats_one, &st)) != CTL_OK)
+	eviction_policy(c, policy);
+	/* Any policy but noeviction lets Redis drop leases and revocation records when it is
+	 * full: relay and revokes would vanish without a word. Said, never fatal. */
+	known = strcmp(policy, "?") != 0;
+	evicts = known && strcmp(policy, "noeviction") != 0;
+	if (evicts)
+		ctl_fail(CTL_OK, "warning: Redis runs with maxmemory-policy %s: when full it evicts "
+				 "leases and revocation records; run it with noeviction (docs/ha.md)",
+			 policy);
+	else if (!known)
+		ctl_fail(CTL_OK, "cannot tell Redis' maxmemory-policy (INFO and CONFIG GET refused): "
+				 "it must be noeviction (docs/ha.md)");
+	/* Values that are no lease are reported on stderr and left out, as the gates ignore
+	 * them: the rest of the numbers still stand. */
+	if ((rc = ctl_walk_leases(c, stats_one, &st, &invalid)) != CTL_OK)
 		return rc;
 	per_lease = st.sampled ? st.sampled_bytes / st.sampled : 0;
 	if (c->json) {
-		printf("{\"leases\":%lld,\"rtt_us\":%lld,\"redis_version\":", st.leases, rtt);
+		printf("{\"leases\":%lld,\"invalid_leases\":%lld,\"rtt_us\":%lld,"
+		       "\"redis_version\":",
+		       st.leases, invalid, rtt);
 		ctl_json_string(stdout, version);
 		printf(",\"used_memory\":%s,\"lease_key_bytes\":%lld",
 		       strcmp(memory, "?") ? memory : "null", per_lease);
+		printf(",\"maxmemory_policy\":");
+		if (known)
+			ctl_json_string(stdout, policy);
+		else
+			printf("null");
+		printf(",\"eviction_warning\":%s", evicts ? "true" : known ? "false" : "null");
 		rc = ctl_counters_print(c);
 		printf("}\n");
 	} else {
 		printf("leases:          %lld\n", st.leases);
+		if (invalid > 0)
+			printf("invalid values:  %lld (no lease to the gates; see stderr)\n", invalid);
 		printf("redis rtt:       %lld us (median of 5 PINGs)\n", rtt);
 		printf("redis version:   %s\n", version);
 		printf("redis memory:    %s bytes in all\n", memory);
+		printf("redis eviction:  %s%s\n", known ? policy : "unknown (not permitted to ask)",
+		       evicts ? " (WARNING: must be noeviction)" : "");
 		printf("lease key size:  %lld bytes (MEMORY USAGE, mean of %lld)\n", per_lease,
 		       st.sampled);
 		rc = ctl_counters_print(c);

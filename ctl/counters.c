@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "popbsmtp/text.h"
 #include "popbsmtp/usagekey.h"
 
 #define HOUR_BUCKETS (3600 / PBS_USAGEKEY_BUCKET)
@@ -21,19 +22,80 @@ struct counter {
 	long long hour, day, total;
 };
 
+/* The counters read, and an index over them: whoever writes to Redis decides how many
+ * distinct fields there are, so finding one must not take a scan of all (100,000
+ * fields took minutes). */
 struct ctl_counters {
 	struct counter *items;
 	size_t count, cap;
+	size_t *index; /* 2 * cap slots, open addressing: item number + 1, 0 when free */
 };
+
+/* FNV-1a over the four words of P. */
+static size_t parts_hash(const struct pbs_usagekey_parts *p)
+{
+	const char *words[4] = {p->host, p->gate, p->verdict, p->reason};
+	unsigned long long h = 1469598103934665603ULL;
+	const char *c;
+	int i;
+
+	for (i = 0; i < 4; i++)
+		for (c = words[i];; c++) {
+			h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+			if (*c == '\0')
+				break;
+		}
+	return (size_t)h;
+}
+
+static bool same_parts(const struct pbs_usagekey_parts *a, const struct pbs_usagekey_parts *b)
+{
+	return strcmp(a->host, b->host) == 0 && strcmp(a->gate, b->gate) == 0 &&
+	       strcmp(a->verdict, b->verdict) == 0 && strcmp(a->reason, b->reason) == 0;
+}
+
+/* The slot of P in CS's index: where it is, or the free slot where it would go. */
+static size_t slot_of(const struct ctl_counters *cs, const struct pbs_usagekey_parts *p)
+{
+	size_t slots = 2 * cs->cap, h;
+
+	for (h = parts_hash(p) % slots; cs->index[h] != 0; h = (h + 1) % slots)
+		if (same_parts(&cs->items[cs->index[h] - 1].parts, p))
+			break;
+	return h;
+}
+
+/* Index every item of CS again (after growing or sorting). Returns 0 or -1. */
+static int index_rebuild(struct ctl_counters *cs)
+{
+	size_t *index = calloc(2 * cs->cap, sizeof *index), i;
+
+	if (index == NULL)
+		return -1;
+	free(cs->index);
+	cs->index = index;
+	for (i = 0; i < cs->count; i++)
+		cs->index[slot_of(cs, &cs->items[i].parts)] = i + 1;
+	return 0;
+}
+
+/* The counter named by P, NULL when there is none. */
+static const struct counter *counter_find(const struct ctl_counters *cs,
+					  const struct pbs_usagekey_parts *p)
+{
+	size_t h;
+
+	if (cs->count == 0)
+		return NULL;
+	h = slot_of(cs, p);
+	return cs->index[h] != 0 ? &cs->items[cs->index[h] - 1] : NULL;
+}
 
 /* The counter named by PARTS, added if new; NULL when out of memory. */
 static struct counter *counter_of(struct ctl_counters *cs, const struct pbs_usagekey_parts *p)
 {
-	size_t i;
+	size_t h;
 
-	for (i = 0; i < cs->count; i++)
-		if (memcmp(&cs->items[i].parts, p, sizeof *p) == 0)
-			return &cs->items[i];
 	if (cs->count == cs->cap) {
 		size_t cap = cs->cap ? cs->cap * 2 : 32;
 		struct counter *items = realloc(cs->items, cap * sizeof *items);
@@ -41,10 +103,22 @@ static struct counter *counter_of(struct ctl_counters *cs, const struct pbs_usag
 			return NULL;
 		cs->items = items;
 		cs->cap = cap;
+		if (index_rebuild(cs) != 0)
+			return NULL;
 	}
+	h = slot_of(cs, p);
+	if (cs->index[h] != 0)
+		return &cs->items[cs->index[h] - 1];
 	memset(&cs->items[cs->count], 0, sizeof cs->items[0]);
 	cs->items[cs->count].parts = *p;
-	return &cs->items[cs->count++];
+	cs->index[h] = ++cs->count;
+	return &cs->items[cs->count - 1];
+}
+
+static void counters_free(struct ctl_counters *cs)
+{
+	free(cs->items);
+	free(cs->index);
 }
 
 /* Add the fields of one HGETALL reply R: to hour (when HOUR), day and/or total. */
@@ -64,12 +138,15 @@ static int add_reply(struct ctl_counters *cs, const redisReply *r, bool hour, bo
 		if (r->element[i]->type != REDIS_REPLY_STRING ||
 		    pbs_usagekey_parse_field(r->element[i]->str, &p) != 0)
 			continue;
+		/* A count no gate wrote (a sign, letters, too big) is skipped; the sums saturate. */
+		if (r->element[i + 1]->type != REDIS_REPLY_STRING ||
+		    pbs_usagekey_parse_count(r->element[i + 1]->str, &v) != 0)
+			continue;
 		if ((c = counter_of(cs, &p)) == NULL)
 			return -1;
-		v = strtoll(r->element[i + 1]->str, NULL, 10);
-		c->hour += hour ? v : 0;
-		c->day += day ? v : 0;
-		c->total += total ? v : 0;
+		c->hour = pbs_usagekey_sum(c->hour, hour ? v : 0);
+		c->day = pbs_usagekey_sum(c->day, day ? v : 0);
+		c->total = pbs_usagekey_sum(c->total, total ? v : 0);
 	}
 	return 0;
 }
@@ -98,7 +175,9 @@ static int load(const struct ctl *c, struct ctl_counters *cs, bool buckets)
 	if (pbs_store_pipeline(c->store, n, argcs, argvs, replies) != 0)
 		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	for (i = 0; i < n; i++) {
-		if (rc == CTL_OK && replies[i]->type == REDIS_REPLY_ERROR)
+		if (ctl_wrongtype(replies[i]))
+			ctl_fail(CTL_OK, "%s is not a counter hash: skipped", keys[i]);
+		else if (rc == CTL_OK && replies[i]->type == REDIS_REPLY_ERROR)
 			rc = ctl_fail(CTL_STORE, "Redis at %s refused: %s",
 				      pbs_store_where(c->store), replies[i]->str);
 		else if (rc == CTL_OK &&
@@ -151,8 +230,8 @@ static int sum_hosts(const struct ctl_counters *cs, struct ctl_counters *totals)
 		p.host[0] = '*';
 		if ((t = counter_of(totals, &p)) == NULL)
 			return -1;
-		t->hour += cs->items[i].hour;
-		t->day += cs->items[i].day;
+		t->hour = pbs_usagekey_sum(t->hour, cs->items[i].hour);
+		t->day = pbs_usagekey_sum(t->day, cs->items[i].day);
 	}
 	return 0;
 }
@@ -161,6 +240,7 @@ static int sum_hosts(const struct ctl_counters *cs, struct ctl_counters *totals)
 static void print_rows(const struct ctl *c, const struct ctl_counters *cs, bool with_host,
 		       bool *first)
 {
+	char host[PBS_LOG_SAFE_MAX], gate[PBS_LOG_SAFE_MAX];
 	size_t i;
 
 	for (i = 0; i < cs->count; i++) {
@@ -169,8 +249,11 @@ static void print_rows(const struct ctl *c, const struct ctl_counters *cs, bool 
 		if (!is_event(k) || k->day == 0)
 			continue;
 		if (!c->json) {
-			printf("  %-20s %-7s %-9s %-12s %8lld %8lld\n", with_host ? k->parts.host : "(all)",
-			       k->parts.gate, k->parts.verdict, k->parts.reason, k->hour, k->day);
+			/* Host and gate are whatever the hash's field says: escaped. */
+			printf("  %-20s %-7s %-9s %-12s %8lld %8lld\n",
+			       with_host ? pbs_log_safe(k->parts.host, host) : "(all)",
+			       pbs_log_safe(k->parts.gate, gate), k->parts.verdict, k->parts.reason,
+			       k->hour, k->day);
 			continue;
 		}
 		printf("%s{", *first ? "" : ",");
@@ -190,24 +273,25 @@ static void print_rows(const struct ctl *c, const struct ctl_counters *cs, bool 
 	}
 }
 
-/* Sort CS for printing; an empty set has no array to give qsort. */
-static void sort_counters(struct ctl_counters *cs)
+/* Sort CS for printing (an empty set has no array to give qsort), and index it again.
+ * Returns 0 or -1. */
+static int sort_counters(struct ctl_counters *cs)
 {
 	if (cs->count > 1)
 		qsort(cs->items, cs->count, sizeof *cs->items, counter_cmp);
+	return cs->count > 0 ? index_rebuild(cs) : 0;
 }
 
 int ctl_counters_print(const struct ctl *c)
 {
-	struct ctl_counters cs = {NULL, 0, 0}, totals = {NULL, 0, 0};
+	struct ctl_counters cs = {NULL, 0, 0, NULL}, totals = {NULL, 0, 0, NULL};
 	bool first = true;
 	int rc;
 
-	if ((rc = load(c, &cs, true)) == CTL_OK && sum_hosts(&cs, &totals) != 0)
+	if ((rc = load(c, &cs, true)) == CTL_OK &&
+	    (sum_hosts(&cs, &totals) != 0 || sort_counters(&cs) != 0 || sort_counters(&totals) != 0))
 		rc = ctl_fail(CTL_STORE, "out of memory");
 	if (rc == CTL_OK) {
-		sort_counters(&cs);
-		sort_counters(&totals);
 		if (c->json) {
 			printf(",\"decisions\":[");
 			print_rows(c, &cs, true, &first);
@@ -223,41 +307,32 @@ int ctl_counters_print(const struct ctl *c)
 			print_rows(c, &totals, false, &first);
 		}
 	}
-	free(cs.items);
-	free(totals.items);
+	counters_free(&cs);
+	counters_free(&totals);
 	return rc;
 }
 
 /* ---- metrics ---- */
 
-/* A label value as the exposition format wants it: \\, \" and \n escaped. */
+/* NAME="VALUE", VALUE as the exposition format wants it (pbs_text_label). */
 static void print_label(const char *name, const char *value, bool comma)
 {
-	printf("%s%s=\"", comma ? "," : "", name);
-	for (; *value != '\0'; value++) {
-		if (*value == '\\' || *value == '"')
-			printf("\\%c", *value);
-		else if (*value == '\n')
-			printf("\\n");
-		else
-			putchar(*value);
-	}
-	putchar('"');
+	printf("%s%s=", comma ? "," : "", name);
+	pbs_text_label(stdout, value);
 }
 
 /* The value of the counter HOST|GATE|VERDICT|REASON in CS, 0 when absent. */
 static long long value_of(const struct ctl_counters *cs, const char *host, const char *gate,
 			  const char *verdict, const char *reason)
 {
-	size_t i;
+	struct pbs_usagekey_parts p;
+	const struct counter *k;
 
-	for (i = 0; i < cs->count; i++) {
-		const struct pbs_usagekey_parts *p = &cs->items[i].parts;
-		if (strcmp(p->host, host) == 0 && strcmp(p->gate, gate) == 0 &&
-		    strcmp(p->verdict, verdict) == 0 && strcmp(p->reason, reason) == 0)
-			return cs->items[i].total;
-	}
-	return 0;
+	snprintf(p.host, sizeof p.host, "%s", host);
+	snprintf(p.gate, sizeof p.gate, "%s", gate);
+	snprintf(p.verdict, sizeof p.verdict, "%s", verdict);
+	snprintf(p.reason, sizeof p.reason, "%s", reason);
+	return (k = counter_find(cs, &p)) != NULL ? k->total : 0;
 }
 
 /* True when K is the first counter of its host and gate in CS (sorted). */
@@ -325,13 +400,14 @@ static void print_gate_health(const struct ctl_counters *cs)
 
 int ctl_cmd_metrics(struct ctl *c, int argc, char **argv)
 {
-	struct ctl_counters cs = {NULL, 0, 0};
+	struct ctl_counters cs = {NULL, 0, 0, NULL};
 	int rc;
 
 	if (argc != 1)
 		return ctl_fail(CTL_USAGE, "metrics: unexpected argument '%s'", argv[1]);
-	if ((rc = load(c, &cs, false)) == CTL_OK) {
-		sort_counters(&cs);
+	if ((rc = load(c, &cs, false)) == CTL_OK && sort_counters(&cs) != 0)
+		rc = ctl_fail(CTL_STORE, "out of memory");
+	if (rc == CTL_OK) {
 		print_family(&cs, "popbsmtp_relay_decisions_total",
 			     "Relay decisions of the popbsmtp gates, by verdict and reason.", false,
 			     PBS_EV_ALLOWED_LEASE, PBS_EV_DEFERRED_STORE_ERROR);
@@ -340,6 +416,6 @@ int ctl_cmd_metrics(struct ctl *c, int argc, char **argv)
 			     true, PBS_EV_GRANTED, PBS_EV_GRANT_FAILED_STORE);
 		print_gate_health(&cs);
 	}
-	free(cs.items);
+	counters_free(&cs);
 	return rc;
 }

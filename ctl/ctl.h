@@ -33,13 +33,19 @@ struct ctl_lease {
 	char subject[PBS_ADDR_STRLEN];
 	pbs_lease lease;
 	long long ttl; /* seconds left; -1 none, -2 gone */
+	bool invalid;  /* ctl_fetch gave CTL_STORE because the key held no valid lease */
 };
 
 /* Report a failure on stderr as "popbsmtpctl: ..." and return STATUS. */
 int ctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Print a string as a JSON string literal (any bytes in, valid JSON out). */
+/* Print a string as a JSON string literal (any bytes in, valid JSON out): pbs_text_json. */
 void ctl_json_string(FILE *out, const char *s);
+
+/* True when R is Redis' WRONGTYPE error: the key holds another type than the command
+ * reads, which another writer may have left; a reader skips it rather than fail. */
+struct redisReply;
+bool ctl_wrongtype(const struct redisReply *r);
 
 /* Print one lease as a text row or a JSON object. */
 void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l);
@@ -48,7 +54,8 @@ void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l);
 int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
 		char subject[PBS_ADDR_STRLEN]);
 
-/* Fetch the lease and TTL of SUBJECT in one round trip. CTL_OK, CTL_NO or CTL_STORE. */
+/* Fetch the lease and TTL of SUBJECT in one round trip. CTL_OK, CTL_NO or CTL_STORE
+ * (reported; OUT->invalid says whether it was a value that is no lease). */
 int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out);
 
 /* Call EACH for every live lease (SCAN, never KEYS). Returns CTL_OK, or CTL_STORE once the
@@ -56,6 +63,12 @@ int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out);
 int ctl_scan_leases(const struct ctl *c, void (*each)(const struct ctl *, const struct ctl_lease *,
 						      void *),
 		    void *arg);
+
+/* ctl_scan_leases, but keys that held no valid lease (each reported) are only counted
+ * into *INVALID: CTL_STORE means Redis failed. For what goes on as the gates do. */
+int ctl_walk_leases(const struct ctl *c,
+		    void (*each)(const struct ctl *, const struct ctl_lease *, void *), void *arg,
+		    long long *invalid);
 
 /* Delete every lease key, "<prefix>lease:*" (SCAN + UNLINK); counts into *N. */
 int ctl_unlink_leases(const struct ctl *c, long long *n);

@@ -6,65 +6,21 @@
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ctl.h"
 #include "popbsmtp/log.h"
+#include "popbsmtp/text.h"
 
 #define SCAN_BATCH "1000"
 
-/* Length of the valid UTF-8 sequence at P (2..4), or 0 if there is none. */
-static int utf8_sequence(const unsigned char *p)
-{
-	int len = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
-	int i;
-
-	if (len == 0 || (len == 2 && *p < 0xc2))
-		return 0;
-	for (i = 1; i < len; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return len;
-}
-
 void ctl_json_string(FILE *out, const char *s)
 {
-	const unsigned char *p;
-	int n;
-
-	fputc('"', out);
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(out, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(out, "\\u%04x", *p);
-		else if (*p < 0x80)
-			fputc(*p, out);
-		else if ((n = utf8_sequence(p)) > 0) {
-			fwrite(p, 1, (size_t)n, out);
-			p += n - 1;
-		} else
-			/* A user name need not be UTF-8, JSON must be: a stray byte becomes U+00XX. */
-			fprintf(out, "\\u%04x", *p);
-	}
-	fputc('"', out);
-}
-
-/* A value safe for a one-line text row: control bytes as '?'. */
-static void text_safe(const char *in, char *out, size_t len)
-{
-	size_t i;
-
-	for (i = 0; in[i] != '\0' && i + 1 < len; i++)
-		out[i] = ((unsigned char)in[i] < 0x20 || in[i] == 0x7f) ? '?' : in[i];
-	out[i] = '\0';
+	pbs_text_json(out, s);
 }
 
 void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l)
 {
-	char when[32], user[PBS_USER_MAX + 1], subject[sizeof l->subject];
-	time_t t = (time_t)l->lease.granted;
-	struct tm tm;
+	char when[PBS_TEXT_TIME_MAX], user[PBS_USER_MAX + 1], subject[sizeof l->subject];
 
 	if (c->json) {
 		printf("{\"subject\":");
@@ -76,12 +32,11 @@ void ctl_print_lease(const struct ctl *c, const struct ctl_lease *l)
 		printf(",\"granted\":%lld,\"ttl\":%lld}", l->lease.granted, l->ttl);
 		return;
 	}
-	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-	text_safe(l->lease.user, user, sizeof user);
 	/* The subject is the rest of a key SCAN found: anything may have written it. */
-	text_safe(l->subject, subject, sizeof subject);
-	printf("%-40s %-24s %-6s %s %6lld\n", subject, user,
-	       l->lease.service[0] ? l->lease.service : "-", when, l->ttl);
+	printf("%-40s %-24s %-6s %s %6lld\n", pbs_text_row(l->subject, subject, sizeof subject),
+	       pbs_text_row(l->lease.user, user, sizeof user),
+	       l->lease.service[0] ? l->lease.service : "-", pbs_text_time(l->lease.granted, when),
+	       l->ttl);
 }
 
 int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
@@ -94,10 +49,15 @@ int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
 	return CTL_OK;
 }
 
+bool ctl_wrongtype(const struct redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9) == 0;
+}
+
 /* True if Redis refused the GET itself; WRONGTYPE only says the key holds no string. */
 static bool get_refused(const redisReply *get)
 {
-	return get->type == REDIS_REPLY_ERROR && strncmp(get->str, "WRONGTYPE", 9) != 0;
+	return get->type == REDIS_REPLY_ERROR && !ctl_wrongtype(get);
 }
 
 /* Fill OUT from a GET reply and a TTL reply. CTL_OK, CTL_NO, or CTL_STORE (reported). */
@@ -106,6 +66,7 @@ static int lease_from_replies(const struct ctl *c, const char *key, const redisR
 {
 	char safe[PBS_LOG_SAFE_MAX];
 
+	out->invalid = false;
 	if (get_refused(get))
 		return ctl_fail(CTL_STORE, "Redis at %s refused: %s", pbs_store_where(c->store),
 				pbs_log_safe(get->str, safe));
@@ -113,8 +74,10 @@ static int lease_from_replies(const struct ctl *c, const char *key, const redisR
 		return CTL_NO;
 	/* The key may come from SCAN, written by anyone: sanitised. */
 	if (get->type != REDIS_REPLY_STRING ||
-	    pbs_lease_decode(get->str, get->len, &out->lease) != 0)
+	    pbs_lease_decode(get->str, get->len, &out->lease) != 0) {
+		out->invalid = true;
 		return ctl_fail(CTL_STORE, "%s does not hold a valid lease", pbs_log_safe(key, safe));
+	}
 	out->ttl = ttl->type == REDIS_REPLY_INTEGER ? ttl->integer : -2;
 	return CTL_OK;
 }
@@ -122,7 +85,7 @@ static int lease_from_replies(const struct ctl *c, const char *key, const redisR
 struct scan_each {
 	void (*each)(const struct ctl *, const struct ctl_lease *, void *);
 	void *arg;
-	bool bad; /* a key held no valid lease (reported) */
+	long long bad; /* keys that held no valid lease (each reported) */
 };
 
 /* One key of a batch: a lease goes to EACH. A key holding something else (another tool's
@@ -143,7 +106,7 @@ static int batch_key(const struct ctl *c, const char *key, const redisReply *get
 	else if (got == CTL_STORE && get_refused(get))
 		return CTL_STORE;
 	else if (got == CTL_STORE)
-		se->bad = true;
+		se->bad++;
 	return CTL_OK;
 }
 
@@ -193,6 +156,7 @@ int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out)
 	redisReply *replies[2];
 	int rc;
 
+	out->invalid = false;
 	if (pbs_lease_key(pbs_store_prefix(c->store), subject, key) != 0)
 		return ctl_fail(CTL_USAGE, "key too long");
 	if (pbs_store_pipeline(c->store, 2, argcs, argvs, replies) != 0)
@@ -256,13 +220,24 @@ static int lease_batch(const struct ctl *c, char **keys, size_t n, void *arg)
 	return fetch_batch(c, keys, n, arg);
 }
 
+int ctl_walk_leases(const struct ctl *c,
+		    void (*each)(const struct ctl *, const struct ctl_lease *, void *), void *arg,
+		    long long *invalid)
+{
+	struct scan_each se = {each, arg, 0};
+	int rc = scan_keys(c, lease_batch, &se);
+
+	*invalid = se.bad;
+	return rc;
+}
+
 int ctl_scan_leases(const struct ctl *c,
 		    void (*each)(const struct ctl *, const struct ctl_lease *, void *), void *arg)
 {
-	struct scan_each se = {each, arg, false};
-	int rc = scan_keys(c, lease_batch, &se);
+	long long invalid;
+	int rc = ctl_walk_leases(c, each, arg, &invalid);
 
-	return rc == CTL_OK && se.bad ? CTL_STORE : rc;
+	return rc == CTL_OK && invalid > 0 ? CTL_STORE : rc;
 }
 
 static int unlink_batch(const struct ctl *c, char **keys, size_t n, void *arg)

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "popbsmtp/text.h"
 #include "popbsmtp/usagekey.h"
 
 #define TABLE_SIZE 65536
@@ -49,26 +50,28 @@ static struct row *row_of(struct rows *rs, const char *user)
 	return r;
 }
 
-/* Merge one per-user field and its value into RS (ONLY: just this user, or NULL). */
+/* Merge one per-user field and its value into RS (ONLY: just this user, or NULL). A field
+ * or value no gate writes (another writer's, or hostile) is skipped. */
 static int add_field(struct rows *rs, const char *field, const char *value, const char *only)
 {
 	const char *user;
 	char kind = pbs_usagekey_parse_user_field(field, &user), client[PBS_ADDR_STRLEN];
-	long long v, when;
+	long long v;
 	struct row *r;
 
 	if (kind == 0 || (only != NULL && strcmp(user, only) != 0))
 		return 0;
+	if (kind == 'l' ? pbs_usagekey_parse_last(value, &v, client, sizeof client) != 0
+			: pbs_usagekey_parse_count(value, &v) != 0)
+		return 0;
 	if ((r = row_of(rs, user)) == NULL)
 		return -1;
-	v = strtoll(value, NULL, 10);
 	if (kind == 'n')
-		r->messages += v;
+		r->messages = pbs_usagekey_sum(r->messages, v);
 	else if (kind == 'f' && (r->first == 0 || v < r->first))
 		r->first = v;
-	else if (kind == 'l' && pbs_usagekey_parse_last(value, &when, client, sizeof client) == 0 &&
-		 when >= r->last) {
-		r->last = when;
+	else if (kind == 'l' && v >= r->last) {
+		r->last = v;
 		memcpy(r->client, client, sizeof r->client);
 	}
 	return 0;
@@ -85,6 +88,11 @@ static int scan_day(const struct ctl *c, const char *key, struct rows *rs, const
 		redisReply *r = pbs_store_command(c->store, 5, argv, NULL);
 		const redisReply *items;
 
+		if (r != NULL && ctl_wrongtype(r)) {
+			ctl_fail(CTL_OK, "%s is not a usage hash: skipped", key);
+			freeReplyObject(r);
+			return CTL_OK;
+		}
 		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
 			if (r != NULL && r->type == REDIS_REPLY_ERROR)
 				ctl_fail(CTL_STORE, "Redis at %s refused HSCAN: %s",
@@ -143,7 +151,9 @@ static int fetch_user(const struct ctl *c, char (*keys)[PBS_KEY_MAX], int days, 
 			if (replies[i]->element[k]->type == REDIS_REPLY_STRING && rc == CTL_OK &&
 			    add_field(rs, fields[k], replies[i]->element[k]->str, NULL) != 0)
 				rc = ctl_fail(CTL_STORE, "out of memory");
-		if (replies[i]->type == REDIS_REPLY_ERROR && rc == CTL_OK)
+		if (ctl_wrongtype(replies[i]))
+			ctl_fail(CTL_OK, "%s is not a usage hash: skipped", keys[i]);
+		else if (replies[i]->type == REDIS_REPLY_ERROR && rc == CTL_OK)
 			rc = ctl_fail(CTL_STORE, "Redis at %s refused: %s", pbs_store_where(c->store),
 				      replies[i]->str);
 		freeReplyObject(replies[i]);
@@ -166,22 +176,16 @@ static int row_cmp(const void *a, const void *b)
 	return strcmp(x->user, y->user);
 }
 
-/* A Unix time as "YYYY-MM-DDTHH:MM:SSZ" ("-" for 0). */
-static const char *iso(long long when, char out[32])
+/* A Unix time as "YYYY-MM-DDTHH:MM:SSZ" ("-" for 0, "?" for what is no time). */
+static const char *iso(long long when, char out[PBS_TEXT_TIME_MAX])
 {
-	time_t t = (time_t)when;
-	struct tm tm;
-
-	if (when == 0)
-		return strcpy(out, "-");
-	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-	return out;
+	return when == 0 ? strcpy(out, "-") : pbs_text_time(when, out);
 }
 
 static void print_row(const struct ctl *c, const struct row *r, bool first)
 {
-	char a[32], b[32], user[PBS_USER_MAX + 1];
-	size_t i;
+	char a[PBS_TEXT_TIME_MAX], b[PBS_TEXT_TIME_MAX], user[PBS_USER_MAX + 1];
+	char client[PBS_LOG_SAFE_MAX];
 
 	if (c->json) {
 		printf("%s{\"user\":", first ? "" : ",");
@@ -192,11 +196,9 @@ static void print_row(const struct ctl *c, const struct row *r, bool first)
 		printf("}");
 		return;
 	}
-	for (i = 0; r->user[i] != '\0' && i < PBS_USER_MAX; i++)
-		user[i] = ((unsigned char)r->user[i] < 0x20 || r->user[i] == 0x7f) ? '?' : r->user[i];
-	user[i] = '\0';
-	printf("%-24s %8lld %-20s %-20s %s\n", user, r->messages, iso(r->first, a), iso(r->last, b),
-	       r->client[0] ? r->client : "-");
+	/* The client, like the user, is whatever the day's hash holds. */
+	printf("%-24s %8lld %-20s %-20s %s\n", pbs_text_row(r->user, user, sizeof user), r->messages,
+	       iso(r->first, a), iso(r->last, b), r->client[0] ? pbs_log_safe(r->client, client) : "-");
 }
 
 /* Free every row of RS. */

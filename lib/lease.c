@@ -150,7 +150,8 @@ int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease)
 		return -1;
 	if (lease_number(&p, end, &version) != 0 || version != PBS_LEASE_VERSION)
 		return -1;
-	if (lease_number(&p, end, &lease->granted) != 0)
+	/* Digits only, so never negative; a time no one can show is no grant time. */
+	if (lease_number(&p, end, &lease->granted) != 0 || lease->granted > PBS_LEASE_GRANTED_MAX)
 		return -1;
 	bar = memchr(p, '|', (size_t)(end - p));
 	if (bar == NULL || (size_t)(bar - p) > PBS_SERVICE_MAX)

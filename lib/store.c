@@ -652,6 +652,8 @@ enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *l
 	redisReply *r;
 	enum pbs_lookup result = PBS_LOOKUP_ERROR;
 
+	/* Empty unless this lookup failed or ignored a value: how callers tell them apart. */
+	s->err[0] = '\0';
 	if (pbs_lease_key(s->cfg.prefix, subject, key) != 0) {
 		store_fail(s, "lease key too long");
 		return PBS_LOOKUP_ERROR;
@@ -659,14 +661,21 @@ enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *l
 	r = pbs_store_command(s, 2, (const char *[]){"GET", key}, NULL);
 	if (r == NULL)
 		return PBS_LOOKUP_ERROR;
-	if (r->type == REDIS_REPLY_NIL)
+	if (r->type == REDIS_REPLY_NIL) {
 		result = PBS_LOOKUP_NONE;
-	else if (r->type == REDIS_REPLY_STRING && pbs_lease_decode(r->str, r->len, lease) == 0)
+	} else if (r->type == REDIS_REPLY_STRING && pbs_lease_decode(r->str, r->len, lease) == 0) {
 		result = PBS_LOOKUP_FOUND;
-	else if (r->type == REDIS_REPLY_STRING)
-		store_fail(s, "Redis at %s: %s holds no valid lease", s->where, key);
-	else if (r->type != REDIS_REPLY_ERROR)
+	} else if (r->type == REDIS_REPLY_STRING ||
+		   (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9) == 0)) {
+		/* Whatever another writer left there is not a lease popbsmtp can use: no lease,
+		 * so relay is refused, rather than a store error that defers mail (or, with
+		 * on_store_error = accept, relays it) for as long as the value stays. */
+		result = PBS_LOOKUP_NONE;
+		store_fail(s, "%s holds no valid lease%s", key,
+			   r->type == REDIS_REPLY_ERROR ? " (not a string)" : "");
+	} else if (r->type != REDIS_REPLY_ERROR) {
 		store_fail(s, "Redis at %s: GET gave an unexpected reply", s->where);
+	}
 	freeReplyObject(r);
 	return result;
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "popbsmtp/log.h"
+#include "popbsmtp/text.h"
 
 #define TABLE_SIZE 4096
 
@@ -356,28 +357,44 @@ static void add_day(struct cmds *c, struct entry **table, long long day, const c
 	cmds_expire(c, "EXPIREAT", key, pbs_usagekey_day_expiry(t, cfg->retention_days));
 }
 
-/* The per-user commands of every day present in TABLE (a flush holds one or two days). */
-static void add_users(struct cmds *c, struct entry **table, const char *prefix,
-		      const struct pbs_usage_config *cfg)
+/* The per-user commands of every day present in TABLE: one or two days after a flush
+ * that worked, one per day of an outage after failed ones — any number of days, or one
+ * long outage would stop every later flush, and the decision counts with it. A day whose
+ * usage has already expired (over retention_days ago) is left out: its EXPIREAT would
+ * delete it at once. Returns the messages of the days left out. */
+static long long add_users(struct cmds *c, struct entry **table, const char *prefix,
+			   const struct pbs_usage_config *cfg, time_t now)
 {
-	long long done[8];
-	size_t ndone = 0, i, j;
+	long long *done = NULL, *more, expired = 0;
+	size_t ndone = 0, cap = 0, i, j;
 	struct entry *e;
 
 	for (i = 0; i < TABLE_SIZE; i++) {
 		for (e = table[i]; e != NULL; e = e->next) {
+			if (pbs_usagekey_day_expiry((time_t)(e->day * 86400), cfg->retention_days) <=
+			    (long long)now) {
+				expired += e->messages;
+				continue;
+			}
 			for (j = 0; j < ndone && done[j] != e->day; j++)
 				;
 			if (j < ndone)
 				continue;
-			if (ndone == sizeof done / sizeof done[0]) {
-				c->failed = 1; /* never seen: entries span more days than flushes */
-				return;
+			if (ndone == cap) {
+				cap = cap ? 2 * cap : 8;
+				if ((more = realloc(done, cap * sizeof *done)) == NULL) {
+					c->failed = 1;
+					free(done);
+					return 0;
+				}
+				done = more;
 			}
 			done[ndone++] = e->day;
 			add_day(c, table, e->day, prefix, cfg);
 		}
 	}
+	free(done);
+	return expired;
 }
 
 /* Send C wrapped in MULTI/EXEC. Returns 0 when EXEC ran, -1 when nothing was applied
@@ -461,6 +478,7 @@ int pbs_usage_flush(pbs_usage *u, pbs_store *store, const struct pbs_usage_confi
 	long long delta[PBS_EV_COUNT];
 	struct cmds c = {0, 0, NULL, NULL, 0};
 	struct entry **taken;
+	long long expired;
 	int e, rc = -1;
 
 	if (u == NULL)
@@ -477,16 +495,18 @@ int pbs_usage_flush(pbs_usage *u, pbs_store *store, const struct pbs_usage_confi
 	pbs_usagekey_host(cfg->host, host);
 	cmds_add(&c, 1, (const char *const[]){"MULTI"});
 	add_counts(&c, u, delta, pbs_store_prefix(store), host, cfg, now);
-	add_users(&c, taken, pbs_store_prefix(store), cfg);
+	expired = add_users(&c, taken, pbs_store_prefix(store), cfg, now);
 	cmds_add(&c, 1, (const char *const[]){"EXEC"});
 	if (c.failed)
 		snprintf(why, sizeof why, "out of memory");
 	else
 		rc = send_cmds(store, &c, why, sizeof why);
 	cmds_free(&c);
-	if (rc == 0)
+	if (rc == 0) {
 		table_clear(taken);
-	else
+		/* Usage too old to keep counts as lost; the next flush writes that count. */
+		__atomic_fetch_add(&u->counts[PBS_EV_USAGE_DROPPED], expired, __ATOMIC_RELAXED);
+	} else
 		put_back(u, delta, taken);
 	u->spare = taken;
 	log_outcome(u, rc, why, delta[PBS_EV_USAGE_DROPPED]);
@@ -568,9 +588,7 @@ int pbs_usage_count_grant(pbs_store *store, const struct pbs_usage_config *cfg,
 const char *pbs_usage_trace_value(const pbs_lease *lease, const char *subject, char *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	char when[32];
-	time_t t = (time_t)lease->granted;
-	struct tm tm;
+	char when[PBS_TEXT_TIME_MAX];
 	size_t o;
 	const unsigned char *p;
 
@@ -584,8 +602,7 @@ const char *pbs_usage_trace_value(const pbs_lease *lease, const char *subject, c
 			out[o++] = hex[*p & 15];
 		}
 	}
-	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 	snprintf(out + o, PBS_USAGE_TRACE_MAX - o, " lease=%s service=%s granted=%s", subject,
-		 lease->service[0] ? lease->service : "-", when);
+		 lease->service[0] ? lease->service : "-", pbs_text_time(lease->granted, when));
 	return out;
 }

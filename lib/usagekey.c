@@ -7,10 +7,14 @@
  */
 #include "popbsmtp/usagekey.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "popbsmtp/text.h"
 
 static const char *const words[PBS_EV_COUNT][2] = {
 	[PBS_EV_ALLOWED_LEASE] = {"allowed", "lease"},
@@ -126,10 +130,9 @@ int pbs_usagekey_parse_field(const char *field, struct pbs_usagekey_parts *parts
 static void time_key(const char *prefix, const char *what, const char *fmt, time_t t,
 		     char out[PBS_KEY_MAX])
 {
-	char stamp[32];
-	struct tm tm;
+	char stamp[PBS_TEXT_TIME_MAX];
 
-	strftime(stamp, sizeof stamp, fmt, gmtime_r(&t, &tm));
+	pbs_text_utc(fmt, (long long)t, stamp, sizeof stamp);
 	snprintf(out, PBS_KEY_MAX, "%s%s%s", prefix, what, stamp);
 }
 
@@ -178,13 +181,34 @@ void pbs_usagekey_last_value(long long when, const char *client, char *out, size
 	snprintf(out, len, "%lld %s", when, client);
 }
 
+/* A count or a time at VALUE: digits only, up to LLONG_MAX, ending at *END. -1 if none. */
+static int usagekey_number(const char *value, long long *n, char **end)
+{
+	if (value[0] < '0' || value[0] > '9')
+		return -1;
+	errno = 0;
+	*n = strtoll(value, end, 10);
+	return errno == 0 ? 0 : -1;
+}
+
 int pbs_usagekey_parse_last(const char *value, long long *when, char *client, size_t len)
 {
 	char *end;
 
-	*when = strtoll(value, &end, 10);
-	if (end == value || *end != ' ' || strlen(end + 1) >= len)
+	if (usagekey_number(value, when, &end) != 0 || *end != ' ' || strlen(end + 1) >= len)
 		return -1;
 	snprintf(client, len, "%s", end + 1);
 	return 0;
+}
+
+int pbs_usagekey_parse_count(const char *value, long long *n)
+{
+	char *end;
+
+	return usagekey_number(value, n, &end) == 0 && *end == '\0' ? 0 : -1;
+}
+
+long long pbs_usagekey_sum(long long a, long long b)
+{
+	return a > LLONG_MAX - b ? LLONG_MAX : a + b;
 }

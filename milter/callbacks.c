@@ -133,6 +133,9 @@ static void look_up_lease(struct session *s)
 		break;
 	case PBS_LOOKUP_NONE:
 		s->lease = PBS_LEASE_NONE;
+		if (why[0] != '\0')
+			pbs_log(LOG_WARNING, "lease lookup for %s: ignored, treated as no lease: %s",
+				s->addr_text, why);
 		break;
 	case PBS_LOOKUP_ERROR:
 		s->lease = PBS_LEASE_STORE_ERROR;

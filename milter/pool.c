@@ -136,7 +136,7 @@ enum pbs_lookup pbs_pool_lookup(struct pbs_pool *p, const char *subject, pbs_lea
 	 * that says nothing about Redis now, so try once more on a fresh connection. */
 	if (result == PBS_LOOKUP_ERROR && reused && !pbs_store_connected(s))
 		result = pbs_store_lookup(s, subject, lease);
-	if (result == PBS_LOOKUP_ERROR)
+	if (result != PBS_LOOKUP_FOUND)
 		snprintf(why, len, "%s", pbs_store_error(s));
 	pool_give(p, s, result == PBS_LOOKUP_ERROR && !pbs_store_connected(s));
 	return result;

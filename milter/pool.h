@@ -21,7 +21,7 @@ struct pbs_pool *pbs_pool_new(const struct pbs_redis_config *cfg, int max);
 void pbs_pool_free(struct pbs_pool *pool);
 
 /* One lease lookup of SUBJECT through a pooled connection. On ERROR, WHY (ERRLEN bytes)
- * says what went wrong. */
+ * says what went wrong; on NONE it is empty, or says which value was ignored. */
 enum pbs_lookup pbs_pool_lookup(struct pbs_pool *pool, const char *subject, pbs_lease *lease,
 				char *why, size_t errlen);
 

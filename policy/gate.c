@@ -106,6 +106,9 @@ static enum pbs_lease_state lease_for(struct pbs_gate *g, const char *instance,
 		break;
 	case PBS_LOOKUP_NONE:
 		g->lease = PBS_LEASE_NONE;
+		if (pbs_store_error(g->store)[0] != '\0')
+			pbs_log(LOG_WARNING, "lease lookup for %s: ignored, treated as no lease: %s",
+				client, pbs_store_error(g->store));
 		break;
 	case PBS_LOOKUP_ERROR:
 		g->lease = PBS_LEASE_STORE_ERROR;

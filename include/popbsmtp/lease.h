@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "popbsmtp/addr.h"
+#include "popbsmtp/text.h"
 
 #define PBS_LEASE_VERSION 1
 #define PBS_USER_MAX 256    /* longest user name a lease records */
@@ -20,6 +21,9 @@
 #define PBS_PREFIX_MAX 64   /* longest redis.prefix */
 #define PBS_KEY_MAX (PBS_PREFIX_MAX + PBS_USER_MAX + 16)
 #define PBS_LEASE_VALUE_MAX (PBS_USER_MAX + PBS_SERVICE_MAX + 32)
+/* The latest grant time a lease may hold (9999-12-31T23:59:59Z): past it a time is not
+ * one any writer meant (nanoseconds, milliseconds), and no reader could show it. */
+#define PBS_LEASE_GRANTED_MAX PBS_TEXT_TIME_LAST
 
 typedef struct pbs_lease {
 	char user[PBS_USER_MAX + 1];
@@ -48,7 +52,8 @@ const char *pbs_lease_make(pbs_lease *lease, const char *user, const char *servi
 /* Encode LEASE into OUT (PBS_LEASE_VALUE_MAX bytes). Returns the length. */
 size_t pbs_lease_encode(const pbs_lease *lease, char out[PBS_LEASE_VALUE_MAX]);
 
-/* Decode a stored value of LEN bytes. Returns 0, or -1 when it is not a version-1 lease. */
+/* Decode a stored value of LEN bytes. Returns 0, or -1 when it is not a version-1 lease
+ * (a grant time past PBS_LEASE_GRANTED_MAX included). */
 int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease);
 
 /* "<prefix>revoked:<subject>", the record of a revoke by address, into OUT (PBS_KEY_MAX

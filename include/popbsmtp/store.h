@@ -88,7 +88,9 @@ int pbs_store_revoke(pbs_store *store, const char *subject, const char *user, in
 /* Remove SUBJECT's lease if, at that instant, it names USER. Returns 1 removed, 0 not, -1. */
 int pbs_store_remove_if_user(pbs_store *store, const char *subject, const char *user);
 
-/* One GET of SUBJECT's lease. On FOUND fills LEASE; a value that does not decode is an error. */
+/* One GET of SUBJECT's lease. On FOUND fills LEASE. A value that does not decode (or a key
+ * of another type) is NONE, like a missing lease, and only then is pbs_store_error() not
+ * empty after NONE: "<key> holds no valid lease", for the caller to log. */
 enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);
 
 /* Run one command given as ARGC strings (lengths ARGVLEN, or NULL for C strings).

@@ -101,8 +101,16 @@ void pbs_usagekey_user_field(char kind, const char *user, char out[PBS_USAGEKEY_
 /* Split a per-user field into its kind and user. Returns the kind or 0 if malformed. */
 char pbs_usagekey_parse_user_field(const char *field, const char **user);
 
-/* The value of an "l:" field, "<time> <client>", and back. Parse returns 0 or -1. */
+/* The value of an "l:" field, "<time> <client>", and back. Parse returns 0, or -1 unless
+ * the time is digits (0..LLONG_MAX) and the client fits into LEN bytes. */
 void pbs_usagekey_last_value(long long when, const char *client, char *out, size_t len);
 int pbs_usagekey_parse_last(const char *value, long long *when, char *client, size_t len);
+
+/* A count or time as HINCRBY and HSET leave it: digits only, 0..LLONG_MAX. Anything else
+ * another writer put there (a sign, letters, a number too big) gives -1: skip it. */
+int pbs_usagekey_parse_count(const char *value, long long *n);
+
+/* A + B for counts (both >= 0), LLONG_MAX where it would overflow. */
+long long pbs_usagekey_sum(long long a, long long b);
 
 #endif

@@ -15,16 +15,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Abort with a message when COND is false: the fuzzer keeps the input as a crash. */
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_lease: %s: ", #cond);                                \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#define FUZZ_NAME "fuzz_lease"
+#include "fuzz_check.h"
 
 static bool same_lease(const pbs_lease *a, const pbs_lease *b)
 {
@@ -68,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      lease.user, pbs_lease_user_problem(lease.user));
 		CHECK(pbs_lease_service_problem(lease.service) == NULL, "decoded service '%s': %s",
 		      lease.service, pbs_lease_service_problem(lease.service));
-		CHECK(lease.granted >= 0, "negative grant time %lld", lease.granted);
+		CHECK(lease.granted >= 0 && lease.granted <= PBS_LEASE_GRANTED_MAX,
+		      "grant time %lld out of range", lease.granted);
 		check_round_trip(&lease);
 	}
 	free(value);

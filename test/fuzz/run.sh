@@ -39,11 +39,12 @@ max_len() {
 	fuzz_lease) echo 1024 ;;
 	fuzz_rcpt) echo 640 ;;
 	fuzz_request) echo 8192 ;;    # two lines over PBS_REQUEST_LINE_MAX
+	fuzz_values) echo 12288 ;;    # a 10 KB user name and some
 	*) echo 4096 ;;
 	esac
 }
 
-for target in ${PBS_FUZZ_TARGETS:-fuzz_addr fuzz_lease fuzz_config fuzz_rcpt fuzz_request}; do
+for target in ${PBS_FUZZ_TARGETS:-fuzz_addr fuzz_lease fuzz_config fuzz_rcpt fuzz_request fuzz_values}; do
 	if [ ! -x "$bin/$target" ]; then
 		echo "run.sh: $bin/$target: not built (configure with CC=clang -DPBS_FUZZ=ON)" >&2
 		exit 2

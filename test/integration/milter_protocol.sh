@@ -413,7 +413,11 @@ session "${PF[@]}" connect:198.51.100.7 'mail:<a@b.example>' "${LOCAL[@]}" "rcpt
 expect "lease.never: local recipient still continues" noreply skipped continue
 pbs_redis_cli SET popbsmtp:lease:192.0.2.78 "garbage|x" EX 600 >/dev/null
 session "${PF[@]}" connect:192.0.2.78 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$FAR"
-pbs_check_match "a malformed lease value never lets the relay through" '^replycode (4|5)' "${ANS[2]:-}"
+# No lease (550), as the gate takes any value it cannot use, not a store error (451).
+pbs_check_match "a malformed lease value is refused as no lease" '^replycode 5' "${ANS[2]:-}"
+log_match "a malformed lease value: logged, naming the key" \
+	'lease lookup for 192\.0\.2\.78: ignored, treated as no lease: popbsmtp:lease:192\.0\.2\.78 holds no valid lease'
+log_match "a malformed lease value: the refusal says no lease" "relay denied: client=192\.0\.2\.78 .*$R_NOLEASE"
 
 # ---- at most one Redis lookup per connection ----
 reset_stats

@@ -170,7 +170,7 @@ static void test_round_trip(void **state)
 	    {"j\xc3\xb6rg@example.org", "imap", 42}, /* UTF-8 */
 	    {"bob", "", 0},
 	    {"carol", "abcdefghijklmnopqrstuvwxyz012345", 4102444800LL}, /* 32-char service */
-	    {"dave", "imap", 9223372036854775807LL},
+	    {"dave", "imap", PBS_LEASE_GRANTED_MAX}, /* the last second of year 9999 */
 	};
 	char value[PBS_LEASE_VALUE_MAX];
 	char *longest = repeat('x', PBS_USER_MAX);
@@ -191,11 +191,15 @@ static void test_round_trip(void **state)
 		ROW_CHECK(out.granted == rows[i].granted, "time %lld came back as %lld",
 		          rows[i].granted, out.granted);
 	}
-	/* the longest user and service together still fit the value buffer */
+	/* the longest user and service together still fit the value buffer, even with the
+	 * longest time (which decode then refuses: past year 9999) */
 	assert_null(pbs_lease_make(&in, longest, "abcdefghijklmnopqrstuvwxyz012345",
 	                           9223372036854775807LL));
 	len = pbs_lease_encode(&in, value);
 	assert_true(len < PBS_LEASE_VALUE_MAX);
+	assert_int_equal(pbs_lease_decode(value, len, &out), -1);
+	in.granted = PBS_LEASE_GRANTED_MAX;
+	len = pbs_lease_encode(&in, value);
 	assert_int_equal(pbs_lease_decode(value, len, &out), 0);
 	assert_string_equal(out.user, longest);
 	free(longest);
@@ -231,6 +235,12 @@ static const struct bad_value bad_values[] = {
     {"time with space", "1| 5|imap|alice", 0},
     {"time overflows", "1|99999999999999999999|imap|alice", 0},
     {"time far too long", "1|000000000000000000000000001|imap|alice", 0},
+    /* A grant time past 9999-12-31T23:59:59Z is no time any writer meant (here: the
+     * nanoseconds of `date +%s%N`) and none a reader could show. */
+    {"time in nanoseconds", "1|1765000000123456789|webmail|mallory", 0},
+    {"time in milliseconds", "1|1765000000123|webmail|mallory", 0},
+    {"time a second past year 9999", "1|253402300800|imap|alice", 0},
+    {"time LLONG_MAX", "1|9223372036854775807|imap|alice", 0},
     {"service upper case", "1|1700000000|IMAP|alice", 0},
     {"service with space", "1|1700000000|im ap|alice", 0},
     {"service with !", "1|1700000000|imap!|alice", 0},
@@ -288,6 +298,12 @@ static void test_decode_user_length(void **state)
 	assert_int_equal(pbs_lease_decode(value, (size_t)n, &out), 0);
 	assert_string_equal(out.user, user);
 	free(user);
+
+	/* The grant time bounds: 0 and the last second of year 9999 are both times. */
+	assert_int_equal(pbs_lease_decode("1|0|imap|alice", strlen("1|0|imap|alice"), &out), 0);
+	assert_int_equal(out.granted, 0);
+	assert_int_equal(pbs_lease_decode("1|253402300799|imap|alice", strlen("1|253402300799|imap|alice"), &out), 0);
+	assert_int_equal(out.granted, PBS_LEASE_GRANTED_MAX);
 
 	/* LEN, not the terminating NUL, bounds the value. */
 	assert_int_equal(pbs_lease_decode("1|5|imap|alice", strlen("1|5|imap|al"), &out), 0);

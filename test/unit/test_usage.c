@@ -2,7 +2,9 @@
  * test_usage.c — the usage counters without Redis: the vocabulary (every reason token of
  * pbs_policy_decide maps to one counted event), key and field formats, the trace header
  * value, and the in-memory counting: aggregation per user and day, the pending cap, and
- * what a failed flush puts back (everything, merged with what came meanwhile, capped).
+ * what a failed flush puts back (everything, merged with what came meanwhile, capped),
+ * and that a flush after an outage of many days goes through (against a stand-in that
+ * speaks just enough RESP to take one MULTI/EXEC).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,9 +12,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "popbsmtp/config.h"
 #include "popbsmtp/log.h"
@@ -293,6 +300,175 @@ static void test_maybe_flush(void **state)
 	pbs_usage_free(u);
 }
 
+
+/* ---- a stand-in for Redis that takes one pipelined MULTI/EXEC ---- */
+
+#define FAKE_MAX_CMDS 4096
+
+/* What the stand-in saw: the first two words (command, key) of every command. */
+struct fake {
+	int listen_fd;
+	int port;
+	pthread_t thread;
+	size_t n;
+	char *words[FAKE_MAX_CMDS][2];
+};
+
+/* Read one RESP command (an array of bulk strings) from IN; keep its first two words. */
+static int fake_read_command(FILE *in, struct fake *f)
+{
+	char line[64];
+	long argc, len, i;
+	char *word;
+
+	if (fgets(line, sizeof line, in) == NULL || line[0] != '*')
+		return -1;
+	argc = strtol(line + 1, NULL, 10);
+	for (i = 0; i < argc; i++) {
+		if (fgets(line, sizeof line, in) == NULL || line[0] != '$')
+			return -1;
+		len = strtol(line + 1, NULL, 10);
+		if ((word = calloc(1, (size_t)len + 3)) == NULL ||
+		    fread(word, 1, (size_t)len + 2, in) != (size_t)len + 2) {
+			free(word);
+			return -1;
+		}
+		word[len] = '\0';
+		if (i < 2 && f->n < FAKE_MAX_CMDS)
+			f->words[f->n][i] = word;
+		else
+			free(word);
+	}
+	if (f->n < FAKE_MAX_CMDS)
+		f->n++;
+	return 0;
+}
+
+/* Answer every command of one connection: +OK to MULTI, an empty array to EXEC (as if
+ * applied), +QUEUED to the rest, until the client hangs up. */
+static void *fake_serve(void *arg)
+{
+	struct fake *f = arg;
+	int fd = accept(f->listen_fd, NULL, NULL);
+	FILE *in = fd >= 0 ? fdopen(dup(fd), "r") : NULL;
+
+	while (in != NULL && fake_read_command(in, f) == 0) {
+		const char *cmd = f->words[f->n - 1][0];
+		const char *reply = strcmp(cmd, "MULTI") == 0  ? "+OK\r\n"
+				    : strcmp(cmd, "EXEC") == 0 ? "*0\r\n"
+							       : "+QUEUED\r\n";
+		if (write(fd, reply, strlen(reply)) < 0)
+			break;
+	}
+	if (in != NULL)
+		fclose(in);
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static void fake_start(struct fake *f)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof sa;
+
+	memset(f, 0, sizeof *f);
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(f->listen_fd >= 0);
+	assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	assert_int_equal(listen(f->listen_fd, 1), 0);
+	assert_int_equal(getsockname(f->listen_fd, (struct sockaddr *)&sa, &len), 0);
+	f->port = ntohs(sa.sin_port);
+	assert_int_equal(pthread_create(&f->thread, NULL, fake_serve, f), 0);
+}
+
+/* Wait for the connection to end (the store must be freed first). */
+static void fake_stop(struct fake *f)
+{
+	pthread_join(f->thread, NULL);
+	close(f->listen_fd);
+}
+
+/* Free the words F saw. */
+static void fake_free(struct fake *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++) {
+		free(f->words[i][0]);
+		free(f->words[i][1]);
+	}
+}
+
+/* Distinct keys of F's commands named CMD whose key starts with PREFIX. */
+static size_t fake_keys(const struct fake *f, const char *cmd, const char *prefix)
+{
+	size_t i, j, n = 0;
+
+	for (i = 0; i < f->n; i++) {
+		if (strcmp(f->words[i][0], cmd) != 0 || f->words[i][1] == NULL ||
+		    strncmp(f->words[i][1], prefix, strlen(prefix)) != 0)
+			continue;
+		for (j = 0; j < i; j++)
+			if (strcmp(f->words[j][0], cmd) == 0 && f->words[j][1] != NULL &&
+			    strcmp(f->words[j][1], f->words[i][1]) == 0)
+				break;
+		n += j == i;
+	}
+	return n;
+}
+
+/* Redis unreachable for 20 UTC days: every flush fails and keeps what it took. Then one
+ * flush writes all of it — every day still within retention_days (10 here), whose usage
+ * would otherwise be lost, and the decision counts — and leaves out only the days older
+ * than that, counted as dropped usage. Flushes once stopped for good past 8 days. */
+static void test_flush_after_long_outage(void **state)
+{
+	struct pbs_usage_config cfg = {10, 10, (char *)"mx1", 0};
+	pbs_usage *u = pbs_usage_new("milter", 1000);
+	pbs_store *dead = dead_store(), *live;
+	struct pbs_redis_config rc = {0};
+	struct fake f;
+	time_t now = T0;
+	int day;
+
+	(void)state;
+	for (day = 0; day < 20; day++, now += 86400) {
+		pbs_usage_relay(u, "alice", "192.0.2.7", now);
+		pbs_usage_relay(u, "bob", "192.0.2.8", now);
+		pbs_usage_count(u, PBS_EV_ALLOWED_LEASE);
+		assert_int_equal(pbs_usage_flush(u, dead, &cfg, now + 60), -1);
+	}
+	assert_int_equal(pbs_usage_pending_users(u), 40);
+	assert_int_equal(pbs_usage_pending(u, PBS_EV_ALLOWED_LEASE), 20);
+
+	fake_start(&f);
+	rc.host = (char *)"127.0.0.1";
+	rc.port = f.port;
+	rc.prefix = (char *)"t:";
+	rc.timeout_ms = 2000;
+	live = pbs_store_new(&rc);
+	assert_non_null(live);
+	/* NOW is the 21st day: days 0..9 ended more than 10 days ago, days 10..19 are kept. */
+	assert_int_equal(pbs_usage_flush(u, live, &cfg, now), 0);
+	pbs_store_free(live);
+	fake_stop(&f);
+
+	assert_int_equal(fake_keys(&f, "HINCRBY", "t:usage:"), 10);
+	assert_int_equal(fake_keys(&f, "EXPIREAT", "t:usage:"), 10);
+	assert_int_equal(fake_keys(&f, "HINCRBY", "t:stat:total"), 1);
+	assert_int_equal(pbs_usage_pending_users(u), 0);
+	assert_int_equal(pbs_usage_pending(u, PBS_EV_ALLOWED_LEASE), 0);
+	/* 2 messages on each of the 10 days left out: said by the next flush. */
+	assert_int_equal(pbs_usage_pending(u, PBS_EV_USAGE_DROPPED), 20);
+	fake_free(&f);
+	pbs_store_free(dead);
+	pbs_usage_free(u);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -307,6 +483,7 @@ int main(void)
 	    cmocka_unit_test(test_cap),
 	    cmocka_unit_test(test_failed_flush_puts_back),
 	    cmocka_unit_test(test_maybe_flush),
+	    cmocka_unit_test(test_flush_after_long_outage),
 	};
 
 	pbs_log_open("test_usage", PBS_LOG_NO_STDERR);

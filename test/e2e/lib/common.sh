@@ -182,6 +182,28 @@ pbs_restart_redis() {
 # pbs_redis [NAME] -- ARGS… — redis-cli against the named private Redis.
 pbs_redis_cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
+# Lease values another writer with Redis access can leave that popbsmtp cannot use (the
+# invariant of issue 18 §3: each is no lease, never a crash or a deferral), named for
+# messages. pbs_hostile_lease N prints the Nth, byte for byte (NUL included): write it
+# with redis-cli -x SET KEY.
+PBS_HOSTILE_LEASES=(nanoseconds milliseconds negative huge empty-user binary wrong-version
+	10KB-user past-9999)
+pbs_hostile_lease() {
+	local now
+	now=$(date +%s)
+	case ${PBS_HOSTILE_LEASES[$1]} in
+	nanoseconds) printf '1|%s|webmail|mallory' "$(date +%s%N)" ;;
+	milliseconds) printf '1|%s|webmail|mallory' "$(date +%s%3N)" ;;
+	negative) printf '1|-%s|imap|mallory' "$now" ;;
+	huge) printf '1|99999999999999999999999|imap|mallory' ;;
+	empty-user) printf '1|%s|imap|' "$now" ;;
+	binary) printf '1|%s|imap|mal\0\001\377\033[31m' "$now" ;;
+	wrong-version) printf '2|%s|imap|mallory' "$now" ;;
+	10KB-user) printf '1|%s|imap|' "$now"; head -c 10240 /dev/zero | tr '\0' a ;;
+	past-9999) printf '1|253402300800|imap|mallory' ;;
+	esac
+}
+
 # pbs_blackhole_port — a port that accepts TCP connections and never answers.
 # Sets BLACKHOLE_PORT; the listener is stopped on exit.
 pbs_start_blackhole() {
