@@ -22,12 +22,8 @@ restart_milter() {
 	pbs_start_milter "$PBS_CONF" || exit 1
 }
 
-# header_of RCPT — the X-PopBeforeSMTP lines of the messages the sink got for RCPT.
-header_of() {
-	pbs_sink_wait "$1" 1 >/dev/null 2>&1
-	grep -l -iE "^X-Rcpt-Args: <$(pbs_re_quote "$1")>" -r "$SINK_DIR" |
-		xargs -r grep -h '^X-PopBeforeSMTP:' | tr -d '\r'
-}
+# header_of RCPT — the X-PopBeforeSMTP lines of the message the sink got for RCPT.
+header_of() { pbs_trace_headers "$1"; }
 
 restart_milter on
 pbs_ctl grant 127.0.0.5 alice >/dev/null
@@ -46,6 +42,11 @@ pbs_check_eq "on: no header on a trusted relay" "" "$(header_of trusted@remote.e
 pbs_check_eq "on: the trusted relay did arrive" 1 "$(pbs_sink_count trusted@remote.example)"
 pbs_check_match "on: a refused relay is still refused" '^550 5\.7\.1' \
 	"$(pbs_smtp_rcpt_reply 127.0.0.7 refused@remote.example)"
+# The client's own X-PopBeforeSMTP headers (five forms) are deleted, whoever sends them.
+pbs_check_forged_trace "on, forged headers from a leased client" 127.0.0.5 fl@remote.example alice
+pbs_check_forged_trace "on, forged headers from a trusted client" 127.0.0.1 ft@remote.example ""
+pbs_check_forged_trace "on, forged headers from an AUTH client" 127.0.0.8 fa@remote.example "" \
+	-- -a PLAIN -au alice -ap secret
 
 restart_milter off
 pbs_smtp 127.0.0.5 off@remote.example >/dev/null
