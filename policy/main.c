@@ -24,9 +24,10 @@
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: " PROG " [-c FILE] [-t] [-V]\n"
+	fprintf(stderr, "usage: " PROG " [-c FILE] [-t | -H] [-V]\n"
 			"  -c FILE  configuration file (default " PBS_DEFAULT_CONFIG ")\n"
 			"  -t       check the configuration and exit (0 OK, 78 errors)\n"
+			"  -H       print Postfix header_checks lines for usage.trace_secret\n"
 			"  -V       print the version\n"
 			"Run by Postfix's spawn(8): policy requests on stdin, replies on stdout.\n");
 }
@@ -59,6 +60,27 @@ static int reply(const char *text)
 		left -= (size_t)n;
 	}
 	return 0;
+}
+
+/* -H: the header_checks lines for the configuration at PATH, on stdout. Returns the exit
+ * status: 0, or 78 when the configuration is bad or has no usage.trace_secret. */
+static int print_header_checks(const char *path)
+{
+	pbs_config *cfg;
+	int rc = 0;
+
+	pbs_log_open(PROG, LOG_DEBUG);
+	if ((cfg = pbs_config_load_logged(path)) == NULL)
+		return PBS_EX_CONFIG;
+	if (pbs_gate_header_checks(cfg, stdout) != 0) {
+		pbs_log(LOG_ERR, "%s: usage.trace_secret is not set: nothing to print", path);
+		rc = PBS_EX_CONFIG;
+	} else if (fflush(stdout) != 0 || ferror(stdout)) {
+		pbs_log(LOG_ERR, "cannot write the header_checks lines: %s", strerror(errno));
+		rc = 1;
+	}
+	pbs_config_free(cfg);
+	return rc;
 }
 
 /* Answer every request on stdin until EOF. Returns the exit status. */
@@ -103,15 +125,18 @@ int main(int argc, char **argv)
 	const char *config_path = PBS_DEFAULT_CONFIG;
 	struct pbs_gate *gate;
 	pbs_config *cfg;
-	int opt, check = 0, rc;
+	int opt, check = 0, header_checks = 0, rc;
 
-	while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+	while ((opt = getopt(argc, argv, "c:tHhV")) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
 			break;
 		case 't':
 			check = 1;
+			break;
+		case 'H':
+			header_checks = 1;
 			break;
 		case 'V':
 			printf(PROG " " PBS_VERSION "\n");
@@ -130,6 +155,8 @@ int main(int argc, char **argv)
 	}
 	if (check)
 		return pbs_config_check(config_path);
+	if (header_checks)
+		return print_header_checks(config_path);
 	open_log();
 	if ((cfg = pbs_config_load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;

@@ -3,7 +3,10 @@
 # with it on, a message relayed by lease reaches the next hop (smtp-sink) with one
 # X-PopBeforeSMTP header naming the user and the lease, even with two relay recipients;
 # AUTH and trusted relays get none. With it off (after a restart), no message gets one.
-# The same through the policy gate, asked again at DATA (smtpd_data_restrictions).
+# The same through the policy gate, asked again at DATA (smtpd_data_restrictions). With it
+# on, X-PopBeforeSMTP headers the client wrote (five forms) never reach the next hop, from a
+# leased, a trusted or an AUTH client: the milter deletes them; on the policy gate, the
+# header_checks table and main.cf lines of docs/postfix.md do.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 . "$here/lib/dovecot.sh"
@@ -55,17 +58,32 @@ pbs_check_eq "off: no header" "" "$(header_of off@remote.example)"
 pbs_check_eq "off: the message did arrive" 1 "$(pbs_sink_count off@remote.example)"
 
 # ---- the policy gate: OK at RCPT, PREPEND when asked again at DATA ----
+# Set up as docs/postfix.md says, its blocks run as written (test paths): a secret in the
+# configuration, the header_checks table popbsmtp-policy -H writes, the main.cf lines.
+DOC="$here/../../docs/postfix.md"
 pbs_stop_milter
 pbs_write_config "$PBS_CONF" "$(pbs_milter_conf_group "$PBS_TMP/milter.sock")" \
-	'usage: { trace_header = "on"; };'
+	"usage: { trace_header = \"on\"; trace_secret = \"$(openssl rand -hex 16)\"; };"
 pbs_policy_command "$PBS_CONF"
-pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- \
-	"smtpd_data_restrictions = check_policy_service unix:private/popbsmtp-policy" || exit 1
+at_test_paths() {
+	sed -e "s|popbsmtp-policy -H|$PBS_BIN/policy/popbsmtp-policy -H|" \
+		-e "s|/etc/popbsmtp/popbsmtp.conf|$PBS_CONF|g" -e "s|/etc/postfix/|$PBS_TMP/|g"
+}
+step2=$(pbs_doc_block "$DOC" 'The `header_checks` table, written by the gate' | at_test_paths)
+pbs_check_match "docs/postfix.md gives the command that writes the header_checks table" \
+	'popbsmtp-policy -H -c ' "$step2"
+eval "$step2"
+pbs_check_eq "... which writes two lines, readable by root alone" "2 600" \
+	"$(grep -vc '^#' "$PBS_TMP/popbsmtp_header_checks") $(stat -c %a "$PBS_TMP/popbsmtp_header_checks")"
+mapfile -t step3 < <(pbs_doc_block "$DOC" 'In `main.cf`, with the trace header on' | at_test_paths)
+pbs_check_eq "docs/postfix.md gives two main.cf lines for the trace header" \
+	"smtpd_data_restrictions header_checks" "$(printf '%s\n' "${step3[@]}" | cut -d' ' -f1 | paste -sd' ')"
+pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- "${step3[@]}" || exit 1
 pbs_smtp 127.0.0.5 policy1@remote.example policy2@remote.example >/dev/null
 pbs_check_match "policy gate, on: the lease relay's second recipient is accepted too" '^250 ' \
 	"$(pbs_rcpt_reply policy2@remote.example)"
 H=$(header_of policy1@remote.example)
-pbs_check_match "policy gate, on: the leased message names user and lease" \
+pbs_check_match "policy gate, on: the leased message names user and lease, without the secret" \
 	'^X-PopBeforeSMTP: user=alice lease=127\.0\.0\.5 service=ctl granted=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$' "$H"
 pbs_check_eq "policy gate, on: one header, though two relay recipients" 1 \
 	"$(printf '%s\n' "$H" | grep -c .)"
@@ -74,4 +92,11 @@ pbs_check_eq "policy gate, on: no header on an AUTH relay" "" "$(header_of pauth
 pbs_check_eq "policy gate, on: the AUTH relay did arrive" 1 "$(pbs_sink_count pauth@remote.example)"
 pbs_check_match "policy gate, on: an unleased relay is refused by Postfix" '^554 5\.7\.1' \
 	"$(pbs_smtp_rcpt_reply 127.0.0.7 prefused@remote.example)"
+pbs_check_forged_trace "policy gate, forged headers from a leased client" 127.0.0.5 \
+	pfl@remote.example alice
+pbs_check_forged_trace "policy gate, forged headers from a trusted client" 127.0.0.1 \
+	pft@remote.example ""
+pbs_check_forged_trace "policy gate, forged headers from an AUTH client" 127.0.0.8 \
+	pfa@remote.example "" -- -a PLAIN -au alice -ap secret
+pbs_check_nomatch "policy gate: no warning about a missing secret" 'trace_secret' "$(cat "$POLICY_LOG")"
 pbs_done

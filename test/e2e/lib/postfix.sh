@@ -32,6 +32,18 @@ pbs_sink_count() { pbs_count_files_with "$SINK_DIR" "^X-Rcpt-Args: <$(pbs_re_quo
 # is asynchronous: the SMTP "250 queued" comes before Postfix relays the message).
 pbs_sink_wait() { pbs_wait_count pbs_sink_count "$@"; }
 
+# ---- configuration as the documentation gives it ----
+
+# pbs_doc_block DOC TEXT — print the first fenced block (```) of DOC that comes after the
+# first line containing TEXT, each line without its leading blanks (blocks inside lists are
+# indented), so a test runs a documented setting exactly as written.
+pbs_doc_block() {
+	awk -v text="$2" '
+		found && /^[ \t]*```/ { if (inside) exit; inside = 1; next }
+		inside { sub(/^[ \t]+/, ""); print; next }
+		!found && index($0, text) { found = 1 }' "$1"
+}
+
 # ---- the private Postfix instance ----
 
 # pbs_start_postfix GATE [SASL_SOCKET] [-- NAME=VALUE…] — start a private Postfix on
