@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gate.h"
@@ -83,6 +84,31 @@ static int print_header_checks(const char *path)
 	return rc;
 }
 
+/* Seconds on the monotonic clock. */
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* At EOF: say when Postfix closed the connection right after its first and only request.
+ * That is what smtpd_policy_service_request_limit = 1 does to every connection, and it
+ * costs the gate its state between the requests of one message (the lease asked once, the
+ * relay counted once, the trace header at DATA). Otherwise smtpd keeps the connection for
+ * its next request until it idles out, seconds later at the least; an smtpd that exits
+ * right after its first policy request (max_use, a reload) makes a rare false alarm. */
+static void note_request_limit(unsigned long requests, double last_answer)
+{
+	if (requests == 1 && now_s() - last_answer < 1.0)
+		pbs_log(LOG_WARNING, "Postfix closed the policy connection right after its first "
+			"request: with smtpd_policy_service_request_limit = 1 every request is a new "
+			"process, so the lease is looked up and the relay counted per recipient and "
+			"no trace header is added; set request_limit=0 for this service "
+			"(docs/postfix.md)");
+}
+
 /* Answer every request on stdin until EOF. Returns the exit status. */
 static int serve(struct pbs_gate *gate)
 {
@@ -91,6 +117,8 @@ static int serve(struct pbs_gate *gate)
 	ssize_t n;
 	size_t off, used;
 	bool complete;
+	unsigned long requests = 0;
+	double last_answer = 0;
 
 	pbs_request_begin(&parser);
 	for (;;) {
@@ -109,6 +137,8 @@ static int serve(struct pbs_gate *gate)
 				continue;
 			if (reply(pbs_gate_answer(gate, &parser.req)) != 0)
 				return 1;
+			requests++;
+			last_answer = now_s();
 			pbs_gate_idle(gate);
 			pbs_request_begin(&parser);
 		}
@@ -117,6 +147,8 @@ static int serve(struct pbs_gate *gate)
 	if (pbs_request_partial(&parser))
 		pbs_log(LOG_WARNING, "bad policy request: cut short at end of input (no empty "
 				     "line); not answered");
+	else
+		note_request_limit(requests, last_answer);
 	return 0;
 }
 

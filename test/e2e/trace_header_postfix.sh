@@ -99,4 +99,31 @@ pbs_check_forged_trace "policy gate, forged headers from a trusted client" 127.0
 pbs_check_forged_trace "policy gate, forged headers from an AUTH client" 127.0.0.8 \
 	pfa@remote.example "" -- -a PLAIN -au alice -ap secret
 pbs_check_nomatch "policy gate: no warning about a missing secret" 'trace_secret' "$(cat "$POLICY_LOG")"
+
+# ---- smtpd_policy_service_request_limit = 1: a new process for every request ----
+gets() { pbs_redis_cli INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p'; }
+WARNING='closed the policy connection right after its first request'
+pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- "${step3[@]}" \
+	"smtpd_policy_service_request_limit = 1" || exit 1
+g0=$(gets)
+pbs_smtp 127.0.0.5 limit1@remote.example limit2@remote.example >/dev/null
+pbs_check_match "request_limit = 1: the leased message is relayed" '^DOT 250 ' \
+	"$(pbs_smtp_transcript | grep '^DOT ')"
+pbs_check_eq "request_limit = 1: one GET per recipient, no trace header (the state is lost)" \
+	"2 " "$(($(gets) - g0)) $(header_of limit1@remote.example)"
+pbs_check_match "request_limit = 1: the gate says why" "$WARNING.*request_limit=0" "$(cat "$POLICY_LOG")"
+warned=$(grep -c "$WARNING" "$POLICY_LOG")
+# The same limit, lifted for popbsmtp-policy as docs/postfix.md writes it.
+mapfile -t lifted < <(pbs_doc_block "$DOC" 'lift it for this one' | pbs_main_cf_settings)
+pbs_check_match "docs/postfix.md lifts the limit for this service" 'request_limit=0 \}' \
+	"$(printf '%s\n' "${lifted[@]}" | grep '^smtpd_data_restrictions')"
+mapfile -t checks < <(printf '%s\n' "${step3[@]}" | grep '^header_checks ')
+pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- "${checks[@]}" "${lifted[@]}" || exit 1
+g0=$(gets)
+pbs_smtp 127.0.0.5 lifted1@remote.example lifted2@remote.example >/dev/null
+H=$(header_of lifted1@remote.example)
+pbs_check_eq "limit lifted for the gate: one GET for the two recipients" 1 "$(($(gets) - g0))"
+pbs_check_match "limit lifted for the gate: the trace header is back" '^X-PopBeforeSMTP: user=alice ' "$H"
+pbs_check_eq "limit lifted for the gate: once" 1 "$(printf '%s\n' "$H" | grep -c .)"
+pbs_check_eq "limit lifted for the gate: no new warning" "$warned" "$(grep -c "$WARNING" "$POLICY_LOG")"
 pbs_done
