@@ -309,7 +309,8 @@ static void message_reset(struct session *s)
 /* Trace header on: delete every X-PopBeforeSMTP the client wrote, then name the lease's
  * user in a message it let through. Deleted from the last one back, so no deletion moves
  * the index of one still to come, whether the MTA counts deleted headers or not; ours is
- * added after them, so it is never one of those counted. */
+ * added after them, so it is never one of those counted. A forged header that cannot be
+ * deleted would mislead whoever reads it: the message is deferred instead. */
 static sfsistat on_eom(SMFICTX *ctx)
 {
 	struct session *s = smfi_getpriv(ctx);
@@ -318,10 +319,15 @@ static sfsistat on_eom(SMFICTX *ctx)
 
 	if (s == NULL)
 		return SMFIS_CONTINUE;
-	for (i = s->incoming; i > 0; i--)
-		if (smfi_chgheader(ctx, PBS_USAGE_TRACE_HEADER, (int)i, NULL) != MI_SUCCESS)
-			pbs_log(LOG_WARNING, "client %s: a %s header it wrote could not be deleted",
-				s->addr_text, PBS_USAGE_TRACE_HEADER);
+	for (i = s->incoming; i > 0; i--) {
+		if (smfi_chgheader(ctx, PBS_USAGE_TRACE_HEADER, (int)i, NULL) == MI_SUCCESS)
+			continue;
+		pbs_log(LOG_ERR, "client %s: a %s header it wrote could not be deleted; "
+			"message deferred", s->addr_text, PBS_USAGE_TRACE_HEADER);
+		message_reset(s);
+		smfi_setreply(ctx, "451", "4.3.0", "Message could not be checked, try again later");
+		return SMFIS_TEMPFAIL;
+	}
 	if (s->msg_leased) {
 		pbs_usage_trace_value(&s->lease_found, s->subject, value);
 		if (smfi_addheader(ctx, PBS_USAGE_TRACE_HEADER, value) != MI_SUCCESS)
