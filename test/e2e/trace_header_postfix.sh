@@ -50,7 +50,32 @@ pbs_check_forged_trace "on, forged headers from a leased client" 127.0.0.5 fl@re
 pbs_check_forged_trace "on, forged headers from a trusted client" 127.0.0.1 ft@remote.example ""
 pbs_check_forged_trace "on, forged headers from an AUTH client" 127.0.0.8 fa@remote.example "" \
 	-- -a PLAIN -au alice -ap secret
-
+# check_one_session WHAT PREFIX — three messages in one SMTP session from the leased
+# 127.0.0.5 (the gates' per-message state): forged, clean, forged again; each leaves with
+# popbsmtp's header alone, and the clean one loses nothing.
+check_one_session() {
+	local what=$1 p=$2 n H
+	/usr/bin/python3 - "$POSTFIX_PORT" "$PBS_TMP/forged.eml" "$p" <<'PY' >"$PBS_TMP/session3.out" 2>&1
+import smtplib, sys
+forged = open(sys.argv[2]).read()
+clean = "From: sender@client.example\nSubject: clean\nX-Keep: yes\n\nbody\n"
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=("127.0.0.5", 0), timeout=20)
+for n, body in ((1, forged), (2, clean), (3, forged)):
+    rcpt = "%s%d@remote.example" % (sys.argv[3], n)
+    s.sendmail("sender@client.example", [rcpt], body.replace("%TO_ADDRESS%", rcpt))
+s.quit()
+PY
+	pbs_check_eq "$what, one session, three messages: all sent" "" "$(cat "$PBS_TMP/session3.out")"
+	for n in 1 2 3; do
+		H=$(header_of "$p$n@remote.example")
+		pbs_check_match "$what, one session, message $n: popbsmtp's header" '^X-PopBeforeSMTP: user=alice ' "$H"
+		pbs_check_eq "$what, one session, message $n: only that one" 1 "$(printf '%s\n' "$H" | grep -c .)"
+	done
+	pbs_check_eq "$what, one session, the clean message: its own headers kept" 1 \
+		"$(grep -l -iE "^X-Rcpt-Args: <${p}2@remote\.example>" -r "$SINK_DIR" | xargs -r grep -c '^X-Keep: yes')"
+}
+pbs_write_forged_message "$PBS_TMP/forged.eml"
+check_one_session "on" s
 restart_milter off
 pbs_smtp 127.0.0.5 off@remote.example >/dev/null
 pbs_check_match "off: the lease relay is accepted" '^250 ' "$(pbs_rcpt_reply)"
@@ -98,6 +123,7 @@ pbs_check_forged_trace "policy gate, forged headers from a trusted client" 127.0
 	pft@remote.example ""
 pbs_check_forged_trace "policy gate, forged headers from an AUTH client" 127.0.0.8 \
 	pfa@remote.example "" -- -a PLAIN -au alice -ap secret
+check_one_session "policy gate" ps
 pbs_check_nomatch "policy gate: no warning about a missing secret" 'trace_secret' "$(cat "$POLICY_LOG")"
 
 # ---- smtpd_policy_service_request_limit = 1: a new process for every request ----
