@@ -97,6 +97,7 @@ static const struct key_spec keys[] = {
 	{"usage", "flush_interval", KEY_INT, AT(usage.flush_interval), 1, 3600, 10, NULL, NULL},
 	{"usage", "host", KEY_STRING, AT(usage.host), 0, 64, 0, "", NULL},
 	{"usage", "trace_header", KEY_ENUM, AT(usage.trace_header), 0, 0, 0, NULL, off_on_words},
+	{"usage", "trace_secret", KEY_STRING, AT(usage.trace_secret), 0, 64, 0, "", NULL},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -642,6 +643,26 @@ static void check_refresh(const pbs_config *cfg, const config_t *lc, const char 
 			     at.line, cfg->lease.refresh, cfg->lease.ttl);
 }
 
+/* usage.trace_secret is written into a Postfix header_checks pattern as it is, and must
+ * not be guessed: letters and digits only, at least 16. The value is never echoed. */
+static void check_trace_secret(const pbs_config *cfg, const config_t *lc, const char *path,
+			       pbs_config_report *r)
+{
+	const config_setting_t *s = config_lookup(lc, "usage.trace_secret");
+	const char *v = cfg->usage.trace_secret;
+	size_t n;
+	struct site at;
+
+	if (s == NULL || v == NULL || v[0] == '\0')
+		return;
+	n = strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
+	if (v[n] == '\0' && n >= 16)
+		return;
+	at = site_of(s, path);
+	strlist_addf(&r->errors, "%s:%d: usage.trace_secret: expected 16 to 64 letters and digits "
+		     "(e.g. from \"openssl rand -hex 16\")", at.file, at.line);
+}
+
 /* Warn when the file holds a password and others may read it. */
 static void check_secret_mode(const pbs_config *cfg, const char *path, pbs_config_report *r)
 {
@@ -713,6 +734,7 @@ pbs_config *pbs_config_load(const char *path, pbs_config_report *report)
 	check_combinations(&lc, path, report);
 	derive_defaults(cfg);
 	check_refresh(cfg, &lc, path, report);
+	check_trace_secret(cfg, &lc, path, report);
 	if (config_lookup(&lc, "redis.socket") != NULL && config_lookup(&lc, "redis.host") == NULL) {
 		free(cfg->redis.host);
 		cfg->redis.host = NULL;

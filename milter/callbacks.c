@@ -11,10 +11,14 @@
  * would let a relay recipient through unchecked.
  *
  * Every decision is counted (usage.h: an atomic add, or a short mutex for a user's first
- * lease relay in a flush interval); the flush thread writes the counts. With
- * usage.trace_header on, a message relayed by lease gets CONTINUE instead of ACCEPT, its
- * later recipients are let through as ACCEPT would have, and the header is added at the
- * end of the message — the only case where that step is used; off, nothing changes.
+ * lease relay in a flush interval); the flush thread writes the counts.
+ *
+ * With usage.trace_header on, the milter also sees the headers and the end of every
+ * message: it deletes every X-PopBeforeSMTP header the client wrote (an abuse desk must be
+ * able to trust the one it finds) and adds its own to a message relayed by lease. ACCEPT
+ * would end the message's filtering before its headers, so an allowed recipient that
+ * covers the message gets CONTINUE instead and the later ones are let through as ACCEPT
+ * would have; AUTH and trusted mail are stripped too. Off, nothing of this is asked for.
  */
 #include "callbacks.h"
 
@@ -22,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "popbsmtp/addr.h"
 #include "popbsmtp/lease.h"
@@ -48,7 +53,10 @@ struct session {
 	char lease_user[PBS_LOG_SAFE_MAX];
 	pbs_lease lease_found; /* when lease is PBS_LEASE_LIVE */
 	char subject[PBS_ADDR_STRLEN];
-	bool msg_leased; /* trace header on: this message was let through by the lease */
+	/* Per message, trace header on only; reset at its end or abort. */
+	bool msg_covered;  /* a recipient covered the message: what ACCEPT would have done */
+	bool msg_leased;   /* ... and it was the lease: the header is added at the end */
+	unsigned incoming; /* X-PopBeforeSMTP headers the client wrote, deleted at the end */
 };
 
 /* Say once per process that the MTA was not recognised and safe defaults apply. */
@@ -212,17 +220,19 @@ static void count_decision(const struct session *s, enum pbs_verdict verdict, co
 }
 
 /* ACCEPT when the verdict covers the rest of the message, else CONTINUE. With the trace
- * header on, a lease relay gets CONTINUE so the end of the message comes for the header. */
+ * header on, CONTINUE even then: after ACCEPT the MTA shows the milter neither the headers
+ * nor the end of the message, so a forged header could not be deleted (from AUTH and
+ * trusted clients too) nor the lease's header added. */
 static sfsistat allow_answer(struct session *s, const struct pbs_policy_facts *facts,
 			     enum pbs_verdict verdict, const char *reason)
 {
 	if (!pbs_policy_covers_message(facts, verdict))
 		return SMFIS_CONTINUE;
-	if (trace_header && strcmp(reason, "lease") == 0) {
-		s->msg_leased = true;
-		return SMFIS_CONTINUE;
-	}
-	return SMFIS_ACCEPT;
+	if (!trace_header)
+		return SMFIS_ACCEPT;
+	s->msg_covered = true;
+	s->msg_leased = strcmp(reason, "lease") == 0;
+	return SMFIS_CONTINUE;
 }
 
 static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
@@ -236,8 +246,8 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
-	/* Trace header on: what ACCEPT would have done for the rest of a leased message. */
-	if (s->msg_leased)
+	/* Trace header on: what ACCEPT would have done for the rest of a covered message. */
+	if (s->msg_covered)
 		return SMFIS_CONTINUE;
 	cfg = s->rt->cfg;
 	facts.trusted = s->trusted;
@@ -277,19 +287,57 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	}
 }
 
-/* Trace header on: name the lease's user in a message it let through. */
+/* Trace header on: count the X-PopBeforeSMTP headers the client wrote. The MTA names
+ * them as written; header names are case-insensitive (RFC 5322), and the MTA finds them
+ * again for smfi_chgheader the same way. No reply (SMFIP_NR_HDR; libmilter answers
+ * CONTINUE itself to an MTA that needs one). */
+static sfsistat on_header(SMFICTX *ctx, char *name, char *value)
+{
+	struct session *s = smfi_getpriv(ctx);
+
+	(void)value;
+	if (s != NULL && name != NULL && strcasecmp(name, PBS_USAGE_TRACE_HEADER) == 0)
+		s->incoming++;
+	return SMFIS_NOREPLY;
+}
+
+/* The message state back to its start (end of message, RSET, a failed DATA). */
+static void message_reset(struct session *s)
+{
+	s->msg_covered = false;
+	s->msg_leased = false;
+	s->incoming = 0;
+}
+
+/* Trace header on: delete every X-PopBeforeSMTP the client wrote, then name the lease's
+ * user in a message it let through. Deleted from the last one back, so no deletion moves
+ * the index of one still to come, whether the MTA counts deleted headers or not; ours is
+ * added after them, so it is never one of those counted. A forged header that cannot be
+ * deleted would mislead whoever reads it: the message is deferred instead. */
 static sfsistat on_eom(SMFICTX *ctx)
 {
 	struct session *s = smfi_getpriv(ctx);
 	char value[PBS_USAGE_TRACE_MAX];
+	unsigned i;
 
-	if (s == NULL || !s->msg_leased)
+	if (s == NULL)
 		return SMFIS_CONTINUE;
-	s->msg_leased = false;
-	pbs_usage_trace_value(&s->lease_found, s->subject, value);
-	if (smfi_addheader(ctx, PBS_USAGE_TRACE_HEADER, value) != MI_SUCCESS)
-		pbs_log(LOG_WARNING, "client %s: the %s header could not be added", s->addr_text,
-			PBS_USAGE_TRACE_HEADER);
+	for (i = s->incoming; i > 0; i--) {
+		if (smfi_chgheader(ctx, PBS_USAGE_TRACE_HEADER, (int)i, NULL) == MI_SUCCESS)
+			continue;
+		pbs_log(LOG_ERR, "client %s: a %s header it wrote could not be deleted; "
+			"message deferred", s->addr_text, PBS_USAGE_TRACE_HEADER);
+		message_reset(s);
+		smfi_setreply(ctx, "451", "4.3.0", "Message could not be checked, try again later");
+		return SMFIS_TEMPFAIL;
+	}
+	if (s->msg_leased) {
+		pbs_usage_trace_value(&s->lease_found, s->subject, value);
+		if (smfi_addheader(ctx, PBS_USAGE_TRACE_HEADER, value) != MI_SUCCESS)
+			pbs_log(LOG_WARNING, "client %s: the %s header could not be added",
+				s->addr_text, PBS_USAGE_TRACE_HEADER);
+	}
+	message_reset(s);
 	return SMFIS_CONTINUE;
 }
 
@@ -299,7 +347,7 @@ static sfsistat on_abort(SMFICTX *ctx)
 	struct session *s = smfi_getpriv(ctx);
 
 	if (s != NULL)
-		s->msg_leased = false;
+		message_reset(s);
 	return SMFIS_CONTINUE;
 }
 
@@ -316,7 +364,8 @@ static sfsistat on_close(SMFICTX *ctx)
 	return SMFIS_CONTINUE;
 }
 
-/* Every step but CONNECT and RCPT is skipped, and CONNECT needs no reply. Never
+/* Every step but CONNECT and RCPT is skipped, and CONNECT needs no reply; with the trace
+ * header on, the headers are seen too, also without a reply. Never
  * SMFIP_NR_RCPT: libmilter would then drop a REJECT. Where the MTA cannot skip the
  * CONNECT reply, libmilter sends CONTINUE for it. */
 static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned long mta_steps,
@@ -328,10 +377,11 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned l
 	(void)mta_steps;
 	(void)mta_f2;
 	(void)mta_f3;
-	/* A relay gate changes nothing in the message, unless it is to name the lease. */
-	*actions = trace_header ? SMFIF_ADDHDRS : 0;
-	*steps = SMFIP_NR_CONN | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NODATA | SMFIP_NOHDRS |
-		 SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN;
+	/* A relay gate changes nothing in the message, unless it is the trace header. */
+	*actions = trace_header ? SMFIF_ADDHDRS | SMFIF_CHGHDRS : 0;
+	*steps = SMFIP_NR_CONN | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NODATA | SMFIP_NOEOH |
+		 SMFIP_NOBODY | SMFIP_NOUNKNOWN;
+	*steps |= trace_header ? SMFIP_NR_HDR : SMFIP_NOHDRS;
 	*f2 = 0;
 	*f3 = 0;
 	return SMFIS_CONTINUE;
@@ -347,12 +397,13 @@ struct smfiDesc pbs_callbacks_desc(const pbs_config *cfg)
 		.xxfi_envrcpt = on_envrcpt,
 		.xxfi_close = on_close,
 		.xxfi_negotiate = on_negotiate,
-		/* helo, envfrom, header, eoh, body, unknown, data: NULL, never called. */
+		/* helo, envfrom, eoh, body, unknown, data: NULL, never called. */
 	};
 
 	trace_header = cfg->usage.trace_header != 0;
 	if (trace_header) {
-		desc.xxfi_flags = SMFIF_ADDHDRS;
+		desc.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS;
+		desc.xxfi_header = on_header;
 		desc.xxfi_eom = on_eom;
 		desc.xxfi_abort = on_abort;
 	}

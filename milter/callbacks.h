@@ -9,7 +9,8 @@
 #include "popbsmtp/config.h"
 
 /* The callbacks popbsmtp-milter registers for CFG; stages left NULL are negotiated away.
- * End of message and abort only with usage.trace_header on (fixed until a restart). */
+ * Headers, end of message and abort only with usage.trace_header on (fixed until a
+ * restart). */
 struct smfiDesc pbs_callbacks_desc(const pbs_config *cfg);
 
 #endif

@@ -51,7 +51,7 @@ struct pbs_gate {
 	char lease_user[PBS_LOG_SAFE_MAX];
 	char counted[INSTANCE_SIZE]; /* the message whose allowed relay was counted */
 	char leased[INSTANCE_SIZE];  /* the message last let through on the lease */
-	char prepend[sizeof "action=PREPEND " PBS_USAGE_TRACE_HEADER ": \n\n" +
+	char prepend[sizeof "action=PREPEND " PBS_USAGE_TRACE_HEADER ": \n\n" + 64 + 1 +
 		     PBS_USAGE_TRACE_MAX];
 };
 
@@ -143,18 +143,56 @@ static void count_decision(struct pbs_gate *g, const struct pbs_request *req,
 	}
 }
 
+/* Say once per process that without usage.trace_secret Postfix's header_checks cannot
+ * delete the client's forged headers and keep ours: the two look the same. */
+static void note_no_secret(void)
+{
+	static bool said;
+
+	if (said)
+		return;
+	said = true;
+	pbs_log(LOG_WARNING, "usage.trace_secret is not set: Postfix cannot tell the %s header "
+		"popbsmtp-policy adds from one the client wrote (see docs/postfix.md)",
+		PBS_USAGE_TRACE_HEADER);
+}
+
 /* At DATA, with usage.trace_header on: the header naming the lease's user for a message
- * let through on it, else nothing. The lease is the one the RCPT answer was based on. */
+ * let through on it, else nothing. The lease is the one the RCPT answer was based on.
+ * The PREPEND passes through cleanup's header_checks like every header the client wrote
+ * (seen on Postfix 3.7), so the secret goes first in the value: the header_checks lines
+ * of pbs_gate_header_checks() take it out again and delete every one without it. */
 static const char *trace_answer(struct pbs_gate *g, const struct pbs_request *req)
 {
+	const char *secret = g->cfg->usage.trace_secret;
 	char value[PBS_USAGE_TRACE_MAX];
 
 	if (req->instance[0] == '\0' || strcmp(req->instance, g->leased) != 0)
 		return ACTION_DUNNO;
+	if (secret[0] == '\0')
+		note_no_secret();
 	pbs_usage_trace_value(&g->found, g->subject, value);
-	snprintf(g->prepend, sizeof g->prepend, "action=PREPEND %s: %s\n\n",
-		 PBS_USAGE_TRACE_HEADER, value);
+	snprintf(g->prepend, sizeof g->prepend, "action=PREPEND %s: %s%s%s\n\n",
+		 PBS_USAGE_TRACE_HEADER, secret, secret[0] != '\0' ? " " : "", value);
 	return g->prepend;
+}
+
+int pbs_gate_header_checks(const pbs_config *cfg, FILE *out)
+{
+	const char *secret = cfg->usage.trace_secret;
+
+	if (secret == NULL || secret[0] == '\0')
+		return -1;
+	/* Letters and digits only (config.c): nothing in it is special to a regexp. Postfix's
+	 * regexp tables ignore case, as header names do; the first match decides, and the
+	 * REPLACEd header is not looked at again. */
+	fprintf(out, "# Written by popbsmtp-policy -H (docs/postfix.md): keep the %s header\n"
+		"# popbsmtp-policy adds, without its secret; delete every other one.\n"
+		"/^%s: %s (.*)$/ REPLACE %s: $1\n"
+		"/^%s[[:space:]]*:/ IGNORE\n",
+		PBS_USAGE_TRACE_HEADER, PBS_USAGE_TRACE_HEADER, secret, PBS_USAGE_TRACE_HEADER,
+		PBS_USAGE_TRACE_HEADER);
+	return 0;
 }
 
 /* Say once per process that requests from a stage other than RCPT reach us: the

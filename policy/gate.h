@@ -6,6 +6,8 @@
 #ifndef POPBSMTP_POLICY_GATE_H
 #define POPBSMTP_POLICY_GATE_H
 
+#include <stdio.h>
+
 #include "popbsmtp/config.h"
 #include "request.h"
 
@@ -20,6 +22,11 @@ void pbs_gate_free(struct pbs_gate *gate);
 
 /* Between requests: write the counts when usage.flush_interval has passed. */
 void pbs_gate_idle(struct pbs_gate *gate);
+
+/* Print to OUT the Postfix header_checks lines (a regexp table) that keep the trace header
+ * this gate adds, its secret taken out, and delete every other X-PopBeforeSMTP. -1 when
+ * CFG has no usage.trace_secret. */
+int pbs_gate_header_checks(const pbs_config *cfg, FILE *out);
 
 /* The reply to REQ, "action=...\n\n", with one log line for each relay decision. */
 const char *pbs_gate_answer(struct pbs_gate *gate, const struct pbs_request *req);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gate.h"
@@ -24,9 +25,10 @@
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: " PROG " [-c FILE] [-t] [-V]\n"
+	fprintf(stderr, "usage: " PROG " [-c FILE] [-t | -H] [-V]\n"
 			"  -c FILE  configuration file (default " PBS_DEFAULT_CONFIG ")\n"
 			"  -t       check the configuration and exit (0 OK, 78 errors)\n"
+			"  -H       print Postfix header_checks lines for usage.trace_secret\n"
 			"  -V       print the version\n"
 			"Run by Postfix's spawn(8): policy requests on stdin, replies on stdout.\n");
 }
@@ -61,6 +63,52 @@ static int reply(const char *text)
 	return 0;
 }
 
+/* -H: the header_checks lines for the configuration at PATH, on stdout. Returns the exit
+ * status: 0, or 78 when the configuration is bad or has no usage.trace_secret. */
+static int print_header_checks(const char *path)
+{
+	pbs_config *cfg;
+	int rc = 0;
+
+	pbs_log_open(PROG, LOG_DEBUG);
+	if ((cfg = pbs_config_load_logged(path)) == NULL)
+		return PBS_EX_CONFIG;
+	if (pbs_gate_header_checks(cfg, stdout) != 0) {
+		pbs_log(LOG_ERR, "%s: usage.trace_secret is not set: nothing to print", path);
+		rc = PBS_EX_CONFIG;
+	} else if (fflush(stdout) != 0 || ferror(stdout)) {
+		pbs_log(LOG_ERR, "cannot write the header_checks lines: %s", strerror(errno));
+		rc = 1;
+	}
+	pbs_config_free(cfg);
+	return rc;
+}
+
+/* Seconds on the monotonic clock. */
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* At EOF: say when Postfix closed the connection right after its first and only request.
+ * That is what smtpd_policy_service_request_limit = 1 does to every connection, and it
+ * costs the gate its state between the requests of one message (the lease asked once, the
+ * relay counted once, the trace header at DATA). Otherwise smtpd keeps the connection for
+ * its next request until it idles out, seconds later at the least; an smtpd that exits
+ * right after its first policy request (max_use, a reload) makes a rare false alarm. */
+static void note_request_limit(unsigned long requests, double last_answer)
+{
+	if (requests == 1 && now_s() - last_answer < 1.0)
+		pbs_log(LOG_WARNING, "Postfix closed the policy connection right after its first "
+			"request: with smtpd_policy_service_request_limit = 1 every request is a new "
+			"process, so the lease is looked up and the relay counted per recipient and "
+			"no trace header is added; set request_limit=0 for this service "
+			"(docs/postfix.md)");
+}
+
 /* Answer every request on stdin until EOF. Returns the exit status. */
 static int serve(struct pbs_gate *gate)
 {
@@ -69,6 +117,8 @@ static int serve(struct pbs_gate *gate)
 	ssize_t n;
 	size_t off, used;
 	bool complete;
+	unsigned long requests = 0;
+	double last_answer = 0;
 
 	pbs_request_begin(&parser);
 	for (;;) {
@@ -87,6 +137,8 @@ static int serve(struct pbs_gate *gate)
 				continue;
 			if (reply(pbs_gate_answer(gate, &parser.req)) != 0)
 				return 1;
+			requests++;
+			last_answer = now_s();
 			pbs_gate_idle(gate);
 			pbs_request_begin(&parser);
 		}
@@ -95,6 +147,8 @@ static int serve(struct pbs_gate *gate)
 	if (pbs_request_partial(&parser))
 		pbs_log(LOG_WARNING, "bad policy request: cut short at end of input (no empty "
 				     "line); not answered");
+	else
+		note_request_limit(requests, last_answer);
 	return 0;
 }
 
@@ -103,15 +157,18 @@ int main(int argc, char **argv)
 	const char *config_path = PBS_DEFAULT_CONFIG;
 	struct pbs_gate *gate;
 	pbs_config *cfg;
-	int opt, check = 0, rc;
+	int opt, check = 0, header_checks = 0, rc;
 
-	while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+	while ((opt = getopt(argc, argv, "c:tHhV")) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
 			break;
 		case 't':
 			check = 1;
+			break;
+		case 'H':
+			header_checks = 1;
 			break;
 		case 'V':
 			printf(PROG " " PBS_VERSION "\n");
@@ -130,6 +187,8 @@ int main(int argc, char **argv)
 	}
 	if (check)
 		return pbs_config_check(config_path);
+	if (header_checks)
+		return print_header_checks(config_path);
 	open_log();
 	if ((cfg = pbs_config_load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;

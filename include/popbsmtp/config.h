@@ -64,6 +64,7 @@ struct pbs_usage_config {
 	int flush_interval; /* seconds between a gate's batched writes */
 	char *host;         /* this host's name in the counters; "" = gethostname() */
 	int trace_header;   /* 1: X-PopBeforeSMTP on mail relayed by lease */
+	char *trace_secret; /* the policy gate's mark for header_checks (docs/postfix.md); "" */
 };
 
 typedef struct pbs_config {

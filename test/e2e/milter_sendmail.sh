@@ -2,7 +2,8 @@
 # milter_sendmail.sh BUILD_DIR — the story of milter_postfix.sh on a real Sendmail 8.17: Redis,
 # Dovecot running popbsmtp-postlogin, a private Sendmail with popbsmtp-milter as its relay gate
 # (promiscuous_relay, F=T), smtp-sink as the next hop, and real clients (curl, swaks) from
-# different 127.0.0.x addresses. Sendmail delivers before it answers DATA, so once a message is
+# different 127.0.0.x addresses; last, with usage.trace_header on, forged X-PopBeforeSMTP
+# headers deleted. Sendmail delivers before it answers DATA, so once a message is
 # accepted it is already in the sink or the local mbox.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
@@ -91,4 +92,18 @@ pbs_check_eq "milter stopped: nothing more reached the next hop" "$relayed" \
 pbs_start_milter "$PBS_CONF" || exit 1
 pbs_check_match "milter back: relay accepted again, Sendmail not restarted" '^250 ' \
 	"$(relay_reply 127.0.0.5 $REMOTE)"
+
+# usage.trace_header on: the client's own X-PopBeforeSMTP headers (five forms) are deleted
+# through Sendmail's header changes too, whoever sends them; a leased message gets ours.
+pbs_stop_milter
+pbs_write_config "$PBS_CONF" "$(pbs_milter_conf_group "$PBS_TMP/milter.sock")" \
+	'usage: { trace_header = "on"; };'
+pbs_start_milter "$PBS_CONF" || exit 1
+pbs_ctl grant 127.0.0.5 alice >/dev/null    # Redis was restarted empty
+pbs_check_forged_trace "trace header on, forged headers from a leased client" 127.0.0.5 \
+	fl@remote.example alice
+pbs_check_forged_trace "trace header on, forged headers from a trusted client" 127.0.0.1 \
+	ft@remote.example ""
+pbs_check_forged_trace "trace header on, forged headers from an AUTH client" 127.0.0.8 \
+	fa@remote.example "" -- -a PLAIN -au alice -ap secret
 pbs_done

@@ -79,6 +79,38 @@ pbs_check_eq "... and every one reached the next hop" 0 \
 pbs_check_short_lease 127.0.0.9 $REMOTE
 pbs_check_redis_outage 127.0.0.5 $REMOTE $LOCAL || exit 1
 
+# ---- where the check goes: the three blocks of docs/postfix.md, as written ----
+DOC="$here/../../docs/postfix.md"
+# placement TEXT — Postfix again, with the main.cf block that follows TEXT in the doc.
+placement() {
+	local settings
+	mapfile -t settings < <(pbs_doc_block "$DOC" "$1" | pbs_main_cf_settings)
+	pbs_check_match "docs/postfix.md has the block after '$1'" '^smtpd_recipient_restrictions = ' \
+		"$(printf '%s\n' "${settings[@]}" | grep recipient)"
+	pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- "$TIME_LIMIT" "${settings[@]}"
+}
+pbs_ctl grant 127.0.0.5 alice >/dev/null
+placement '**right**, with anti-spam checks' || exit 1
+pbs_check_match "right placement: a leased client relays" '^250 ' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.5 $REMOTE)"
+pbs_check_match "right placement: the recipient restrictions still run for it" \
+	'^504 5\.5\.2 <user@remote>: .*need fully-qualified' "$(pbs_smtp_rcpt_reply 127.0.0.5 user@remote)"
+pbs_check_match "right placement: an unleased client is refused" '^554 5\.7\.1' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.7 $REMOTE)"
+placement '**Wrong: the check in `smtpd_recipient_restrictions`' || exit 1
+pbs_check_match "policy in the recipient restrictions: a leased client relays" '^250 ' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.5 $REMOTE)"
+pbs_check_match "... but its OK skips the checks after it: a non-FQDN recipient is accepted" '^250 ' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.5 user@remote)"
+pbs_check_match "... and an unleased client is still refused" '^554 5\.7\.1' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.7 $REMOTE)"
+placement '**Wrong: a legacy `reject_unauth_destination`' || exit 1
+before=$(grep -c 'relay allowed: client=127\.0\.0\.5 ' "$POLICY_LOG")
+pbs_check_match "legacy reject_unauth_destination in the recipient restrictions: a leased client gets 554" \
+	'^554 5\.7\.1 <user@remote\.example>: Relay access denied' "$(pbs_smtp_rcpt_reply 127.0.0.5 $REMOTE)"
+pbs_check_eq "... although the gate said OK" $((before + 1)) \
+	"$(grep -c 'relay allowed: client=127\.0\.0\.5 ' "$POLICY_LOG")"
+
 # popbsmtp-policy unable to start: Postfix defers, never relays
 printf 'lease: { ttl = 0; };\n' >"$PBS_TMP/bad.conf"
 chmod 644 "$PBS_TMP/bad.conf"

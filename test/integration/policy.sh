@@ -87,6 +87,17 @@ pbs_check_eq "-t on a bad file exits 78" 78 $?
 pbs_check_match "-t names FILE:LINE of each problem" "bad.conf:2: lease.ttl" "$out"
 echo 'request=smtpd_access_policy' | "$POLICY" -c "$PBS_TMP/bad.conf" >"$PBS_TMP/out" 2>>"$LOG"
 pbs_check_eq "a bad config: exits 78 without answering" "78 0" "$? $(wc -c <"$PBS_TMP/out")"
+out=$("$POLICY" -H -c "$PBS_CONF" 2>&1 >"$PBS_TMP/out")
+pbs_check_eq "-H without usage.trace_secret: exits 78, prints nothing, says why" \
+	"78 0 yes" "$? $(wc -c <"$PBS_TMP/out") $(grep -q 'trace_secret is not set' <<<"$out" && echo yes)"
+SECRET=0123456789abcdefABCDEF0123456789
+pbs_write_config "$PBS_TMP/secret.conf" "usage: { trace_header = \"on\"; trace_secret = \"$SECRET\"; };"
+out=$("$POLICY" -H -c "$PBS_TMP/secret.conf")
+pbs_check_eq "-H: a regexp table of two lines (and comments), exit 0" "0 2" \
+	"$? $(grep -vc '^#' <<<"$out")"
+pbs_check_eq "-H: its first line keeps the gate's header without the secret, the second deletes the rest" \
+	"/^X-PopBeforeSMTP: $SECRET (.*)\$/ REPLACE X-PopBeforeSMTP: \$1|/^X-PopBeforeSMTP[[:space:]]*:/ IGNORE" \
+	"$(grep -v '^#' <<<"$out" | paste -sd'|')"
 
 # ---- decisions ----
 start_policy "$PBS_CONF"
@@ -208,6 +219,33 @@ start_policy "$PBS_CONF"
 pbs_check_eq "trace header off (the default): DATA is not answered with a header" \
 	"action=DUNNO" "$(data 192.0.2.50 u3)"
 stop_policy
+pbs_check_match "trace header without usage.trace_secret: a warning (header_checks cannot tell)" \
+	'usage\.trace_secret is not set: Postfix cannot tell' "$(cat "$LOG")"
+start_policy "$PBS_TMP/secret.conf"
+rcpt 192.0.2.50 u4 >/dev/null
+pbs_check_match "trace header with usage.trace_secret: the secret comes first in the value" \
+	"^action=PREPEND X-PopBeforeSMTP: $SECRET user=frank lease=192\.0\.2\.50 " "$(data 192.0.2.50 u4)"
+stop_policy
+
+# smtpd_policy_service_request_limit = 1: Postfix closes the connection right after the
+# first request; a connection that carries more, or stays open a while, is normal
+WARNING='closed the policy connection right after its first request'
+n0=$(grep -c "$WARNING" "$LOG")
+start_policy "$PBS_CONF"
+rcpt 192.0.2.60 l1 >/dev/null
+stop_policy
+pbs_check_eq "one request, then EOF at once: the request_limit warning" $((n0 + 1)) \
+	"$(grep -c "$WARNING" "$LOG")"
+start_policy "$PBS_CONF"
+rcpt 192.0.2.60 l2 >/dev/null
+rcpt 192.0.2.60 l2 recipient=b@remote.example >/dev/null
+stop_policy
+start_policy "$PBS_CONF"
+rcpt 192.0.2.60 l3 >/dev/null
+sleep 1.2
+stop_policy
+pbs_check_eq "two requests, or one and EOF more than a second later: no warning" $((n0 + 1)) \
+	"$(grep -c "$WARNING" "$LOG")"
 
 # under the Redis user docs/ha.md gives the policy gate (the milter's line): decides and
 # writes its counts, no NOPERM

@@ -897,6 +897,14 @@ static const struct line_row line_rows[] = {
     {"usage: { trace_header = \"on\"; };", NULL, "trace_header", 1},
     {"usage: { trace_header = \"off\"; };", NULL, "trace_header", 0},
     {"usage: { trace_header = true; };", "usage.trace_header: expected a string", NULL, 0},
+    {"usage: { trace_secret = \"0123456789abcdefABCDEF\"; };", NULL, "trace_header", 0},
+    {"usage: { trace_secret = \"\"; };", NULL, "trace_header", 0},
+    {"usage: { trace_secret = \"0123456789abcde\"; };",
+     "usage.trace_secret: expected 16 to 64 letters and digits (e.g. from \"openssl rand -hex "
+     "16\")", NULL, 0},
+    {"usage: { trace_secret = \"0123456789abcdef (.*)\"; };",
+     "usage.trace_secret: expected 16 to 64 letters and digits (e.g. from \"openssl rand -hex "
+     "16\")", NULL, 0},
     {"usage: { trace_header = \"yes\"; };",
      "usage.trace_header: 'yes' is not one of off, on", NULL, 0},
     {"usage: { host = \"\"; };", NULL, "flush_interval", 10},

@@ -175,7 +175,7 @@ static void test_trace_value(void **state)
 
 static void test_grant_commands(void **state)
 {
-	struct pbs_usage_config cfg = {30, 10, (char *)"imap1", 0};
+	struct pbs_usage_config cfg = {30, 10, (char *)"imap1", 0, (char *)""};
 	struct pbs_usage_batch b;
 
 	(void)state;
@@ -246,7 +246,7 @@ static void test_cap(void **state)
 
 static void test_failed_flush_puts_back(void **state)
 {
-	struct pbs_usage_config cfg = {30, 10, (char *)"mx1", 0};
+	struct pbs_usage_config cfg = {30, 10, (char *)"mx1", 0, (char *)""};
 	pbs_usage *u = pbs_usage_new("milter", 3);
 	pbs_store *store = dead_store();
 
@@ -283,7 +283,7 @@ static void test_failed_flush_puts_back(void **state)
 
 static void test_maybe_flush(void **state)
 {
-	struct pbs_usage_config cfg = {30, 10, (char *)"mx1", 0};
+	struct pbs_usage_config cfg = {30, 10, (char *)"mx1", 0, (char *)""};
 	pbs_usage *u = pbs_usage_new("policy", 3);
 	pbs_store *store = dead_store();
 	time_t now = time(NULL);

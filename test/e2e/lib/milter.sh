@@ -172,3 +172,67 @@ pbs_check_sender_routes() {
 	pbs_check_eq "no sender-routed message reached the next hop" 0 \
 		"$(pbs_count_files_with "$SINK_DIR" '^X-Rcpt-Args: .*victim')"
 }
+
+# ---- the trace header (usage.trace_header): forged copies never reach the next hop ----
+
+# pbs_trace_headers RCPT — the X-PopBeforeSMTP header lines (any case, a space before the
+# colon, with their continuation lines) in the header part of the messages the sink got for
+# RCPT, CRs removed. Waits for one such message first.
+pbs_trace_headers() {
+	pbs_sink_wait "$1" 1 >/dev/null 2>&1
+	grep -l -iE "^X-Rcpt-Args: <$(pbs_re_quote "$1")>" -r "$SINK_DIR" | while read -r f; do
+		tr -d '\r' <"$f" | awk '/^$/ { exit }
+			/^[ \t]/ { if (t) print; next }
+			{ t = tolower($0) ~ /^x-popbeforesmtp[ \t]*:/ } t'
+	done
+}
+
+# pbs_write_forged_message FILE — a message whose client wrote X-PopBeforeSMTP five times, as
+# a forger would: the real form, lower and upper case, folded over two lines, a space before
+# the colon; and, to be kept, a header whose name only starts the same and the same line in
+# the body. For swaks --data (it puts the recipient in for %TO_ADDRESS%).
+pbs_write_forged_message() {
+	cat >"$1" <<'MSG'
+Date: Mon, 07 Dec 2026 17:00:00 +0000
+To: %TO_ADDRESS%
+From: sender@client.example
+Subject: forged trace headers
+X-PopBeforeSMTP: user=bob lease=127.0.0.5 service=imap granted=2026-01-01T00:00:00Z
+x-popbeforesmtp: user=bob case=lower
+X-POPBEFORESMTP: user=bob case=upper
+X-PopBeforeSMTP: user=bob
+	folded=continuation
+X-PopBeforeSMTP : user=bob space=before-colon
+X-PopBeforeSMTPx: user=keep another-header
+Message-Id: <forged@client.example>
+
+body line
+X-PopBeforeSMTP: user=body not a header
+MSG
+}
+
+# pbs_check_forged_trace WHAT SRC RCPT USER [-- SWAKS_ARGS…] — SRC sends the forged message
+# (pbs_write_forged_message) to RCPT through the MTA under test; at the next hop none of the
+# client's X-PopBeforeSMTP headers is left, the look-alike header and the body are, and the
+# only X-PopBeforeSMTP is popbsmtp's own naming USER — or there is none when USER is "".
+pbs_check_forged_trace() {
+	local what=$1 src=$2 rcpt=$3 user=$4 h
+	shift 4
+	[ "${1-}" = -- ] && shift
+	[ -f "$PBS_TMP/forged.eml" ] || pbs_write_forged_message "$PBS_TMP/forged.eml"
+	pbs_smtp "$src" "$rcpt" -- --data "$PBS_TMP/forged.eml" "$@" >/dev/null
+	pbs_check_match "$what: accepted" '^DOT 250 ' "$(pbs_smtp_transcript | grep '^DOT ')"
+	pbs_sink_wait "$rcpt" 1 >/dev/null 2>&1
+	h=$(pbs_trace_headers "$rcpt")
+	if [ -n "$user" ]; then
+		pbs_check_match "$what: popbsmtp's header naming $user" \
+			"^X-PopBeforeSMTP: user=$user lease=[^ ]+ service=[a-z]+ granted=[0-9T:-]+Z\$" "$h"
+		pbs_check_eq "$what: that one and no other X-PopBeforeSMTP line" 1 \
+			"$(printf '%s\n' "$h" | grep -c .)"
+	else
+		pbs_check_eq "$what: no X-PopBeforeSMTP header at all" "" "$h"
+	fi
+	pbs_check_eq "$what: the look-alike header and the body line are kept" 2 \
+		"$(grep -l -iE "^X-Rcpt-Args: <$(pbs_re_quote "$rcpt")>" -r "$SINK_DIR" |
+			xargs -r grep -hcE '^X-PopBeforeSMTPx: user=keep|^X-PopBeforeSMTP: user=body')"
+}
