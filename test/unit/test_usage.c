@@ -427,7 +427,7 @@ static size_t fake_keys(const struct fake *f, const char *cmd, const char *prefi
  * than that, counted as dropped usage. Flushes once stopped for good past 8 days. */
 static void test_flush_after_long_outage(void **state)
 {
-	struct pbs_usage_config cfg = {10, 10, (char *)"mx1", 0};
+	struct pbs_usage_config cfg = {10, 10, (char *)"mx1", 0, (char *)""};
 	pbs_usage *u = pbs_usage_new("milter", 1000);
 	pbs_store *dead = dead_store(), *live;
 	struct pbs_redis_config rc = {0};
