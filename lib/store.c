@@ -35,6 +35,8 @@ struct pbs_store {
 	char master_host[256];       /* with sentinel: the master we are connected to */
 	int master_port;
 	long long verified_ms;       /* when a sentinel last confirmed it */
+	struct addrinfo *resolved;   /* redis.host, resolved once (see dial_tcp) */
+	long long limit_ms;          /* pbs_store_bound: no step goes past it; 0: none */
 };
 
 /* Sentinel-managed connections are re-checked this often: after a planned switchover
@@ -83,10 +85,13 @@ static int ctx_read_reply(redisContext *c, long long deadline, redisReply **out)
 	return REDIS_OK;
 }
 
-/* The deadline for one exchange with Redis: timeout_ms from now. */
+/* The deadline for one exchange with Redis: timeout_ms from now, and never past the bound
+ * a caller set for all of them (pbs_store_bound). */
 static long long store_deadline(const pbs_store *s)
 {
-	return store_now_ms() + s->cfg.timeout_ms;
+	long long deadline = store_now_ms() + s->cfg.timeout_ms;
+
+	return s->limit_ms > 0 && s->limit_ms < deadline ? s->limit_ms : deadline;
 }
 
 /* redis.timeout_ms as the struct hiredis wants. */
@@ -150,25 +155,46 @@ static void dial_why(const pbs_store *s, int err, char *why, size_t whylen)
 		snprintf(why, whylen, "failed: %s", strerror(err));
 }
 
-/* Connect to HOST:PORT, trying each address it resolves to in turn, all by DEADLINE.
- * Returns the socket, or -1 with WHY filled. */
-static int dial_tcp(const pbs_store *s, const char *host, int port, long long deadline,
-		    char *why, size_t whylen)
+/* The addresses of HOST:PORT into *LIST. Returns 0, or -1 with WHY filled. */
+static int dial_resolve(const char *host, int port, struct addrinfo **list, char *why,
+			size_t whylen)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *list, *ai;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	char service[16];
-	int fd = -1, err = ECONNREFUSED, rc;
+	int rc;
 
 	snprintf(service, sizeof service, "%d", port);
-	if ((rc = getaddrinfo(host, service, &hints, &list)) != 0) {
+	if ((rc = getaddrinfo(host, service, &hints, list)) != 0) {
 		snprintf(why, whylen, "failed: %s",
 			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
 		return -1;
 	}
+	return 0;
+}
+
+/* Connect to HOST:PORT, trying each address it resolves to in turn, all by DEADLINE.
+ * The configured redis.host is resolved once and kept while connects to it succeed:
+ * getaddrinfo has no timeout, and a Dovecot session refreshing its lease must not wait on
+ * the resolver every time. A connect that fails on every address drops what was kept, so
+ * a host that moved is looked up again. Returns the socket, or -1 with WHY filled. */
+static int dial_tcp(pbs_store *s, const char *host, int port, long long deadline, char *why,
+		    size_t whylen)
+{
+	bool configured = host == s->cfg.host && port == s->cfg.port;
+	struct addrinfo *list = configured ? s->resolved : NULL, *ai;
+	int fd = -1, err = ECONNREFUSED;
+
+	if (list == NULL && dial_resolve(host, port, &list, why, whylen) != 0)
+		return -1;
 	for (ai = list; ai != NULL && fd < 0; ai = ai->ai_next)
 		if ((fd = dial_one(ai->ai_addr, ai->ai_addrlen, deadline)) < 0)
 			err = errno;
-	freeaddrinfo(list);
+	if (configured && fd >= 0)
+		s->resolved = list;
+	else
+		freeaddrinfo(list);
+	if (configured && fd < 0)
+		s->resolved = NULL;
 	if (fd < 0)
 		dial_why(s, err, why, whylen);
 	return fd;
@@ -194,8 +220,8 @@ static int dial_unix(const pbs_store *s, const char *path, long long deadline, c
 /* A hiredis context for HOST:PORT, or for the unix socket PATH when not NULL, on a socket
  * opened here (see the file comment), connected within the timeout and with reads and
  * writes bounded. NULL with WHY filled ("failed: ..." or "timed out ...") on failure. */
-static redisContext *store_dial(const pbs_store *s, const char *host, int port,
-				const char *path, char *why, size_t whylen)
+static redisContext *store_dial(pbs_store *s, const char *host, int port, const char *path,
+				char *why, size_t whylen)
 {
 	long long deadline = store_deadline(s);
 	struct timeval tv = store_timeout(s);
@@ -292,6 +318,8 @@ void pbs_store_free(pbs_store *s)
 	if (s == NULL)
 		return;
 	pbs_store_disconnect(s);
+	if (s->resolved != NULL)
+		freeaddrinfo(s->resolved);
 	free(s->cfg.host);
 	free(s->cfg.socket);
 	free(s->cfg.password);
@@ -303,6 +331,11 @@ void pbs_store_free(pbs_store *s)
 		free(s->cfg.sentinel_nodes.items[i]);
 	free(s->cfg.sentinel_nodes.items);
 	free(s);
+}
+
+void pbs_store_bound(pbs_store *s, int ms)
+{
+	s->limit_ms = ms > 0 ? store_now_ms() + ms : 0;
 }
 
 bool pbs_store_connected(const pbs_store *s)
@@ -460,7 +493,7 @@ static int sentinel_take(const pbs_store *s, const char *node, const redisReply 
 }
 
 /* Ask one sentinel NODE for the master's address. Returns 0 or -1 (WHY filled). */
-static int sentinel_ask(const pbs_store *s, const char *node, char *host, size_t hostlen,
+static int sentinel_ask(pbs_store *s, const char *node, char *host, size_t hostlen,
 			int *port, char *why, size_t whylen)
 {
 	long long deadline = store_deadline(s); /* one bound for the whole exchange */

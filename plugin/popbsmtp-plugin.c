@@ -45,6 +45,7 @@ struct popbsmtp_user {
 	char subject[PBS_ADDR_STRLEN];
 	pbs_lease lease;
 	int ttl;
+	int timeout_ms;        /* redis.timeout_ms: the bound of each whole exchange */
 	struct pbs_usage_config usage; /* for the grant's counters; host in the user's pool */
 	long long login_ms;    /* the store's clock at the grant; 0 when unknown (any revoke
 				  record then stops the session) */
@@ -153,8 +154,12 @@ static bool popbsmtp_may_restore(const struct popbsmtp_user *pu)
  * 10,000 open sessions 10,000 Redis clients). */
 static void popbsmtp_refresh(struct popbsmtp_user *pu)
 {
-	enum pbs_refresh r = pbs_store_refresh(pu->store, pu->subject, &pu->lease, pu->ttl,
-					       pu->login_ms, popbsmtp_may_restore(pu));
+	enum pbs_refresh r;
+
+	/* The whole exchange, connect included, within redis.timeout_ms: the session waits. */
+	pbs_store_bound(pu->store, pu->timeout_ms);
+	r = pbs_store_refresh(pu->store, pu->subject, &pu->lease, pu->ttl, pu->login_ms,
+			      popbsmtp_may_restore(pu));
 
 	/* One more round trip, only in a session whose grant failed, and only once. */
 	if (r != PBS_REFRESH_ERROR && pu->grant_failed &&
@@ -162,6 +167,7 @@ static void popbsmtp_refresh(struct popbsmtp_user *pu)
 				  time(NULL)) == 0)
 		pu->grant_failed = false;
 	pbs_store_disconnect(pu->store);
+	pbs_store_bound(pu->store, 0);
 	switch (r) {
 	case PBS_REFRESH_ERROR:
 		popbsmtp_failed(pu, "lease not refreshed for");
@@ -189,6 +195,8 @@ static void popbsmtp_grant(struct popbsmtp_user *pu)
 {
 	char safe[PBS_LOG_SAFE_MAX];
 
+	/* The login waits for both round trips: bound them together, as a refresh. */
+	pbs_store_bound(pu->store, pu->timeout_ms);
 	switch (pbs_usage_grant(pu->store, &pu->usage, "plugin", pu->subject, &pu->lease, pu->ttl,
 				&pu->login_ms)) {
 	case PBS_GRANT_WRITTEN:
@@ -210,6 +218,7 @@ static void popbsmtp_grant(struct popbsmtp_user *pu)
 		break;
 	}
 	pbs_store_disconnect(pu->store);
+	pbs_store_bound(pu->store, 0);
 }
 
 static void popbsmtp_user_deinit(struct mail_user *user)
@@ -256,6 +265,7 @@ static bool popbsmtp_prepare(struct popbsmtp_user *pu, const pbs_config *cfg, co
 	pbs_lease_subject(&addr, (unsigned)cfg->lease.ipv4_prefix, (unsigned)cfg->lease.ipv6_prefix,
 			  pu->subject);
 	pu->ttl = cfg->lease.ttl;
+	pu->timeout_ms = cfg->redis.timeout_ms;
 	pu->usage = cfg->usage;
 	pu->usage.host = p_strdup(pu->user->pool, cfg->usage.host);
 	return true;

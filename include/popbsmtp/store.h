@@ -45,6 +45,12 @@ void pbs_store_free(pbs_store *store);
 /* Close the connection but keep the handle; the next call reconnects. */
 void pbs_store_disconnect(pbs_store *store);
 
+/* Bound every step from now on, connect and sentinel discovery included, to end within MS
+ * milliseconds from now, whatever each step's own redis.timeout_ms would allow: a caller
+ * that must not wait longer in all (the Dovecot plugin, inside a user's session). 0 lifts
+ * the bound. */
+void pbs_store_bound(pbs_store *store, int ms);
+
 /* True while the handle holds a live connection. */
 bool pbs_store_connected(const pbs_store *store);
 

@@ -613,6 +613,40 @@ static void test_blackhole(void **state)
 	blackhole_call(&c, 0, "lookup, timeout 500 ms");
 }
 
+/* pbs_store_bound: a whole exchange against a black hole ends at the bound, not after
+ * each step's own (much longer) timeout; lifted, the step's timeout applies again. And a
+ * store for a host name (resolved once, then kept) serves call after call. */
+static void test_bound(void **state)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_BLACKHOLE_PORT"), 3000);
+	static char localhost[] = "localhost";
+	pbs_store *s = open_store(&c);
+	long long t0, ms;
+	pbs_lease l;
+	int i;
+
+	(void)state;
+	make_lease(&l, "alice", "imap");
+	pbs_store_bound(s, 300);
+	t0 = now_ms();
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &l, 60, 0, true), PBS_REFRESH_ERROR);
+	ms = now_ms() - t0;
+	if (ms < 250 || ms > 1500)
+		fail_msg("a refresh bound to 300 ms took %lld ms", ms);
+	assert_contains(pbs_store_error(s), "timed out");
+	pbs_store_bound(s, 0);
+	pbs_store_free(s);
+
+	c = make_cfg(env_port("PBS_REDIS_PORT"), 1000);
+	c.host = localhost;
+	s = open_store(&c);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(pbs_store_grant(s, "192.0.2.7", &l, 60), 0);
+		pbs_store_disconnect(s);
+	}
+	pbs_store_free(s);
+}
+
 /* The server drops us (CLIENT KILL): at most one call fails, the next reconnects. */
 static void test_reconnect_after_kill(void **state)
 {
@@ -1058,6 +1092,7 @@ int main(void)
 	    cmocka_unit_test(test_auth_wrong_password),
 	    cmocka_unit_test(test_connection_refused),
 	    cmocka_unit_test(test_blackhole),
+	    cmocka_unit_test_setup(test_bound, flush_all),
 	    cmocka_unit_test_setup(test_reconnect_after_kill, flush_all),
 	    cmocka_unit_test_setup(test_server_stall, flush_all),
 	    cmocka_unit_test(test_command_error_reply),
