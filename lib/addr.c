@@ -13,11 +13,18 @@
 #include <strings.h>
 
 static const unsigned char v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+/* RFC 6052's well-known NAT64 prefix 64:ff9b::/96. */
+static const unsigned char nat64_prefix[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 
-/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 client; store it as such. */
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 client; store it as such.
+ * So is an address under the well-known NAT64 prefix (64:ff9b::a.b.c.d): a translator
+ * shows every IPv4 client it serves there, so masked as IPv6 (a /64) one lease would
+ * cover all of them. Network-specific prefixes cannot be told from real IPv6: those go
+ * in lease.never (docs/lease-schema.md). */
 static void addr_unmap(pbs_addr *a)
 {
-	if (a->family == AF_INET6 && memcmp(a->bytes, v4mapped_prefix, 12) == 0) {
+	if (a->family == AF_INET6 && (memcmp(a->bytes, v4mapped_prefix, 12) == 0 ||
+				      memcmp(a->bytes, nat64_prefix, 12) == 0)) {
 		memmove(a->bytes, a->bytes + 12, 4);
 		memset(a->bytes + 4, 0, 12);
 		a->family = AF_INET;
@@ -123,7 +130,8 @@ int pbs_cidr_parse(const char *text, pbs_cidr *out)
 		bits = strtoul(slash + 1, &end, 10);
 		if (*end != '\0' || end - slash > 4)
 			return -1;
-		/* "::ffff:10.0.0.0/104" was unmapped to 10.0.0.0: shift the length with it. */
+		/* "::ffff:10.0.0.0/104" (or "64:ff9b::10.0.0.0/104") was unmapped to
+		 * 10.0.0.0: shift the length with it. */
 		if (out->net.family == AF_INET && strchr(addr, ':') != NULL) {
 			if (bits < 96)
 				return -1;
