@@ -31,7 +31,8 @@ static void addr_unmap(pbs_addr *a)
 	}
 }
 
-int pbs_addr_parse(const char *text, pbs_addr *out)
+/* pbs_addr_parse() without the unmapping. */
+static int addr_parse_text(const char *text, pbs_addr *out)
 {
 	char buf[INET6_ADDRSTRLEN + 2];
 	size_t len;
@@ -57,10 +58,17 @@ int pbs_addr_parse(const char *text, pbs_addr *out)
 	}
 	if (inet_pton(AF_INET6, buf, out->bytes) == 1) {
 		out->family = AF_INET6;
-		addr_unmap(out);
 		return 0;
 	}
 	return -1;
+}
+
+int pbs_addr_parse(const char *text, pbs_addr *out)
+{
+	if (addr_parse_text(text, out) != 0)
+		return -1;
+	addr_unmap(out);
+	return 0;
 }
 
 int pbs_addr_from_sockaddr(const struct sockaddr *sa, pbs_addr *out)
@@ -121,7 +129,7 @@ int pbs_cidr_parse(const char *text, pbs_cidr *out)
 		return -1;
 	memcpy(addr, text, len);
 	addr[len] = '\0';
-	if (strncasecmp(addr, "IPv6:", 5) == 0 || pbs_addr_parse(addr, &out->net) != 0)
+	if (strncasecmp(addr, "IPv6:", 5) == 0 || addr_parse_text(addr, &out->net) != 0)
 		return -1;
 	bits = pbs_addr_width(&out->net);
 	if (slash != NULL) {
@@ -130,6 +138,15 @@ int pbs_cidr_parse(const char *text, pbs_cidr *out)
 		bits = strtoul(slash + 1, &end, 10);
 		if (*end != '\0' || end - slash > 4)
 			return -1;
+	}
+	/* A network wider than NAT64's /96 (a lease subject "64:ff9b::/64" of an IPv6
+	 * client outside the /96) stays IPv6: only its addresses outside the /96 can be in
+	 * it, as the ones inside are IPv4 clients. */
+	if (bits >= 96 || memcmp(out->net.bytes, nat64_prefix, 12) != 0)
+		addr_unmap(&out->net);
+	if (slash == NULL) {
+		bits = pbs_addr_width(&out->net);
+	} else {
 		/* "::ffff:10.0.0.0/104" (or "64:ff9b::10.0.0.0/104") was unmapped to
 		 * 10.0.0.0: shift the length with it. */
 		if (out->net.family == AF_INET && strchr(addr, ':') != NULL) {

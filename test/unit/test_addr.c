@@ -325,7 +325,12 @@ static const struct cidr_row cidr_rows[] = {
     /* NAT64's well-known prefix likewise: "64:ff9b::/96" is every IPv4 address */
     {"64:ff9b::198.51.100.0/120", "198.51.100.0", 24, AF_INET},
     {"64:ff9b::/96", "0.0.0.0", 0, AF_INET},
-    {"64:ff9b::/64", NULL, 0, 0},
+    /* ... but a wider network is IPv6, so that a lease subject such as "64:ff9b::/64",
+     * of an IPv6 client outside the /96, reads back as itself */
+    {"64:ff9b::/64", "64:ff9b::", 64, AF_INET6},
+    {"64:ff9b::/95", "64:ff9b::", 95, AF_INET6},
+    {"64:ff9b::c633:6409/95", "64:ff9b::", 95, AF_INET6},
+    {"::ffff:0:0/64", NULL, 0, 0},
     {"64:ff9b:1::/48", "64:ff9b:1::", 48, AF_INET6},
     {"::ffff:10.0.0.0/129", NULL, 0, 0},
     {"10.0.0.0/33", NULL, 0, 0},
