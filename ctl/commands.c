@@ -243,57 +243,6 @@ int ctl_cmd_revoke(struct ctl *c, int argc, char **argv)
 	return CTL_NO;
 }
 
-/* ---- explain ---- */
-
-int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
-{
-	const struct pbs_milter_config *m = &c->cfg->milter;
-	struct pbs_policy_facts f = {false, false, true, false, PBS_LEASE_UNKNOWN,
-				     (enum pbs_on_store_error)m->on_store_error};
-	const char *words[2], *reason;
-	char subject[PBS_ADDR_STRLEN], rcpt[512];
-	struct ctl_lease l;
-	enum pbs_verdict v;
-	pbs_addr addr;
-	int n, rc;
-
-	if ((rc = positional(argc, argv, words, 2, &n)) != CTL_OK)
-		return rc;
-	if (n < 1)
-		return ctl_fail(CTL_USAGE, "usage: explain ADDR [RECIPIENT | DOMAIN]");
-	if ((rc = ctl_subject(c, words[0], &addr, subject)) != CTL_OK)
-		return rc;
-	f.trusted = pbs_cidr_list_contains(&m->trusted, &addr);
-	f.never_lease = pbs_cidr_list_contains(&c->cfg->lease.never, &addr);
-	/* Without the MTA's routing, take the recipient to be routed as written, out: only
-	 * local_domains can then make it local. */
-	if (n > 1 && (size_t)snprintf(rcpt, sizeof rcpt, "%s%s",
-				      strchr(words[1], '@') ? "" : "postmaster@", words[1]) < sizeof rcpt)
-		f.relay = pbs_policy_is_relay(PBS_MTA_UNKNOWN, "smtp", rcpt, rcpt, m);
-	v = pbs_policy_decide(&f, &reason);
-	if (v == PBS_VERDICT_NEED_LEASE) {
-		rc = ctl_fetch(c, subject, &l);
-		f.lease = rc == CTL_OK				? PBS_LEASE_LIVE
-			  : rc == CTL_NO || l.invalid ? PBS_LEASE_NONE
-							: PBS_LEASE_STORE_ERROR;
-		v = pbs_policy_decide(&f, &reason);
-	}
-	printf("client %s (lease subject %s)%s%s: ", words[0], subject, n > 1 ? " to " : "",
-	       n > 1 ? words[1] : "");
-	printf("%s", v == PBS_VERDICT_ALLOW ? "relay allowed"
-		     : v == PBS_VERDICT_TEMPFAIL ? "relay deferred (451 4.3.0)"
-						 : "relay refused (550 5.7.1)");
-	printf(" — %s", pbs_policy_reason_text(reason));
-	if (f.lease == PBS_LEASE_LIVE)
-		printf(" of %s, %lld s left", l.lease.user, l.ttl);
-	if (v != PBS_VERDICT_ALLOW)
-		printf("; SMTP AUTH sessions may still relay");
-	printf("\n");
-	if (f.lease == PBS_LEASE_STORE_ERROR)
-		return CTL_STORE;
-	return v == PBS_VERDICT_ALLOW ? CTL_OK : CTL_NO;
-}
-
 /* ---- stats ---- */
 
 #define MEMORY_SAMPLE 100

@@ -23,7 +23,8 @@ static const struct command commands[] = {
 	{"grant", ctl_cmd_grant, "grant ADDR USER [--ttl N] [--service NAME]\n"
 				 "                              write a lease by hand (service \"ctl\")"},
 	{"revoke", ctl_cmd_revoke, "revoke ADDR | --user USER   remove a lease, or all of a user's"},
-	{"explain", ctl_cmd_explain, "explain ADDR [DOMAIN]       what the milter would decide, and why"},
+	{"explain", ctl_cmd_explain, "explain [--gate milter|policy] ADDR [DOMAIN]\n"
+				     "                              what the relay gate would decide, and why"},
 	{"stats", ctl_cmd_stats, "stats                       leases, Redis latency and memory, decisions"},
 	{"flush", ctl_cmd_flush, "flush --yes                 remove every lease under the prefix"},
 	{"usage", ctl_cmd_usage, "usage [--days N] [--user USER]\n"
@@ -78,10 +79,11 @@ static pbs_config *load(const char *path)
 	return cfg;
 }
 
-/* The commands' own options (list --user, grant --ttl --service, flush --yes): known here
+/* The commands' own options (list --user, grant --ttl --service, flush --yes, explain
+ * --gate): known here
  * only so that they and their values reach the command in place, wherever the global
  * options stand on the line. Their getopt codes index this table from CMD_OPTION. */
-static const char *const command_options[] = {"--user", "--ttl", "--service", "--yes"};
+static const char *const command_options[] = {"--user", "--ttl", "--service", "--yes", "--gate"};
 #define CMD_OPTION 0x100
 
 /* The command line sorted into global options and the command's words, in their order. */
@@ -113,6 +115,7 @@ static int parse(int argc, char **argv, struct cmdline *cl)
 	    {"ttl", required_argument, NULL, CMD_OPTION + 1},
 	    {"service", required_argument, NULL, CMD_OPTION + 2},
 	    {"yes", no_argument, NULL, CMD_OPTION + 3},
+	    {"gate", required_argument, NULL, CMD_OPTION + 4},
 	    {NULL, 0, NULL, 0}};
 	int opt;
 

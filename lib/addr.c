@@ -13,18 +13,26 @@
 #include <strings.h>
 
 static const unsigned char v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+/* RFC 6052's well-known NAT64 prefix 64:ff9b::/96. */
+static const unsigned char nat64_prefix[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 
-/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 client; store it as such. */
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 client; store it as such.
+ * So is an address under the well-known NAT64 prefix (64:ff9b::a.b.c.d): a translator
+ * shows every IPv4 client it serves there, so masked as IPv6 (a /64) one lease would
+ * cover all of them. Network-specific prefixes cannot be told from real IPv6: those go
+ * in lease.never (docs/lease-schema.md). */
 static void addr_unmap(pbs_addr *a)
 {
-	if (a->family == AF_INET6 && memcmp(a->bytes, v4mapped_prefix, 12) == 0) {
+	if (a->family == AF_INET6 && (memcmp(a->bytes, v4mapped_prefix, 12) == 0 ||
+				      memcmp(a->bytes, nat64_prefix, 12) == 0)) {
 		memmove(a->bytes, a->bytes + 12, 4);
 		memset(a->bytes + 4, 0, 12);
 		a->family = AF_INET;
 	}
 }
 
-int pbs_addr_parse(const char *text, pbs_addr *out)
+/* pbs_addr_parse() without the unmapping. */
+static int addr_parse_text(const char *text, pbs_addr *out)
 {
 	char buf[INET6_ADDRSTRLEN + 2];
 	size_t len;
@@ -50,10 +58,17 @@ int pbs_addr_parse(const char *text, pbs_addr *out)
 	}
 	if (inet_pton(AF_INET6, buf, out->bytes) == 1) {
 		out->family = AF_INET6;
-		addr_unmap(out);
 		return 0;
 	}
 	return -1;
+}
+
+int pbs_addr_parse(const char *text, pbs_addr *out)
+{
+	if (addr_parse_text(text, out) != 0)
+		return -1;
+	addr_unmap(out);
+	return 0;
 }
 
 int pbs_addr_from_sockaddr(const struct sockaddr *sa, pbs_addr *out)
@@ -114,7 +129,7 @@ int pbs_cidr_parse(const char *text, pbs_cidr *out)
 		return -1;
 	memcpy(addr, text, len);
 	addr[len] = '\0';
-	if (strncasecmp(addr, "IPv6:", 5) == 0 || pbs_addr_parse(addr, &out->net) != 0)
+	if (strncasecmp(addr, "IPv6:", 5) == 0 || addr_parse_text(addr, &out->net) != 0)
 		return -1;
 	bits = pbs_addr_width(&out->net);
 	if (slash != NULL) {
@@ -123,7 +138,17 @@ int pbs_cidr_parse(const char *text, pbs_cidr *out)
 		bits = strtoul(slash + 1, &end, 10);
 		if (*end != '\0' || end - slash > 4)
 			return -1;
-		/* "::ffff:10.0.0.0/104" was unmapped to 10.0.0.0: shift the length with it. */
+	}
+	/* A network wider than NAT64's /96 (a lease subject "64:ff9b::/64" of an IPv6
+	 * client outside the /96) stays IPv6: only its addresses outside the /96 can be in
+	 * it, as the ones inside are IPv4 clients. */
+	if (bits >= 96 || memcmp(out->net.bytes, nat64_prefix, 12) != 0)
+		addr_unmap(&out->net);
+	if (slash == NULL) {
+		bits = pbs_addr_width(&out->net);
+	} else {
+		/* "::ffff:10.0.0.0/104" (or "64:ff9b::10.0.0.0/104") was unmapped to
+		 * 10.0.0.0: shift the length with it. */
 		if (out->net.family == AF_INET && strchr(addr, ':') != NULL) {
 			if (bits < 96)
 				return -1;

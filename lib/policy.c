@@ -62,6 +62,20 @@ bool pbs_policy_covers_message(const struct pbs_policy_facts *f, enum pbs_verdic
 	return f->relay && (f->authenticated || f->lease == PBS_LEASE_LIVE);
 }
 
+const char *pbs_policy_reply(enum pbs_policy_gate gate, enum pbs_verdict verdict)
+{
+	switch (verdict) {
+	case PBS_VERDICT_ALLOW:
+		return NULL;
+	case PBS_VERDICT_TEMPFAIL:
+		return "451 4.3.0";
+	default:
+		/* Postfix 3.7's reject_unauth_destination: 554 (relay_domains_reject_code). */
+		return gate == PBS_POLICY_GATE_POLICY ? "554 5.7.1 Relay access denied"
+						      : "550 5.7.1";
+	}
+}
+
 const char *pbs_policy_reason_text(const char *reason)
 {
 	static const char *const words[][2] = {

@@ -1,6 +1,7 @@
 /*
- * addr.h — client addresses: parse text and socket addresses, unmap IPv4-mapped IPv6,
- * mask to a prefix, print canonical text (dotted quad, RFC 5952), match CIDR lists.
+ * addr.h — client addresses: parse text and socket addresses, unmap IPv4-mapped IPv6
+ * and NAT64's 64:ff9b::/96, mask to a prefix, print canonical text (dotted quad,
+ * RFC 5952), match CIDR lists.
  * Every program uses these so hook, milter and ctl always agree on what an address is.
  */
 #ifndef POPBSMTP_ADDR_H
@@ -28,7 +29,8 @@ typedef struct pbs_cidr_list {
 	size_t count;
 } pbs_cidr_list;
 
-/* Parse IPv4 or IPv6 text, also "[...]" and the MTAs' "IPv6:" form; unmaps IPv4-mapped.
+/* Parse IPv4 or IPv6 text, also "[...]" and the MTAs' "IPv6:" form; unmaps IPv4-mapped
+ * and NAT64 well-known-prefix (64:ff9b::/96) addresses to IPv4.
  * Returns 0, or -1 for anything else (zone ids, ports, garbage). */
 int pbs_addr_parse(const char *text, pbs_addr *out);
 

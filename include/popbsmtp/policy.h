@@ -49,6 +49,15 @@ bool pbs_policy_covers_message(const struct pbs_policy_facts *facts, enum pbs_ve
 /* Which MTA is talking, from the "v" macro (NULL or unrecognised: unknown). */
 enum pbs_mta pbs_policy_mta(const char *v_macro);
 
+/* The relay gate that answers the SMTP client: popbsmtp-milter, or popbsmtp-policy
+ * under Postfix. */
+enum pbs_policy_gate { PBS_POLICY_GATE_MILTER, PBS_POLICY_GATE_POLICY };
+
+/* What the client is told for VERDICT through GATE ("550 5.7.1"), NULL for an allowed
+ * relay. The policy gate answers DUNNO for a refusal and leaves it to Postfix's
+ * reject_unauth_destination, whose reply this is then. */
+const char *pbs_policy_reply(enum pbs_policy_gate gate, enum pbs_verdict verdict);
+
 /* A reason token of pbs_policy_decide() in words, for people ("no lease"). */
 const char *pbs_policy_reason_text(const char *reason);
 

@@ -61,6 +61,17 @@ pbs_check_match "a lease.never client is refused after its login" '^554 5\.7\.1'
 pbs_check_match "... and the log says why" 'relay denied: client=127\.0\.0\.12 .*reason=never-lease' \
 	"$(cat "$POLICY_LOG")"
 
+# popbsmtpctl explain --gate policy answers what this Postfix answers (its mynetworks read
+# with postconf from this instance's main.cf): refused, leased, mynetworks, lease.never.
+for src in 127.0.0.7 127.0.0.6 127.0.0.1 127.0.0.12; do
+	reply=$(pbs_smtp_rcpt_reply $src $REMOTE)
+	postfix_says=$(sed -n 's/^\(250\) .*/\1/p; s/^\(5[0-9][0-9] [0-9.]*\) .*\(Relay access denied\).*/\1 \2/p' <<<"$reply")
+	[ -n "$postfix_says" ] || postfix_says="(an unexpected reply: $reply)"
+	explained=$(MAIL_CONFIG=$POSTFIX_CONF pbs_ctl explain --gate policy $src remote.example | head -n 1)
+	explain_says=$(sed -n 's/.*: relay allowed — .*/250/p; s/.*: relay refused (\([^)]*\)) — .*/\1/p' <<<"$explained")
+	pbs_check_eq "explain --gate policy $src agrees with Postfix ($reply)" "$postfix_says" "$explain_says"
+done
+
 # 50 relay recipients of one message: one GET (Redis MONITOR sees every command)
 rcpts=()
 for i in $(seq 1 50); do rcpts+=("r$i@remote.example"); done

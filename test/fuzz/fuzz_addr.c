@@ -4,7 +4,8 @@
  * and fed to every parser; whatever parses must keep the module's promises:
  *   - pbs_addr_format() of a parsed address parses back to the same address, and is
  *     canonical (formatting that again gives the same text);
- *   - no AF_INET6 result is IPv4-mapped (it is unmapped to AF_INET);
+ *   - no AF_INET6 result is IPv4-mapped or under NAT64's 64:ff9b::/96 (both are
+ *     unmapped to AF_INET), but for a network wider than that /96;
  *   - pbs_addr_mask() clears exactly the bits after the prefix and never touches a byte
  *     beyond the family's width;
  *   - a parsed network has its host bits clear, contains its own address, and its text
@@ -29,6 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #include "fuzz_check.h"
 
 static const unsigned char v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+static const unsigned char nat64_prefix[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 
 /* Bit I (0 = most significant) of A. */
 static int bit(const pbs_addr *a, unsigned i)
@@ -36,8 +38,8 @@ static int bit(const pbs_addr *a, unsigned i)
 	return (a->bytes[i / 8] >> (7 - i % 8)) & 1;
 }
 
-/* What every parsed address must look like. */
-static void check_shape(const pbs_addr *a, const char *text)
+/* What every parsed address (BITS 128) or network of BITS must look like. */
+static void check_shape(const pbs_addr *a, unsigned bits, const char *text)
 {
 	size_t i;
 
@@ -47,6 +49,8 @@ static void check_shape(const pbs_addr *a, const char *text)
 			CHECK(a->bytes[i] == 0, "'%s': IPv4 address with byte %zu set", text, i);
 	} else {
 		CHECK(memcmp(a->bytes, v4mapped_prefix, 12) != 0, "'%s': left IPv4-mapped", text);
+		CHECK(bits < 96 || memcmp(a->bytes, nat64_prefix, 12) != 0,
+		      "'%s': left under 64:ff9b::/96", text);
 	}
 }
 
@@ -135,7 +139,7 @@ static void check_cidr(const pbs_cidr *c, const char *text)
 	pbs_addr masked = c->net;
 	pbs_cidr back;
 
-	check_shape(&c->net, text);
+	check_shape(&c->net, c->bits, text);
 	CHECK(c->bits <= pbs_addr_width(&c->net), "'%s': %u bits", text, c->bits);
 	pbs_addr_mask(&masked, c->bits);
 	CHECK(memcmp(masked.bytes, c->net.bytes, sizeof masked.bytes) == 0,
@@ -183,7 +187,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(text, data, size);
 	text[size] = '\0';
 	if (pbs_addr_parse(text, &a) == 0) {
-		check_shape(&a, text);
+		check_shape(&a, 128, text);
 		check_format_round_trip(&a, text);
 		check_mask(&a, text);
 		check_sockaddr(&a, text);

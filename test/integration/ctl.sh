@@ -1,10 +1,12 @@
 #!/bin/bash
 # ctl.sh BUILD_DIR — popbsmtpctl against private redis-servers this test starts on loopback:
-# every command (list, check, grant, revoke, explain, stats, flush; --help, -t, -V), text
+# every command (list, check, grant, revoke, explain with --gate milter and policy (Postfix's
+# mynetworks from a private main.cf), stats, flush; --help, -t, -V), text
 # and JSON output (the JSON is parsed and its fields asserted), IPv4 /24 and IPv6 /64 and
-# /48 lease subjects, a grant writing the lease key and nothing else, revoke --user leaving
-# other users' leases alone (also a lease another user took over between the scan and its
-# removal, made to happen by a proxy), the revocation records revoke and revoke --user leave
+# /48 lease subjects (and a NAT64 client's IPv4 one), a grant writing the lease key and
+# nothing else, revoke --user leaving other users' leases alone (also a lease another user
+# took over between the scan and its removal, made to happen by a proxy), the revocation
+# records revoke and revoke --user leave
 # for open Dovecot sessions, check agreeing with lease.never, list, list --user and
 # revoke --user over 20,000 leases walked with SCAN (never KEYS, checked in INFO
 # commandstats), JSON of awkward user names, and every error path: its exit status, one
@@ -444,6 +446,72 @@ check_re "explain IPv6 leased client: lease of bob in the /64" \
 	'^client 2001:db8:1:2::99 \(lease subject 2001:db8:1:2::/64\): relay allowed — lease of bob, [0-9]+ s left$' "$OUT"
 rcli "$MAIN_PORT" DEL popbsmtp:lease:100.64.5.0/24 >/dev/null
 
+# --gate policy: the policy gate is asked after Postfix's permit_mynetworks, so mynetworks
+# (read with postconf, here from a private main.cf through MAIL_CONFIG) is what trusts a
+# client there, not milter.trusted; a refusal is Postfix's own 554.
+PF=$PBS_TMP/postfix
+mkdir -p "$PF"
+: >"$PF/master.cf"
+# policy_run MYNETWORKS ARGS… — popbsmtpctl with a Postfix whose mynetworks is MYNETWORKS.
+policy_run() {
+	printf 'mynetworks = %s\n' "$1" >"$PF/main.cf"
+	shift
+	MAIL_CONFIG=$PF run "$@"
+}
+policy_run "10.9.0.0/16, [2001:db8:99::]/48" explain --gate policy 198.18.7.1
+pbs_check_eq "explain --gate policy, unleased client: exit 1" 1 "$RC"
+pbs_check_eq "explain --gate policy, unleased client: Postfix's 554, no note" \
+	"client 198.18.7.1 (lease subject 198.18.7.0/24), policy gate: relay refused (554 5.7.1 Relay access denied) — no lease; SMTP AUTH sessions may still relay" "$OUT"
+policy_run "10.9.0.0/16, [2001:db8:99::]/48" explain --gate policy 127.0.0.5
+pbs_check_eq "explain --gate policy: milter.trusted (127.0.0.0/8) does not count, mynetworks does: exit 1" 1 "$RC"
+check_re "explain --gate policy, 127.0.0.5 outside mynetworks: refused 554" \
+	'policy gate: relay refused \(554 5\.7\.1 Relay access denied\) — no lease; ' "$OUT"
+policy_run "10.9.0.0/16, [2001:db8:99::]/48" explain --gate policy 10.9.3.4
+pbs_check_eq "explain --gate policy, client in mynetworks: exit 0" 0 "$RC"
+pbs_check_eq "explain --gate policy, client in mynetworks: trusted by Postfix's mynetworks" \
+	"client 10.9.3.4 (lease subject 10.9.3.0/24), policy gate: relay allowed — trusted network (Postfix's mynetworks)" "$OUT"
+policy_run "10.9.0.0/16 [2001:db8:99::]/48" explain --gate policy 2001:db8:99:7::1
+check_re "explain --gate policy, IPv6 client in a bracketed mynetworks entry: trusted" \
+	"relay allowed — trusted network \\(Postfix's mynetworks\\)$" "$OUT"
+policy_run "10.9.0.0/16" explain --gate=policy 192.0.2.99 far.example
+pbs_check_eq "explain --gate=policy, leased client: exit 0" 0 "$RC"
+check_re "explain --gate=policy, leased client: lease of alice, and what Postfix decides itself" \
+	'^client 192\.0\.2\.99 \(lease subject 192\.0\.2\.0/24\) to far\.example, policy gate: relay allowed — lease of alice, [0-9]+ s left
+note: Postfix decides which domains are its own' "$OUT"
+policy_run "10.9.0.0/16 cidr:/etc/postfix/nets 172.16.0.0/12" explain --gate policy 172.16.1.1
+pbs_check_eq "explain --gate policy, mynetworks with a table before the match: refused, and says why" \
+	"1|client 172.16.1.1 (lease subject 172.16.1.0/24), policy gate: relay refused (554 5.7.1 Relay access denied) — no lease; SMTP AUTH sessions may still relay
+note: Postfix's mynetworks entry 'cidr:/etc/postfix/nets' cannot be evaluated here; the answer takes it and the entries after it not to hold the client" "$RC|$OUT"
+policy_run "10.9.0.0/16 cidr:/etc/postfix/nets" explain --gate policy 10.9.1.1
+pbs_check_eq "explain --gate policy, a match before the table: trusted, no note" \
+	"0|client 10.9.1.1 (lease subject 10.9.1.0/24), policy gate: relay allowed — trusted network (Postfix's mynetworks)" "$RC|$OUT"
+policy_run "!10.9.5.0/24 10.9.0.0/16" explain --gate policy 10.9.5.1
+check_re "explain --gate policy, a '!' exclusion is not evaluated: refused, named" \
+	"relay refused .*
+note: Postfix's mynetworks entry '!10\\.9\\.5\\.0/24' cannot be evaluated" "$OUT"
+PATH=/nonexistent ctl_run "$PBS_CONF" --gate policy explain 10.9.3.4
+pbs_check_eq "explain --gate policy without postconf: refused, and says mynetworks is unknown" \
+	"1|client 10.9.3.4 (lease subject 10.9.3.0/24), policy gate: relay refused (554 5.7.1 Relay access denied) — no lease; SMTP AUTH sessions may still relay
+note: postconf did not answer: Postfix's mynetworks is unknown here and taken not to hold the client" "$RC|$OUT"
+run explain --gate milter 127.0.0.5
+pbs_check_eq "explain --gate milter: the milter's answer, as without --gate" \
+	"0|client 127.0.0.5 (lease subject 127.0.0.0/24): relay allowed — trusted network" "$RC|$OUT"
+
+# NAT64: a client behind the well-known prefix 64:ff9b::/96 is its IPv4 address, so its
+# lease covers that address's /24, not 64:ff9b::/64 (every client of the translator).
+run grant 64:ff9b::cb00:7105 nat
+pbs_check_eq "grant to a NAT64 client: the lease is its IPv4 subject" "0|granted 203.0.113.0/24 to nat|" \
+	"$RC|$(head -n 1 <<<"$OUT" | sed 's/ for.*//')|$(rcli "$MAIN_PORT" --scan --pattern 'popbsmtp:lease:64:ff9b*')"
+run explain 64:ff9b::cb00:7199
+check_re "explain a NAT64 client: the IPv4 lease covers it" \
+	'^client 64:ff9b::cb00:7199 \(lease subject 203\.0\.113\.0/24\): relay allowed — lease of nat' "$OUT"
+run explain 64:ff9b::c000:263
+check_re "explain 64:ff9b::192.0.2.99: alice's lease of 192.0.2.0/24 covers it" \
+	'lease subject 192\.0\.2\.0/24\): relay allowed — lease of alice' "$OUT"
+run explain 64:ff9b::a00:1
+pbs_check_eq "explain a NAT64 client of another /24: no lease" 1 "$RC"
+rcli "$MAIN_PORT" DEL popbsmtp:lease:203.0.113.0/24 >/dev/null
+
 # ---- JSON of awkward user names ----
 # Leases now: alice 192.0.2.0/24, bob 198.51.100.0/24 and 2001:db8:1:2::/64, carol
 # 233.252.0.0/24; the odd user takes over bob's 198.51.100.0/24.
@@ -568,7 +636,9 @@ err_case "too many args: explain" 2 "explain: too many arguments" "$PBS_CONF" ex
 err_case "too many args: stats" 2 "stats: unexpected argument 'x'" "$PBS_CONF" stats x
 err_case "too many args: list" 2 "list: unexpected argument 'x'" "$PBS_CONF" list x
 err_case "missing address: check" 2 "usage: check ADDR" "$PBS_CONF" check
-err_case "missing address: explain" 2 "usage: explain ADDR" "$PBS_CONF" explain
+err_case "missing address: explain" 2 "usage: explain \\[--gate milter\\|policy\\] ADDR" "$PBS_CONF" explain
+err_case "explain --gate without a value" 2 "--gate needs a value" "$PBS_CONF" explain 192.0.2.7 --gate
+err_case "explain --gate sendmail" 2 "--gate: 'sendmail' is neither milter nor policy" "$PBS_CONF" explain --gate sendmail 192.0.2.7
 err_case "flush without --yes" 2 "flush removes every lease under prefix 'popbsmtp:'; confirm with: flush --yes" "$PBS_CONF" flush
 err_case "flush --no" 2 "confirm with: flush --yes" "$PBS_CONF" flush --no
 

@@ -108,8 +108,15 @@ pbs_check_match "popbsmtp-common postinst: creates the system user and group pop
 	'adduser --system --group .*popbsmtp$' "$(cat "$C/popbsmtp-common/postinst")"
 pbs_check_match "popbsmtp-common postinst: the configuration is root:popbsmtp 0640 (statoverride)" \
 	'dpkg-statoverride --update --add root popbsmtp 0640 "\$CONF"' "$(cat "$C/popbsmtp-common/postinst")"
-pbs_check_match "popbsmtp-common postrm: drops the statoverride on purge" \
-	'dpkg-statoverride --remove /etc/popbsmtp/popbsmtp.conf' "$(cat "$C/popbsmtp-common/postrm")"
+pbs_check_match "popbsmtp-common postinst: /etc/popbsmtp is root:popbsmtp 0750 (statoverride)" \
+	'dpkg-statoverride --update --add root popbsmtp 0750 /etc/popbsmtp$' "$(cat "$C/popbsmtp-common/postinst")"
+pbs_check_match "popbsmtp-common postrm: drops both statoverrides on purge" \
+	'for path in /etc/popbsmtp/popbsmtp.conf /etc/popbsmtp; do.*dpkg-statoverride --remove "\$path"' \
+	"$(tr '\n' ' ' <"$C/popbsmtp-common/postrm")"
+# The socket's group, made before the unit is first started (which needs it as its Group=).
+pbs_check_eq "popbsmtp-milter postinst: makes the system group popbsmtp-milter, then starts the unit" \
+	"addgroup --system --quiet popbsmtp-milter|deb-systemd-invoke" \
+	"$(grep -oE "addgroup --system --quiet popbsmtp-milter|deb-systemd-invoke" "$C/popbsmtp-milter/postinst" | head -n 2 | paste -sd'|' -)"
 pbs_check_match "popbsmtp-milter postinst: enables the milter unit" \
 	"deb-systemd-helper enable 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/postinst")"
 pbs_check_match "popbsmtp-milter postinst: starts (restarts on upgrade) the milter" \
@@ -133,6 +140,11 @@ unit=$ROOT/lib/systemd/system/popbsmtp-milter.service
 pbs_check_eq "the unit runs the packaged milter as popbsmtp with the packaged configuration" \
 	"User=popbsmtp|ExecStart=/usr/sbin/popbsmtp-milter -f -c /etc/popbsmtp/popbsmtp.conf|" \
 	"$(grep -E '^(User|ExecStart)=' "$unit" | tr '\n' '|')"
+# Its socket and /run/popbsmtp get its primary group, the one the MTA joins; the group of
+# the configuration only as a supplementary one (docs/postfix.md, "Socket permissions").
+pbs_check_eq "the unit's groups: popbsmtp-milter (the socket's), popbsmtp (to read the configuration)" \
+	"Group=popbsmtp-milter|SupplementaryGroups=popbsmtp|" \
+	"$(grep -E '^(Group|SupplementaryGroups)=' "$unit" | tr '\n' '|')"
 pbs_check_eq "the hook is linked statically (no NEEDED libraries)" "" \
 	"$(readelf -d "$ROOT/usr/sbin/popbsmtp-postlogin" | grep NEEDED)"
 for page in popbsmtpctl popbsmtp-milter popbsmtp-policy popbsmtp-postlogin popbsmtp.conf; do

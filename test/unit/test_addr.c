@@ -64,8 +64,20 @@ static const struct parse_row parse_rows[] = {
     {"0:0:0:0:0:ffff:192.0.2.1", AF_INET, "192.0.2.1"},
     {"IPv6:::ffff:192.0.2.1", AF_INET, "192.0.2.1"},
     {"[::ffff:192.0.2.1]", AF_INET, "192.0.2.1"},
-    /* ... but other IPv6 with an IPv4 tail is not */
-    {"64:ff9b::192.0.2.1", AF_INET6, "64:ff9b::c000:201"},
+    /* so is an address under NAT64's well-known prefix 64:ff9b::/96 (RFC 6052): as
+     * IPv6 its /64 lease would cover every IPv4 client behind the translator */
+    {"64:ff9b::192.0.2.1", AF_INET, "192.0.2.1"},
+    {"64:FF9B::c633:6409", AF_INET, "198.51.100.9"},
+    {"64:ff9b:0:0:0:0:c633:6409", AF_INET, "198.51.100.9"},
+    {"IPv6:64:ff9b::c633:6409", AF_INET, "198.51.100.9"},
+    {"[64:ff9b::c633:6409]", AF_INET, "198.51.100.9"},
+    {"64:ff9b::", AF_INET, "0.0.0.0"},
+    /* ... but other IPv6 with an IPv4 tail is not: the local-use 64:ff9b:1::/48
+     * (RFC 8215), network-specific prefixes, and anything beside the /96 */
+    {"64:ff9b:1::c633:6409", AF_INET6, "64:ff9b:1::c633:6409"},
+    {"64:ff9b::1:c633:6409", AF_INET6, "64:ff9b::1:c633:6409"},
+    {"64:ff9a::c633:6409", AF_INET6, "64:ff9a::c633:6409"},
+    {"2001:db8:64::c633:6409", AF_INET6, "2001:db8:64::c633:6409"},
     {"::ffff:0:c000:201", AF_INET6, "::ffff:0:c000:201"},
     /* rejected */
     {"", 0, NULL},
@@ -199,6 +211,12 @@ static void test_from_sockaddr(void **state)
 	assert_int_equal(a.family, AF_INET);
 	assert_string_equal(pbs_addr_format(&a, buf), "192.0.2.1");
 
+	/* A NAT64 translator's clients arrive as 64:ff9b::a.b.c.d: the IPv4 client. */
+	assert_int_equal(inet_pton(AF_INET6, "64:ff9b::c633:6409", &sin6.sin6_addr), 1);
+	assert_int_equal(pbs_addr_from_sockaddr((struct sockaddr *)&sin6, &a), 0);
+	assert_int_equal(a.family, AF_INET);
+	assert_string_equal(pbs_addr_format(&a, buf), "198.51.100.9");
+
 	/* The zone of a link-local address is not part of the address. */
 	assert_int_equal(inet_pton(AF_INET6, "fe80::1", &sin6.sin6_addr), 1);
 	sin6.sin6_scope_id = 2;
@@ -256,6 +274,9 @@ static const struct mask_row mask_rows[] = {
     {"2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::"},
     /* An unmapped client is masked as IPv4: 24 bits, not 24 of 128. */
     {"::ffff:192.0.2.77", 24, "192.0.2.0"},
+    /* A NAT64 client too: a lease's /64 would have been 64:ff9b::, every IPv4 client. */
+    {"64:ff9b::c633:6409", 64, "198.51.100.9"},
+    {"64:ff9b::c633:6409", 24, "198.51.100.0"},
 };
 
 static void test_mask_table(void **state)
@@ -301,6 +322,16 @@ static const struct cidr_row cidr_rows[] = {
     {"::ffff:10.0.0.0/128", "10.0.0.0", 32, AF_INET},
     {"::ffff:192.0.2.1", "192.0.2.1", 32, AF_INET},
     {"::ffff:10.0.0.0/95", NULL, 0, 0},
+    /* NAT64's well-known prefix likewise: "64:ff9b::/96" is every IPv4 address */
+    {"64:ff9b::198.51.100.0/120", "198.51.100.0", 24, AF_INET},
+    {"64:ff9b::/96", "0.0.0.0", 0, AF_INET},
+    /* ... but a wider network is IPv6, so that a lease subject such as "64:ff9b::/64",
+     * of an IPv6 client outside the /96, reads back as itself */
+    {"64:ff9b::/64", "64:ff9b::", 64, AF_INET6},
+    {"64:ff9b::/95", "64:ff9b::", 95, AF_INET6},
+    {"64:ff9b::c633:6409/95", "64:ff9b::", 95, AF_INET6},
+    {"::ffff:0:0/64", NULL, 0, 0},
+    {"64:ff9b:1::/48", "64:ff9b:1::", 48, AF_INET6},
     {"::ffff:10.0.0.0/129", NULL, 0, 0},
     {"10.0.0.0/33", NULL, 0, 0},
     {"2001:db8::/129", NULL, 0, 0},

@@ -227,6 +227,35 @@ static void test_covers_message(void **state)
 	table_done("covers message");
 }
 
+/* The reply each gate's client gets: the milter's own, or under the policy gate the one of
+ * Postfix's reject_unauth_destination, which its DUNNO leaves the refusal to. */
+static void test_reply(void **state)
+{
+	static const struct {
+		enum pbs_policy_gate gate;
+		enum pbs_verdict verdict;
+		const char *reply;
+	} rows[] = {
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_ALLOW, NULL},
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_REJECT, "550 5.7.1"},
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_TEMPFAIL, "451 4.3.0"},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_ALLOW, NULL},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_REJECT, "554 5.7.1 Relay access denied"},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_TEMPFAIL, "451 4.3.0"},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		const char *got = pbs_policy_reply(rows[i].gate, rows[i].verdict);
+
+		if (rows[i].reply == NULL)
+			assert_null(got);
+		else
+			assert_string_equal(got, rows[i].reply);
+	}
+}
+
 static void test_mta(void **state)
 {
 	static const struct {
@@ -492,7 +521,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_decide_table), cmocka_unit_test(test_decide_invariants),
-	    cmocka_unit_test(test_covers_message),
+	    cmocka_unit_test(test_covers_message), cmocka_unit_test(test_reply),
 	    cmocka_unit_test(test_mta),          cmocka_unit_test(test_is_relay_table),
 	    cmocka_unit_test(test_local_domains_property),
 	};
