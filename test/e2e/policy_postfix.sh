@@ -13,12 +13,27 @@ PBS_BIN=$(cd "$1" && pwd)
 
 REMOTE=user@remote.example
 LOCAL=postmaster@local.test.example
+DOC="$here/../../docs/postfix.md"
+# The main.cf lines of docs/postfix.md, as written, on an instance with its own mynetworks
+# (127.0.0.1/32): they must leave it alone.
+mapfile -t MAIN_CF < <(pbs_doc_block "$DOC" 'In `main.cf` (these lines go beside' | pbs_main_cf_settings)
+pbs_check_match "docs/postfix.md gives the policy gate's main.cf lines" \
+	'^smtpd_relay_restrictions = .*check_policy_service unix:private/popbsmtp-policy' \
+	"$(printf '%s\n' "${MAIN_CF[@]}")"
+pbs_check_nomatch "... and none of them replaces the site's mynetworks" '^mynetworks' \
+	"$(printf '%s\n' "${MAIN_CF[@]}")"
 # spawn(8) kills a command after its time limit (command_time_limit, 1000 s); smtpd keeps a
-# policy connection up to smtpd_policy_service_max_ttl (1000 s): docs/postfix.md raises it.
-TIME_LIMIT=popbsmtp-policy_time_limit=3600
+# policy connection up to smtpd_policy_service_max_ttl (1000 s): the doc raises it.
+TIME_LIMIT=$(printf '%s\n' "${MAIN_CF[@]}" | grep '^popbsmtp-policy_time_limit')
+pbs_check_eq "the doc raises the policy service's time limit" \
+	"popbsmtp-policy_time_limit = 3600" "$TIME_LIMIT"
+pbs_check_match "docs/postfix.md's master.cf line is the one this test runs (user and paths aside)" \
+	'^popbsmtp-policy unix - n n - 0 spawn user=popbsmtp argv=/usr/sbin/popbsmtp-policy -c /etc/popbsmtp/popbsmtp\.conf$' \
+	"$(pbs_doc_block "$DOC" 'In `master.cf` (the `user`' | pbs_main_cf_settings)"
 
 PBS_CONF_LEASE_EXTRA='never = [ "127.0.0.12/32" ];' pbs_start_story_servers policy || exit 1
-pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- "$TIME_LIMIT" || exit 1
+pbs_start_postfix "policy:$POLICY_CMD" "$DOVECOT_AUTH_SOCKET" -- "${MAIN_CF[@]}" || exit 1
+pbs_check_eq "Postfix keeps its own mynetworks" 127.0.0.1/32 "$(postconf -c "$POSTFIX_CONF" -h mynetworks)"
 pbs_check_nomatch "Postfix takes the documented lines without a warning" 'warning' \
 	"$(postconf -c "$POSTFIX_CONF" -n 2>&1 >/dev/null; cat "$POSTFIX_LOG")"
 
@@ -91,7 +106,6 @@ pbs_check_short_lease 127.0.0.9 $REMOTE
 pbs_check_redis_outage 127.0.0.5 $REMOTE $LOCAL || exit 1
 
 # ---- where the check goes: the three blocks of docs/postfix.md, as written ----
-DOC="$here/../../docs/postfix.md"
 # placement TEXT — Postfix again, with the main.cf block that follows TEXT in the doc.
 placement() {
 	local settings

@@ -242,11 +242,15 @@ PY
 	pbs_wait_file "$PBS_TMP/stuck-$STUCK_PORT.ready" 5
 }
 
-# pbs_doc_block DOC REGEX — print the first fenced block (```) of docs/DOC after the first
-# line matching REGEX: the tests use the configuration the docs give, as written.
+# pbs_doc_block FILE TEXT — print the first fenced block (```) of FILE after the first line
+# that holds TEXT (a plain string, not a pattern), its indentation removed: the tests use
+# the configuration the docs give, as written. PBS_DOCS is the docs/ directory.
+PBS_DOCS=$(cd "$PBS_LIB/../../../docs" && pwd)
 pbs_doc_block() {
-	awk -v re="$2" 'found && /^```/ { if (inside) exit; inside = 1; next }
-		inside { print } !found && $0 ~ re { found = 1 }' "$PBS_LIB/../../../docs/$1"
+	awk -v text="$2" '
+		found && /^[ \t]*```/ { if (inside) exit; inside = 1; match($0, /^[ \t]*/); cut = RLENGTH; next }
+		inside { print substr($0, cut + 1); next }
+		!found && index($0, text) { found = 1 }' "$1"
 }
 
 # pbs_write_config FILE [extra libconfig text…] — a popbsmtp.conf pointing at REDIS_PORT.

@@ -182,8 +182,8 @@ mail_plugins = \$mail_plugins popbsmtp
 # Many test sessions share a user and an address.
 mail_max_userip_connections = 1000
 # docs/dovecot.md's blocks as written (the path of the configuration: the test's own).
-$(pbs_doc_block dovecot.md '^Save as `/etc/dovecot/conf.d/95-popbsmtp.conf`')
-$(pbs_doc_block dovecot.md '^another path, give it in the environment' |
+$(pbs_doc_block "$PBS_DOCS/dovecot.md" 'Save as `/etc/dovecot/conf.d/95-popbsmtp.conf`')
+$(pbs_doc_block "$PBS_DOCS/dovecot.md" 'another path, give it in the environment' |
 	sed "s|/etc/popbsmtp/popbsmtp.conf|$DOVECOT_PLUGIN_CONF|")
 service lmtp {
   inet_listener lmtp {

@@ -32,17 +32,7 @@ pbs_sink_count() { pbs_count_files_with "$SINK_DIR" "^X-Rcpt-Args: <$(pbs_re_quo
 # is asynchronous: the SMTP "250 queued" comes before Postfix relays the message).
 pbs_sink_wait() { pbs_wait_count pbs_sink_count "$@"; }
 
-# ---- configuration as the documentation gives it ----
-
-# pbs_doc_block DOC TEXT — print the first fenced block (```) of DOC that comes after the
-# first line containing TEXT, without the indentation of its fence (blocks inside lists are
-# indented), so a test runs a documented setting exactly as written.
-pbs_doc_block() {
-	awk -v text="$2" '
-		found && /^[ \t]*```/ { if (inside) exit; inside = 1; match($0, /^[ \t]*/); cut = RLENGTH; next }
-		inside { print substr($0, cut + 1); next }
-		!found && index($0, text) { found = 1 }' "$1"
-}
+# ---- configuration as the documentation gives it (pbs_doc_block: common.sh) ----
 
 # pbs_main_cf_settings — main.cf text on stdin, one "name = value" per line on stdout:
 # continuation lines (starting with white space) joined to their setting, as Postfix reads
