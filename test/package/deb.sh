@@ -76,9 +76,17 @@ expect_files popbsmtp-common /etc/popbsmtp/popbsmtp.conf /etc/popbsmtp/popbsmtp.
 expect_files popbsmtp-dovecot /usr/sbin/popbsmtp-postlogin /usr/share/man/man8/popbsmtp-postlogin.8.gz \
 	/usr/lib/dovecot/modules/lib90_popbsmtp_plugin.so
 expect_files popbsmtp-policy /usr/sbin/popbsmtp-policy /usr/share/man/man8/popbsmtp-policy.8.gz
+# Units where this release's debhelper puts them: /lib/systemd/system on Debian 12,
+# /usr/lib/systemd/system on 13.
+case $(. /etc/os-release && echo "$VERSION_ID") in 12) UNITDIR=/lib/systemd/system ;; *) UNITDIR=/usr/lib/systemd/system ;; esac
 expect_files popbsmtp-milter /usr/sbin/popbsmtp-milter /usr/share/man/man8/popbsmtp-milter.8.gz \
-	/lib/systemd/system/popbsmtp-milter.service
-expect_files popbsmtp-tools /usr/sbin/popbsmtpctl /usr/share/man/man8/popbsmtpctl.8.gz
+	"$UNITDIR/popbsmtp-milter.service"
+expect_files popbsmtp-tools /usr/sbin/popbsmtpctl /usr/share/man/man8/popbsmtpctl.8.gz \
+	"$UNITDIR/popbsmtp-metrics.service" "$UNITDIR/popbsmtp-metrics.timer"
+# Every doc README links to is in the packages (as a package user reads them).
+for doc in $(grep -o 'docs/[a-z-]*\.md' "$SRC/README.md" | sort -u); do
+	expect_files popbsmtp-common "/usr/share/doc/popbsmtp-common/${doc#docs/}.gz"
+done
 all=$(for p in $PACKAGES; do files "$p"; done | grep -v '^/usr/share/doc/')
 pbs_check_eq "no file is in two packages" "" "$(sort <<<"$all" | uniq -d)"
 for prog in $(grep '^/usr/sbin/' <<<"$all"); do
@@ -121,6 +129,15 @@ pbs_check_match "popbsmtp-milter postinst: enables the milter unit" \
 	"deb-systemd-helper enable 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/postinst")"
 pbs_check_match "popbsmtp-milter postinst: starts (restarts on upgrade) the milter" \
 	"deb-systemd-invoke \\\$_dh_action 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/postinst")"
+pbs_check_match "popbsmtp-milter postinst: says when the milter is not running (no systemd, or it failed)" \
+	'systemd is not running here, so the milter was not started.*the milter did not start' \
+	"$(tr '\n' ' ' <"$C/popbsmtp-milter/postinst")"
+# dh_installsystemd --no-enable: the timer is enabled again on upgrade only if the
+# administrator had enabled it, and never started by the package.
+pbs_check_match "popbsmtp-tools postinst: the metrics timer is enabled only where it was before" \
+	"if deb-systemd-helper debian-installed 'popbsmtp-metrics.timer'" "$(cat "$C/popbsmtp-tools/postinst")"
+pbs_check_eq "popbsmtp-tools postinst: the metrics timer is never started by the package" "" \
+	"$(grep "deb-systemd-invoke.*popbsmtp-metrics" "$C/popbsmtp-tools/postinst")"
 pbs_check_match "popbsmtp-milter prerm: stops the milter on remove" \
 	"deb-systemd-invoke stop 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/prerm")"
 pbs_check_match "popbsmtp-milter postrm: forgets the unit on purge" \
@@ -136,7 +153,7 @@ pbs_check_eq "the configuration is a copy of the annotated sample" "" \
 pbs_check_eq "the shipped configuration passes popbsmtp-milter -t" \
 	"$ROOT/etc/popbsmtp/popbsmtp.conf: configuration OK" \
 	"$("$ROOT/usr/sbin/popbsmtp-milter" -t -c "$ROOT/etc/popbsmtp/popbsmtp.conf" 2>&1)"
-unit=$ROOT/lib/systemd/system/popbsmtp-milter.service
+unit=$ROOT$UNITDIR/popbsmtp-milter.service
 pbs_check_eq "the unit runs the packaged milter as popbsmtp with the packaged configuration" \
 	"User=popbsmtp|ExecStart=/usr/sbin/popbsmtp-milter -f -c /etc/popbsmtp/popbsmtp.conf|" \
 	"$(grep -E '^(User|ExecStart)=' "$unit" | tr '\n' '|')"
