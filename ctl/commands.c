@@ -64,6 +64,8 @@ int ctl_cmd_list(struct ctl *c, int argc, char **argv)
 		if (strcmp(argv[i], "--user") == 0) {
 			if ((st.user = option_value(argc, argv, &i)) == NULL)
 				return CTL_USAGE;
+		} else if (strcmp(argv[i], "--suspended") == 0 && argc == 2) {
+			return ctl_list_suspended(c);
 		} else {
 			return ctl_fail(CTL_USAGE, "list: unexpected argument '%s'", argv[i]);
 		}
@@ -166,6 +168,9 @@ int ctl_cmd_grant(struct ctl *c, int argc, char **argv)
 		return ctl_fail(CTL_USAGE, "%s is in lease.never: it cannot hold a lease", words[0]);
 	if ((problem = pbs_lease_make(&lease, words[1], service, (long long)time(NULL))) != NULL)
 		return ctl_fail(CTL_USAGE, "%s", problem);
+	if ((rc = ctl_suspended(c, words[1])) != CTL_NO)
+		return rc == CTL_OK ? ctl_fail(CTL_USAGE, "%s is suspended: unsuspend first", words[1])
+				    : rc;
 	if (pbs_store_grant(c->store, subject, &lease, ttl) != 0)
 		return ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));
 	printf("granted %s to %s for %d s\n", subject, words[1], ttl);
@@ -203,7 +208,7 @@ static void revoke_one(const struct ctl *c, const struct ctl_lease *l, void *arg
  * session of USER that began before it refreshes or restores a lease, and no login that
  * began before it writes one. Then every lease naming USER is removed, found by walking
  * all leases (there is no per-user index); other users' leases stay. */
-static int revoke_user(const struct ctl *c, const char *user)
+int ctl_revoke_user(const struct ctl *c, const char *user)
 {
 	struct revoke_state st = {user, 0, CTL_OK};
 	const char *problem = pbs_lease_user_problem(user);
@@ -227,7 +232,7 @@ int ctl_cmd_revoke(struct ctl *c, int argc, char **argv)
 	int rc;
 
 	if (argc == 3 && strcmp(argv[1], "--user") == 0)
-		return revoke_user(c, argv[2]);
+		return ctl_revoke_user(c, argv[2]);
 	if (argc != 2 || argv[1][0] == '-')
 		return ctl_fail(CTL_USAGE, "usage: revoke ADDR | revoke --user USER");
 	if ((rc = ctl_subject(c, argv[1], &addr, subject)) != CTL_OK)

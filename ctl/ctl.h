@@ -58,6 +58,11 @@ int ctl_subject(const struct ctl *c, const char *addr_text, pbs_addr *addr,
  * (reported; OUT->invalid says whether it was a value that is no lease). */
 int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out);
 
+/* Walk SCAN over "<prefix><KIND>*" (KIND "lease:", "suspended:"), never KEYS, and hand
+ * each batch of keys to ON_BATCH, which returns CTL_OK to go on. Returns CTL_OK or why not. */
+int ctl_scan_keys(const struct ctl *c, const char *kind,
+		  int (*on_batch)(const struct ctl *, char **, size_t, void *), void *arg);
+
 /* Call EACH for every live lease (SCAN, never KEYS). Returns CTL_OK, or CTL_STORE once the
  * walk is over if a key held no valid lease (each reported), or at once if Redis failed. */
 int ctl_scan_leases(const struct ctl *c, void (*each)(const struct ctl *, const struct ctl_lease *,
@@ -83,6 +88,14 @@ int ctl_cmd_stats(struct ctl *c, int argc, char **argv);
 int ctl_cmd_flush(struct ctl *c, int argc, char **argv);
 int ctl_cmd_usage(struct ctl *c, int argc, char **argv);
 int ctl_cmd_metrics(struct ctl *c, int argc, char **argv);
+int ctl_cmd_suspend(struct ctl *c, int argc, char **argv);
+/* revoke --user USER: its record, then every lease naming it. CTL_OK, CTL_NO or CTL_STORE. */
+int ctl_revoke_user(const struct ctl *c, const char *user);
+/* list --suspended: every suspension, its time and reason. */
+int ctl_list_suspended(struct ctl *c);
+/* CTL_OK when USER is suspended, CTL_NO when not, CTL_STORE when Redis cannot tell. */
+int ctl_suspended(const struct ctl *c, const char *user);
+int ctl_cmd_unsuspend(struct ctl *c, int argc, char **argv);
 
 /* The fleet's decision counts for the last hour and day, per host and in total: text rows,
  * or (with --json) ",\"decisions\":[...],\"decision_totals\":[...]" inside stats' object. */

@@ -168,8 +168,8 @@ int ctl_fetch(const struct ctl *c, const char *subject, struct ctl_lease *out)
 	return rc;
 }
 
-/* "<prefix>lease:*" with the prefix's glob characters escaped, for SCAN MATCH. */
-static void match_pattern(const char *prefix, char *out, size_t len)
+/* "<prefix><kind>*" with the prefix's glob characters escaped, for SCAN MATCH. */
+static void match_pattern(const char *prefix, const char *kind, char *out, size_t len)
 {
 	size_t o = 0;
 
@@ -178,17 +178,16 @@ static void match_pattern(const char *prefix, char *out, size_t len)
 			out[o++] = '\\';
 		out[o++] = *prefix;
 	}
-	snprintf(out + o, len - o, "lease:*");
+	snprintf(out + o, len - o, "%s*", kind);
 }
 
-/* Walk SCAN over "<prefix>lease:*" and hand each batch of keys to ON_BATCH. */
-static int scan_keys(const struct ctl *c,
-		     int (*on_batch)(const struct ctl *, char **, size_t, void *), void *arg)
+int ctl_scan_keys(const struct ctl *c, const char *kind,
+		  int (*on_batch)(const struct ctl *, char **, size_t, void *), void *arg)
 {
 	char pattern[PBS_KEY_MAX * 2], cursor[32] = "0";
 	int rc = CTL_OK;
 
-	match_pattern(pbs_store_prefix(c->store), pattern, sizeof pattern);
+	match_pattern(pbs_store_prefix(c->store), kind, pattern, sizeof pattern);
 	do {
 		const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_BATCH};
 		redisReply *r = pbs_store_command(c->store, 6, argv, NULL);
@@ -225,7 +224,7 @@ int ctl_walk_leases(const struct ctl *c,
 		    long long *invalid)
 {
 	struct scan_each se = {each, arg, 0};
-	int rc = scan_keys(c, lease_batch, &se);
+	int rc = ctl_scan_keys(c, "lease:", lease_batch, &se);
 
 	*invalid = se.bad;
 	return rc;
@@ -264,5 +263,5 @@ static int unlink_batch(const struct ctl *c, char **keys, size_t n, void *arg)
 
 int ctl_unlink_leases(const struct ctl *c, long long *n)
 {
-	return scan_keys(c, unlink_batch, n);
+	return ctl_scan_keys(c, "lease:", unlink_batch, n);
 }

@@ -18,7 +18,8 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{"list", ctl_cmd_list, "list [--user USER]          every live lease"},
+	{"list", ctl_cmd_list, "list [--user USER | --suspended]\n"
+			       "                              every live lease, or every suspended user"},
 	{"check", ctl_cmd_check, "check ADDR                  exit 0 if a lease covers ADDR, 1 if not"},
 	{"grant", ctl_cmd_grant, "grant ADDR USER [--ttl N] [--service NAME]\n"
 				 "                              write a lease by hand (service \"ctl\")"},
@@ -30,6 +31,9 @@ static const struct command commands[] = {
 	{"usage", ctl_cmd_usage, "usage [--days N] [--user USER]\n"
 				 "                              who relayed by lease, messages, first/last use"},
 	{"metrics", ctl_cmd_metrics, "metrics                     the counters in Prometheus text format"},
+	{"suspend", ctl_cmd_suspend, "suspend USER [--for DURATION] [--reason TEXT]\n"
+				     "                              revoke USER's leases; no new one until it ends"},
+	{"unsuspend", ctl_cmd_unsuspend, "unsuspend USER              lift a suspension"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -168,15 +168,18 @@ static int grant(const pbs_config *cfg, const char *ip, const char *user, const 
 	if (result == PBS_GRANT_WRITTEN)
 		pbs_log(LOG_INFO, "lease granted: %s user=%s service=%s ttl=%d", subject, safe_user,
 			service[0] ? service : "-", cfg->lease.ttl);
-	else if (result == PBS_GRANT_REVOKED)
-		/* The login raced a revoke and lost: the revoke working, worth seeing. */
+	else if (result == PBS_GRANT_REVOKED || result == PBS_GRANT_SUSPENDED)
+		/* A revoke or a suspension working: worth seeing, not trouble. */
 		pbs_log(LOG_WARNING, "no lease granted: %s (user %s, %s)", pbs_store_error(store),
 			safe_user, subject);
 	else
 		pbs_log(LOG_ERR, "no lease granted: %s (user %s, %s)", pbs_store_error(store),
 			safe_user, subject);
 	pbs_store_free(store);
-	return result == PBS_GRANT_WRITTEN || result == PBS_GRANT_REVOKED ? 0 : -1;
+	return result == PBS_GRANT_WRITTEN || result == PBS_GRANT_REVOKED ||
+		       result == PBS_GRANT_SUSPENDED
+		   ? 0
+		   : -1;
 }
 
 int main(int argc, char **argv)

@@ -58,6 +58,23 @@ int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PB
 	return lease_key_of(prefix, "revoked-user:", user, out);
 }
 
+int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX])
+{
+	return lease_key_of(prefix, "suspended:", user, out);
+}
+
+const char *pbs_lease_reason_problem(const char *reason)
+{
+	const unsigned char *p;
+
+	if (strlen(reason) > PBS_REASON_MAX)
+		return "reason longer than 200 bytes";
+	for (p = (const unsigned char *)reason; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return "reason holds control characters";
+	return NULL;
+}
+
 int pbs_lease_clock_key(const char *prefix, char out[PBS_KEY_MAX])
 {
 	return lease_key_of(prefix, "clock", "", out);
@@ -166,6 +183,24 @@ int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease)
 	return pbs_lease_make(lease, user, service, lease->granted) == NULL ? 0 : -1;
 }
 
+int pbs_lease_suspension_decode(const char *value, size_t len, long long *since_ms,
+				char reason[PBS_REASON_MAX + 1])
+{
+	const char *p = value, *end = value + len;
+	long long version;
+	size_t n;
+
+	if (memchr(value, '\0', len) != NULL || lease_number(&p, end, &version) != 0 ||
+	    version != PBS_LEASE_VERSION || lease_number(&p, end, since_ms) != 0)
+		return -1;
+	n = (size_t)(end - p);
+	if (n > PBS_REASON_MAX)
+		return -1;
+	memcpy(reason, p, n);
+	reason[n] = '\0';
+	return pbs_lease_reason_problem(reason) == NULL ? 0 : -1;
+}
+
 /*
  * The scripts. Lua 5.1 as Redis embeds it; numbers are doubles, exact for the 13-digit
  * millisecond times used here (anything longer than 15 digits is refused as not a time).
@@ -213,8 +248,9 @@ const char pbs_lease_script_grant[] = LEASE_LUA_COMMON
 	"if revoked(ARGV[6], started) or revoked(ARGV[7], started) then\n"
 	"  return {'revoked', now, ''}\n"
 	"end\n"
+	"if redis.call('EXISTS', ARGV[8]) == 1 then return {'suspended', now, ''} end\n"
 	"redis.call('SET', ARGV[1], ARGV[2], 'EX', ARGV[3])\n"
-	"local err, i = '', 8\n"
+	"local err, i = '', 9\n"
 	"while i <= #ARGV do\n"
 	"  local n = tonumber(ARGV[i])\n"
 	"  local r = redis.pcall(unpack(ARGV, i + 1, i + n))\n"
@@ -223,12 +259,14 @@ const char pbs_lease_script_grant[] = LEASE_LUA_COMMON
 	"end\n"
 	"return {'granted', now, err}\n";
 
-/* An open session's refresh. The revocation records are read first, every time: a
- * session revoked since its login keeps nothing alive, not even another's lease. It keeps
+/* An open session's refresh. A suspension of its user and the revocation records are read
+ * first, every time: a session suspended or revoked since its login keeps nothing alive,
+ * not even another's lease. It keeps
  * a lease naming its own user (the same person's other session or device), leaves another
  * user's alone, and writes its own back where none is only when allowed to. */
 const char pbs_lease_script_refresh[] = LEASE_LUA_COMMON
 	"local login = tonumber(ARGV[3])\n"
+	"if redis.call('EXISTS', ARGV[8]) == 1 then return 'suspended' end\n"
 	"if revoked(ARGV[6], login) or revoked(ARGV[7], login) then return 'revoked' end\n"
 	"local current = redis.call('GET', KEYS[1])\n"
 	"if current then\n"
@@ -251,3 +289,11 @@ const char pbs_lease_script_revoke[] = LEASE_LUA_COMMON
 const char pbs_lease_script_remove_if_user[] = LEASE_LUA_COMMON
 	"if owner(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end\n"
 	"return redis.call('DEL', KEYS[1])\n";
+
+/* The suspension's record, at the store's clock, for as long as asked (or until lifted). */
+const char pbs_lease_script_suspend[] = LEASE_LUA_COMMON
+	"local now = clock(KEYS[2])\n"
+	"local value = '1|' .. string.format('%.0f', now) .. '|' .. ARGV[2]\n"
+	"if tonumber(ARGV[1]) > 0 then redis.call('SET', KEYS[1], value, 'EX', ARGV[1])\n"
+	"else redis.call('SET', KEYS[1], value) end\n"
+	"return now\n";

@@ -751,14 +751,15 @@ static redisReply *store_eval(pbs_store *s, const char *what, const char *script
 /* The keys a lease of SUBJECT for USER involves. Returns 0, or -1 if one is too long. */
 struct store_keys {
 	char lease[PBS_KEY_MAX], revoked[PBS_KEY_MAX], revoked_user[PBS_KEY_MAX],
-	    clock[PBS_KEY_MAX];
+	    suspended[PBS_KEY_MAX], clock[PBS_KEY_MAX];
 };
 
 static int store_keys(pbs_store *s, const char *subject, const char *user, struct store_keys *k)
 {
 	if ((subject != NULL && (pbs_lease_key(s->cfg.prefix, subject, k->lease) != 0 ||
 				 pbs_lease_revoked_key(s->cfg.prefix, subject, k->revoked) != 0)) ||
-	    (user != NULL && pbs_lease_revoked_user_key(s->cfg.prefix, user, k->revoked_user) != 0) ||
+	    (user != NULL && (pbs_lease_revoked_user_key(s->cfg.prefix, user, k->revoked_user) != 0 ||
+			      pbs_lease_suspended_key(s->cfg.prefix, user, k->suspended) != 0)) ||
 	    pbs_lease_clock_key(s->cfg.prefix, k->clock) != 0)
 		return store_fail(s, "lease key too long");
 	return 0;
@@ -825,6 +826,10 @@ static enum pbs_grant grant_result(pbs_store *s, const redisReply *r, long long 
 		store_fail(s, "a revoke came after the login began");
 		return PBS_GRANT_REVOKED;
 	}
+	if (strcmp(st->str, "suspended") == 0) {
+		store_fail(s, "the user is suspended");
+		return PBS_GRANT_SUSPENDED;
+	}
 	if (strcmp(st->str, "late") == 0) {
 		store_fail(s, "the grant reached Redis later than %d ms after the login began",
 			   s->cfg.timeout_ms);
@@ -846,11 +851,11 @@ enum pbs_grant pbs_store_login(pbs_store *s, const char *subject, const pbs_leas
 	char value[PBS_LEASE_VALUE_MAX], ttls[16], started[24], budget[16];
 	char counts[GRANT_COUNTERS_MAX][12];
 	const char *words[60] = {k.clock, k.lease, value, ttls, started, budget, k.revoked,
-				 k.revoked_user};
+				 k.revoked_user, k.suspended};
 	long long start;
 	enum pbs_grant result;
 	redisReply *r;
-	int n = 8;
+	int n = 9;
 
 	*login_ms = 0;
 	if (store_keys(s, subject, lease->user, &k) != 0)
@@ -882,11 +887,11 @@ enum pbs_refresh pbs_store_refresh(pbs_store *s, const char *subject, const pbs_
 		enum pbs_refresh result;
 	} answers[] = {{"kept", PBS_REFRESH_KEPT},       {"other", PBS_REFRESH_OTHER},
 		       {"restored", PBS_REFRESH_RESTORED}, {"gone", PBS_REFRESH_GONE},
-		       {"revoked", PBS_REFRESH_REVOKED}};
+		       {"revoked", PBS_REFRESH_REVOKED},   {"suspended", PBS_REFRESH_SUSPENDED}};
 	struct store_keys k;
 	char value[PBS_LEASE_VALUE_MAX], ttls[16], login[24];
-	const char *argv[8] = {k.lease, value, ttls, login, may_restore ? "1" : "0",
-			       lease->user, k.revoked, k.revoked_user};
+	const char *argv[9] = {k.lease,	    value,     ttls,	      login, may_restore ? "1" : "0",
+			       lease->user, k.revoked, k.revoked_user, k.suspended};
 	enum pbs_refresh result = PBS_REFRESH_ERROR;
 	redisReply *r;
 	size_t i;
@@ -896,7 +901,7 @@ enum pbs_refresh pbs_store_refresh(pbs_store *s, const char *subject, const pbs_
 	pbs_lease_encode(lease, value);
 	snprintf(ttls, sizeof ttls, "%d", ttl);
 	snprintf(login, sizeof login, "%lld", login_ms);
-	if ((r = store_eval(s, "refresh", pbs_lease_script_refresh, 1, 8, argv)) == NULL)
+	if ((r = store_eval(s, "refresh", pbs_lease_script_refresh, 1, 9, argv)) == NULL)
 		return PBS_REFRESH_ERROR;
 	for (i = 0; i < sizeof answers / sizeof answers[0]; i++)
 		if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING)
@@ -955,6 +960,44 @@ int pbs_store_remove_if_user(pbs_store *s, const char *subject, const char *user
 		rc = r->integer > 0;
 	else
 		store_fail(s, "Redis at %s: revoke gave an unexpected reply", s->where);
+	freeReplyObject(r);
+	return rc;
+}
+
+int pbs_store_suspend(pbs_store *s, const char *user, int seconds, const char *reason)
+{
+	struct store_keys k;
+	char secs[16];
+	const char *argv[4] = {k.suspended, k.clock, secs, reason};
+	redisReply *r;
+	int rc = -1;
+
+	if (store_keys(s, NULL, user, &k) != 0)
+		return -1;
+	snprintf(secs, sizeof secs, "%d", seconds);
+	if ((r = store_eval(s, "suspend", pbs_lease_script_suspend, 2, 4, argv)) == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_INTEGER)
+		rc = 0;
+	else
+		store_fail(s, "Redis at %s: suspend gave an unexpected reply", s->where);
+	freeReplyObject(r);
+	return rc;
+}
+
+int pbs_store_unsuspend(pbs_store *s, const char *user)
+{
+	struct store_keys k;
+	redisReply *r;
+	int rc = -1;
+
+	if (store_keys(s, NULL, user, &k) != 0)
+		return -1;
+	r = pbs_store_command(s, 2, (const char *[]){"DEL", k.suspended}, NULL);
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+		rc = r->integer > 0;
+	else if (r != NULL && r->type != REDIS_REPLY_ERROR)
+		store_fail(s, "Redis at %s: DEL gave an unexpected reply", s->where);
 	freeReplyObject(r);
 	return rc;
 }

@@ -175,6 +175,9 @@ static void popbsmtp_refresh(struct popbsmtp_user *pu)
 	case PBS_REFRESH_REVOKED:
 		popbsmtp_stop(pu, "revoked");
 		break;
+	case PBS_REFRESH_SUSPENDED:
+		popbsmtp_stop(pu, "not kept: the user is suspended");
+		break;
 	case PBS_REFRESH_GONE:
 		popbsmtp_stop(pu, pu->restored ? "gone while the session slept"
 					       : "gone after a long Redis outage");
@@ -207,6 +210,10 @@ static void popbsmtp_grant(struct popbsmtp_user *pu)
 	case PBS_GRANT_REVOKED:
 		popbsmtp_answered(pu);
 		popbsmtp_stop(pu, "not granted: a revoke came after the login began");
+		break;
+	case PBS_GRANT_SUSPENDED:
+		popbsmtp_answered(pu);
+		popbsmtp_stop(pu, "not granted: the user is suspended");
 		break;
 	case PBS_GRANT_LATE:
 	case PBS_GRANT_ERROR:

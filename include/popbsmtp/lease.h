@@ -63,6 +63,20 @@ int pbs_lease_revoked_key(const char *prefix, const char *subject, char out[PBS_
 /* "<prefix>revoked-user:<user>", the record of a revoke by user. Returns 0 or -1. */
 int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
+/* "<prefix>suspended:<user>", a suspension: while it exists no login of USER writes a
+ * lease and no session of USER keeps one. Returns 0 or -1. */
+int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
+
+#define PBS_REASON_MAX 200 /* longest reason a suspension records */
+
+/* NULL when REASON may be recorded with a suspension (printable, short), else why not. */
+const char *pbs_lease_reason_problem(const char *reason);
+
+/* Decode a suspension's value "1|<since, store ms>|<reason>" of LEN bytes. Returns 0, or
+ * -1 when it is none (it still suspends: only its presence counts). */
+int pbs_lease_suspension_decode(const char *value, size_t len, long long *since_ms,
+				char reason[PBS_REASON_MAX + 1]);
+
 /* "<prefix>clock", the store's clock: the last time a grant or revoke read, so that times
  * never go back, even across a failover to a master whose clock is behind. Returns 0 or -1. */
 int pbs_lease_clock_key(const char *prefix, char out[PBS_KEY_MAX]);
@@ -87,15 +101,19 @@ int pbs_lease_revocation_ttl(int lease_ttl);
 /* KEYS: clock. Reply: the store's time now, in ms. */
 extern const char pbs_lease_script_clock[];
 /* KEYS: clock. ARGV: lease key, value, ttl, started, budget (ms), revoked key, revoked-user
- * key, then commands to run after a write (counters), each as N and its N words.
- * Reply: {"granted"|"revoked"|"late", now, first error of the commands or ""}. */
+ * key, suspended key, then commands to run after a write (counters), each as N and its N
+ * words. Reply: {"granted"|"revoked"|"late"|"suspended", now, first error of the commands
+ * or ""}. */
 extern const char pbs_lease_script_grant[];
 /* KEYS: lease. ARGV: value, ttl, login (ms), may restore ("1"/"0"), user, revoked key,
- * revoked-user key. Reply: "kept", "other", "restored", "gone" or "revoked". */
+ * revoked-user key, suspended key. Reply: "kept", "other", "restored", "gone", "revoked"
+ * or "suspended". */
 extern const char pbs_lease_script_refresh[];
 /* KEYS: record, clock[, lease]. ARGV: the record's ttl. Reply: {leases removed, now}. */
 extern const char pbs_lease_script_revoke[];
 /* KEYS: lease. ARGV: user. Reply: 1 if the lease named USER and was removed, else 0. */
 extern const char pbs_lease_script_remove_if_user[];
+/* KEYS: suspended key, clock. ARGV: seconds (0: until lifted), reason. Reply: now. */
+extern const char pbs_lease_script_suspend[];
 
 #endif

@@ -25,6 +25,7 @@ enum pbs_refresh {
 	PBS_REFRESH_RESTORED, /* none was there and nothing revoked it: written again */
 	PBS_REFRESH_GONE,     /* none was there, and the session may not write it back */
 	PBS_REFRESH_REVOKED,  /* a revoke since the session's login: stop refreshing */
+	PBS_REFRESH_SUSPENDED, /* the user is suspended: stop refreshing */
 	PBS_REFRESH_ERROR     /* Redis could not be asked; pbs_store_error says why */
 };
 
@@ -33,6 +34,7 @@ enum pbs_grant {
 	PBS_GRANT_WRITTEN, /* the lease is written */
 	PBS_GRANT_REVOKED, /* refused: a revoke of the address or user came after the login began */
 	PBS_GRANT_LATE,    /* refused: it reached Redis after its writer had given up on it */
+	PBS_GRANT_SUSPENDED, /* refused: the user is suspended (popbsmtpctl suspend) */
 	PBS_GRANT_ERROR    /* Redis could not be asked; pbs_store_error says why */
 };
 
@@ -93,6 +95,14 @@ int pbs_store_revoke(pbs_store *store, const char *subject, const char *user, in
 
 /* Remove SUBJECT's lease if, at that instant, it names USER. Returns 1 removed, 0 not, -1. */
 int pbs_store_remove_if_user(pbs_store *store, const char *subject, const char *user);
+
+/* Suspend USER for SECONDS (0: until lifted), recording REASON and the store's time: from
+ * then on no login of USER writes a lease and no session of USER keeps one (the grant and
+ * refresh scripts look for it). Its leases are not removed here (revoke them). 0 or -1. */
+int pbs_store_suspend(pbs_store *store, const char *user, int seconds, const char *reason);
+
+/* Lift USER's suspension. Returns 1 lifted, 0 there was none, -1 on error. */
+int pbs_store_unsuspend(pbs_store *store, const char *user);
 
 /* One GET of SUBJECT's lease. On FOUND fills LEASE. A value that does not decode (or a key
  * of another type) is NONE, like a missing lease, and only then is pbs_store_error() not

@@ -4,8 +4,9 @@
 # refreshing every second: a revoke --user paused between its record and its removals (gdb),
 # a revoke of an address with five sessions of two users behind it while Redis is paused, a
 # neighbour's lease at a revoked user's address (NAT), popbsmtpctl's clock 5 s behind and
-# an hour ahead, a login whose grant is held in a paused Redis while the revoke lands, and
-# sessions hibernated across a revoke whose record then expires. After each: no lease
+# an hour ahead, a login whose grant is held in a paused Redis while the revoke lands, a
+# suspension (the session stops, logins get nothing until it is lifted), and sessions
+# hibernated across a revoke whose record then expires. After each: no lease
 # covers the address or names the user, and none comes back over several refreshes.
 # Usage (as root): test/e2e/plugin_revoke.sh build — TAP on stdout.
 here=$(cd "$(dirname "$0")" && pwd)
@@ -136,6 +137,30 @@ pbs_idle_start e alice 127.0.0.34
 ctl revoke --user alice >/dev/null
 stays_gone "a login's grant held back by Redis across a revoke" 127.0.0.34
 pbs_idle_cmd e logout
+
+# ---- suspension: the session stops, new logins get nothing, until it is lifted ----
+
+pbs_idle_start h alice 127.0.0.37
+pbs_check_eq "alice's session at 127.0.0.37 holds a lease" 1 "$(exists 127.0.0.37)"
+mark=$(pbs_dovecot_log_mark)
+out=$(ctl suspend alice --for 1h --reason "test")
+pbs_check_match "suspend alice: her lease is revoked" '1 lease of alice revoked' "$out"
+stays_gone "alice suspended, her session open" 127.0.0.37
+pbs_check_match "her session says it keeps nothing" \
+	'popbsmtp: lease for 127\.0\.0\.37 not kept: the user is suspended; no longer refreshed' \
+	"$(pbs_dovecot_log_since "$mark" 'the user is suspended')"
+pbs_login_imap 127.0.0.38 alice "$DOVECOT_PASS"
+pbs_check_eq "a new login of alice succeeds (IMAP)" 0 $?
+pbs_check_eq "... but gets no lease while she is suspended" 0 "$(exists 127.0.0.38)"
+pbs_login_pop3 127.0.0.38 bob "$DOVECOT_PASS"
+pbs_check_eq "bob is not affected" 1 "$(exists 127.0.0.38)"
+pbs_redis_cli DEL popbsmtp:lease:127.0.0.38 >/dev/null
+ctl unsuspend alice >/dev/null
+pbs_login_imap 127.0.0.38 alice "$DOVECOT_PASS"
+pbs_check_match "unsuspended: her next login gets a lease" '^1\|[0-9]+\|imap\|alice$' \
+	"$(pbs_redis_cli GET popbsmtp:lease:127.0.0.38)"
+pbs_check_eq "... and the session that was stopped stays stopped" 0 "$(exists 127.0.0.37)"
+pbs_idle_cmd h logout
 
 # ---- hibernation: a revoked session that wakes after its record expired ----
 # IMAP sessions idle for 2 s now go to imap-hibernate (their imap process ends); a command

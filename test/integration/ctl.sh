@@ -960,6 +960,69 @@ run flush --yes
 pbs_check_eq "flush --yes on nothing: exit 0" "0 removed 0 leases" "$RC $OUT"
 rcli "$MAIN_PORT" DEL popbsmtp:user:alice unrelated:key >/dev/null
 
+# ---- suspend, unsuspend, list --suspended ----
+
+run grant 192.0.2.50 mallory
+run grant 198.51.100.50 mallory
+run grant 203.0.113.50 trent
+run suspend mallory --for 2h --reason "spam run, ticket #42"
+pbs_check_eq "suspend mallory --for 2h: exit 0, says so first, then revokes her leases" \
+	"0 suspended mallory for 7200 s|2 leases of mallory revoked|revoked 192.0.2.0/24|revoked 198.51.100.0/24|" \
+	"$RC $(printf '%s\n' "$OUT" | head -n 1)|$(printf '%s\n' "$OUT" | tail -n +2 | sort | tr '\n' '|')"
+pbs_check_eq "suspend: her leases are gone, trent's stays" "0 0 1" \
+	"$(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:192.0.2.0/24) $(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:198.51.100.0/24) $(rcli "$MAIN_PORT" EXISTS popbsmtp:lease:203.0.113.0/24)"
+check_re "suspend: the record is 1|<ms>|<reason>, for 2 h" '^1\|[0-9]{13}\|spam run, ticket #42 (7[01][0-9][0-9]|7200)$' \
+	"$(rcli "$MAIN_PORT" GET popbsmtp:suspended:mallory) $(rcli "$MAIN_PORT" TTL popbsmtp:suspended:mallory)"
+run suspend trent
+pbs_check_eq "suspend trent (no --for): until lifted" \
+	"0 suspended trent until lifted (popbsmtpctl unsuspend)|revoked 203.0.113.0/24|1 lease of trent revoked|" \
+	"$RC $(printf '%s\n' "$OUT" | tr '\n' '|')"
+pbs_check_eq "suspend without --for: no expiry" -1 "$(rcli "$MAIN_PORT" TTL popbsmtp:suspended:trent)"
+run list --suspended
+pbs_check_eq "list --suspended: a header and both users" "0 USER mallory trent" \
+	"$RC $(printf '%s\n' "$OUT" | awk '{print $1}' | sort | paste -sd' ' -)"
+check_re "list --suspended: mallory's row has her time left and reason" \
+	'^mallory +[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z +(7[01][0-9][0-9]|7200) spam run, ticket #42$' \
+	"$(printf '%s\n' "$OUT" | grep '^mallory')"
+check_re "list --suspended: trent's until lifted" '^trent +[0-9-]+T[0-9:]+Z +- *$' \
+	"$(printf '%s\n' "$OUT" | grep '^trent')"
+run --json list --suspended
+jpys 'd["count"]' '" ".join("%s:%d" % (x["user"], x["seconds_left"] > 0) for x in sorted(d["suspended"], key=lambda x: x["user"]))'
+pbs_check_eq "list --json --suspended" "2 mallory:1 trent:0" "${J[0]} ${J[1]}"
+err_case "grant to a suspended user" 2 "mallory is suspended: unsuspend first" "$PBS_CONF" grant 192.0.2.50 mallory
+err_case "suspend without a user" 2 "usage: suspend USER" "$PBS_CONF" suspend
+err_case "suspend --for 0" 2 "--for: '0' is not a duration" "$PBS_CONF" suspend eve --for 0
+err_case "suspend --for 2w" 2 "--for: '2w' is not a duration" "$PBS_CONF" suspend eve --for 2w
+err_case "suspend --for 367d" 2 "--for: '367d' is not a duration" "$PBS_CONF" suspend eve --for 367d
+err_case "suspend --for without a value" 2 "--for needs a value" "$PBS_CONF" suspend eve --for
+err_case "suspend with a control byte in the reason" 2 "reason holds control characters" \
+	"$PBS_CONF" suspend eve --reason $'a\nb'
+err_case "suspend an empty user" 2 "empty user name" "$PBS_CONF" suspend ""
+err_case "unsuspend without a user" 2 "usage: unsuspend USER" "$PBS_CONF" unsuspend
+run unsuspend mallory
+pbs_check_eq "unsuspend mallory: exit 0" "0 unsuspended mallory: the next login grants a lease" "$RC $OUT"
+run unsuspend mallory
+pbs_check_eq "unsuspend mallory again: exit 1" "1 mallory was not suspended" "$RC $OUT"
+run grant 192.0.2.50 mallory
+pbs_check_eq "after unsuspend: grant works" 0 "$RC"
+run unsuspend trent
+# docs/abuse.md's three commands, as written (popbsmtpctl with this test's configuration).
+doc_cmd() { pbs_doc_block "$PBS_DOCS/abuse.md" "$1" | grep -v '^#' | sed "s|^popbsmtpctl |$CTL -c $PBS_CONF |"; }
+for step in 'or whose password is known to be stolen' 'since when, for how long and why' 'Lift it (the next login'; do
+	line=$(doc_cmd "$step")
+	pbs_check_match "docs/abuse.md: a popbsmtpctl command after '$step'" "^$CTL -c " "$line"
+	out=$(eval "$line" 2>&1)
+	pbs_check_eq "docs/abuse.md: '${line#"$CTL -c $PBS_CONF "}' runs: exit 0" 0 $?
+	case $step in
+	since*) check_re "docs/abuse.md: list --suspended shows the documented row" \
+		'^alice@example\.org +[0-9-]+T[0-9:]+Z +8[0-9]{4} spam run, ticket 4711$' \
+		"$(printf '%s\n' "$out" | grep '^alice')" ;;
+	esac
+done
+run flush --yes
+err_case "Redis down: suspend" 3 "connect failed" "$DEAD_CONF" suspend mallory
+err_case "Redis down: list --suspended" 3 "connect failed" "$DEAD_CONF" list --suspended
+
 # ---- revoke racing a grant ----
 # A proxy between popbsmtpctl and Redis holds each script call that removes a lease (revoke
 # ADDR's, and revoke --user's per lease) and, before passing it on, grants that lease key

@@ -1034,6 +1034,53 @@ static void test_login_fenced(void **state)
 	pbs_store_free(s);
 }
 
+/* A suspension: while it lives no login of the user writes a lease and no session of the
+ * user keeps one (any value at the key suspends: only its presence counts); lifted, the
+ * next login is granted; --for makes it expire by itself. */
+static void test_suspend(void **state)
+{
+	pbs_store *s = admin_store();
+	pbs_lease alice, bob;
+	long long at, since;
+	char reason[PBS_REASON_MAX + 1];
+	redisReply *r;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	make_lease(&bob, "bob", "imap");
+	at = login(s, &alice);
+	assert_int_equal(pbs_store_suspend(s, "alice", 0, "spam run, ticket 42"), 0);
+	assert_int_equal(cmd_int(s, "TTL", "popbsmtp:suspended:alice", NULL), -1);
+	r = cmd(s, "GET", "popbsmtp:suspended:alice", (const char *)NULL);
+	assert_int_equal(pbs_lease_suspension_decode(r->str, r->len, &since, reason), 0);
+	assert_true(since > at);
+	assert_string_equal(reason, "spam run, ticket 42");
+	freeReplyObject(r);
+	/* Her session stops; her next login is refused; bob is not touched. */
+	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, at, true),
+			 PBS_REFRESH_SUSPENDED);
+	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, NULL, NULL, &at),
+			 PBS_GRANT_SUSPENDED);
+	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:lease:192.0.2.8", NULL), 0);
+	assert_int_equal(pbs_store_login(s, "192.0.2.9", &bob, 600, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	/* Any value suspends, a hash too. */
+	cmd_int(s, "DEL", "popbsmtp:suspended:alice", NULL);
+	freeReplyObject(cmd(s, "HSET", "popbsmtp:suspended:alice", "x", "y", (const char *)NULL));
+	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, NULL, NULL, &at),
+			 PBS_GRANT_SUSPENDED);
+	/* Lifted: the next login is granted. */
+	assert_int_equal(pbs_store_unsuspend(s, "alice"), 1);
+	assert_int_equal(pbs_store_unsuspend(s, "alice"), 0);
+	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	/* For a while: the key expires with it. */
+	assert_int_equal(pbs_store_suspend(s, "alice", 3600, ""), 0);
+	at = cmd_int(s, "TTL", "popbsmtp:suspended:alice", NULL);
+	assert_true(at > 3590 && at <= 3600);
+	pbs_store_free(s);
+}
+
 /* revoke --user's removal: only a lease that names the user at that instant. */
 static void test_remove_if_user(void **state)
 {
@@ -1103,6 +1150,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_refresh_bad_records, flush_all),
 	    cmocka_unit_test_setup(test_login_fenced, flush_all),
 	    cmocka_unit_test_setup(test_remove_if_user, flush_all),
+	    cmocka_unit_test_setup(test_suspend, flush_all),
 	    cmocka_unit_test(test_refresh_refused),
 	};
 

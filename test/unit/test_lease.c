@@ -443,6 +443,37 @@ static void test_revoked_keys(void **state)
 	free(prefix);
 }
 
+/* A suspension's key and value: "1|<since ms>|<reason>", the reason printable and short. */
+static void test_suspension(void **state)
+{
+	static const char *const bad[] = {"", "1", "1|", "1|5", "2|5|x", "1|x|y", "1|-5|x",
+					  "1|5|a\tb", "1|5|\x7f", NULL};
+	char key[PBS_KEY_MAX], reason[PBS_REASON_MAX + 1], *long_reason;
+	long long since = -1;
+	size_t i;
+
+	(void)state;
+	assert_int_equal(pbs_lease_suspended_key("popbsmtp:", "alice@example.org", key), 0);
+	assert_string_equal(key, "popbsmtp:suspended:alice@example.org");
+	assert_int_equal(pbs_lease_suspension_decode("1|1714641243123|spam, #42", 25, &since,
+						     reason), 0);
+	assert_true(since == 1714641243123LL);
+	assert_string_equal(reason, "spam, #42");
+	assert_int_equal(pbs_lease_suspension_decode("1|5|", 4, &since, reason), 0);
+	assert_string_equal(reason, "");
+	for (i = 0; bad[i] != NULL; i++)
+		if (pbs_lease_suspension_decode(bad[i], strlen(bad[i]), &since, reason) == 0)
+			fail_msg("'%s' decoded as a suspension", bad[i]);
+	assert_null(pbs_lease_reason_problem(""));
+	assert_non_null(pbs_lease_reason_problem("a\nb"));
+	long_reason = repeat('r', PBS_REASON_MAX);
+	assert_null(pbs_lease_reason_problem(long_reason));
+	free(long_reason);
+	long_reason = repeat('r', PBS_REASON_MAX + 1);
+	assert_string_equal(pbs_lease_reason_problem(long_reason), "reason longer than 200 bytes");
+	free(long_reason);
+}
+
 /* Records outlive the leases they revoke: a day at least, twice the ttl when longer. */
 static void test_revocation_ttl(void **state)
 {
@@ -469,6 +500,7 @@ int main(void)
 	    cmocka_unit_test(test_make),
 	    cmocka_unit_test(test_revoked_keys),
 	    cmocka_unit_test(test_revocation_ttl),
+	    cmocka_unit_test(test_suspension),
 	};
 
 	return cmocka_run_group_tests_name("lease", tests, NULL, NULL);
