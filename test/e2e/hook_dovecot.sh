@@ -9,8 +9,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 . "$here/lib/dovecot.sh"
 
-bail() { echo "Bail out! $*"; exit 1; }
-
 [ $# -eq 1 ] || bail "usage: $0 PATH_TO_popbsmtp-postlogin"
 # Dovecot takes a relative executable path as relative to /usr/lib/dovecot: make it absolute.
 hook=$(readlink -f "$1") && [ -x "$hook" ] || bail "$1: no executable there (not built yet?)"

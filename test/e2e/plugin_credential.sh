@@ -14,11 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 . "$here/lib/dovecot.sh"
 
-bail() { echo "Bail out! $*"; exit 1; }
-
-pbs_build_dir_arg "$@"
-plugin_dir="$PBS_BIN/plugin"
-[ -e "$plugin_dir/lib90_popbsmtp_plugin.so" ] || bail "$plugin_dir: no plugin built"
+pbs_plugin_test_start "$@"
+plugin_dir=$PLUGIN_DIR
 TTL=60
 SECRET="Lease-Writer-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
 

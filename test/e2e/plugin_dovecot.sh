@@ -15,11 +15,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/postfix.sh"
 . "$here/lib/milter.sh"
 
-bail() { echo "Bail out! $*"; exit 1; }
-
-pbs_build_dir_arg "$@"
-plugin_dir="$PBS_BIN/plugin"
-[ -e "$plugin_dir/lib90_popbsmtp_plugin.so" ] || bail "$plugin_dir: no plugin built"
+pbs_plugin_test_start "$@"
+plugin_dir=$PLUGIN_DIR
 TTL=3       # short, so that a session outliving 3 x ttl takes seconds
 REFRESH=1
 REMOTE=user@remote.example

@@ -13,12 +13,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 . "$here/lib/dovecot.sh"
 
-bail() { echo "Bail out! $*"; exit 1; }
-
-pbs_build_dir_arg "$@"
-plugin_dir="$PBS_BIN/plugin"
+pbs_plugin_test_start "$@"
+plugin_dir=$PLUGIN_DIR
 CTL="$PBS_BIN/ctl/popbsmtpctl"
-[ -e "$plugin_dir/lib90_popbsmtp_plugin.so" ] || bail "$plugin_dir: no plugin built"
 command -v gdb >/dev/null || bail "gdb is not installed (scripts/install-deps)"
 command -v faketime >/dev/null || bail "faketime is not installed (scripts/install-deps)"
 TTL=4

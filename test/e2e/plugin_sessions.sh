@@ -8,11 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 . "$here/lib/dovecot.sh"
 
-bail() { echo "Bail out! $*"; exit 1; }
-
-pbs_build_dir_arg "$@"
-plugin_dir="$PBS_BIN/plugin"
-[ -e "$plugin_dir/lib90_popbsmtp_plugin.so" ] || bail "$plugin_dir: no plugin built"
+pbs_plugin_test_start "$@"
+plugin_dir=$PLUGIN_DIR
 N=200
 TTL=6
 REFRESH=2

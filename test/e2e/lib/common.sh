@@ -106,6 +106,9 @@ pbs_wait_file() {
 }
 
 # ---- assertions: each prints ok/not ok; pbs_done exits non-zero if any failed ----
+# bail WHY — TAP's "Bail out!": the test cannot go on (a server did not start, …).
+bail() { echo "Bail out! $*"; exit 1; }
+
 pbs_ok() { PBS_CHECKS=$((PBS_CHECKS + 1)); echo "ok $PBS_CHECKS - $1"; }
 pbs_fail() { PBS_CHECKS=$((PBS_CHECKS + 1)); PBS_FAILS=$((PBS_FAILS + 1)); echo "not ok $PBS_CHECKS - $1"; }
 

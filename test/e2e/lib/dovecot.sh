@@ -46,6 +46,14 @@ pbs_start_dovecot() {
 		{ pbs_dovecot_why; return 1; }
 }
 
+# pbs_plugin_test_start BUILD_DIR — the start of a plugin test: PBS_BIN from BUILD_DIR, and
+# PLUGIN_DIR, where lib90_popbsmtp_plugin.so was built; "Bail out!" (TAP) when it was not.
+pbs_plugin_test_start() {
+	pbs_build_dir_arg "$@"
+	PLUGIN_DIR="$PBS_BIN/plugin"
+	[ -e "$PLUGIN_DIR/lib90_popbsmtp_plugin.so" ] || bail "$PLUGIN_DIR: no plugin built"
+}
+
 # pbs_start_dovecot_plugin PLUGIN_DIR CONF [HOOK_CMD…] — start the instance in plugin mode:
 # lib90_popbsmtp_plugin.so from PLUGIN_DIR in every mail process (mail_plugins for all
 # services, so LMTP, LDA and doveadm load it too and must write no lease) with
