@@ -120,12 +120,18 @@ int ctl_cmd_check(struct ctl *c, int argc, char **argv)
 			ctl_print_lease(c, &l);
 		else
 			printf("null");
+		printf(",\"users\":");
+		if (ctl_print_users(c, subject) != CTL_OK)
+			printf("null");
 		printf("}\n");
-	} else if (rc == CTL_OK) {
-		ctl_print_lease(c, &l);
-	} else {
-		printf("no lease covers %s (%s)\n", words[0], subject);
+		return rc;
 	}
+	if (rc == CTL_OK)
+		ctl_print_lease(c, &l);
+	else
+		printf("no lease covers %s (%s)\n", words[0], subject);
+	/* Who logged in there lately (docs/abuse.md): a failure to tell is said on stderr. */
+	(void)ctl_print_users(c, subject);
 	return rc;
 }
 

@@ -398,6 +398,20 @@ static void print_gate_health(const struct ctl_counters *cs)
 	}
 }
 
+/* The gauge of addresses where more than one user logged in within lease.ttl. */
+static int print_shared(const struct ctl *c)
+{
+	long long shared;
+	int rc = ctl_count_shared(c, &shared);
+
+	if (rc == CTL_OK)
+		printf("# HELP popbsmtp_shared_addresses Lease subjects where more than one user "
+		       "logged in within lease.ttl.\n# TYPE popbsmtp_shared_addresses gauge\n"
+		       "popbsmtp_shared_addresses %lld\n",
+		       shared);
+	return rc;
+}
+
 int ctl_cmd_metrics(struct ctl *c, int argc, char **argv)
 {
 	struct ctl_counters cs = {NULL, 0, 0, NULL};
@@ -415,6 +429,7 @@ int ctl_cmd_metrics(struct ctl *c, int argc, char **argv)
 			     "Leases written at login (result granted), or not (refused, failed).",
 			     true, PBS_EV_GRANTED, PBS_EV_GRANT_FAILED_STORE);
 		print_gate_health(&cs);
+		rc = print_shared(c);
 	}
 	counters_free(&cs);
 	return rc;

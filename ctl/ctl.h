@@ -93,6 +93,12 @@ int ctl_cmd_suspend(struct ctl *c, int argc, char **argv);
 int ctl_revoke_user(const struct ctl *c, const char *user);
 /* list --suspended: every suspension, its time and reason. */
 int ctl_list_suspended(struct ctl *c);
+/* usage --shared: the subjects where more than one user logged in within lease.ttl. */
+int ctl_list_shared(struct ctl *c);
+/* How many such subjects there are, into *SHARED. CTL_OK or CTL_STORE. */
+int ctl_count_shared(const struct ctl *c, long long *shared);
+/* The users seen at SUBJECT: a line of text, or a JSON array. CTL_OK or CTL_STORE. */
+int ctl_print_users(const struct ctl *c, const char *subject);
 /* CTL_OK when USER is suspended, CTL_NO when not, CTL_STORE when Redis cannot tell. */
 int ctl_suspended(const struct ctl *c, const char *user);
 int ctl_cmd_unsuspend(struct ctl *c, int argc, char **argv);

@@ -252,7 +252,8 @@ static int parse_args(int argc, char **argv, int *days, const char **user)
 
 	for (i = 1; i < argc; i++) {
 		if (i + 1 >= argc || (strcmp(argv[i], "--days") != 0 && strcmp(argv[i], "--user") != 0))
-			return ctl_fail(CTL_USAGE, "usage: usage [--days N] [--user USER]");
+			return ctl_fail(CTL_USAGE,
+					"usage: usage [--days N] [--user USER] | usage --shared");
 		if (strcmp(argv[i], "--user") == 0) {
 			*user = argv[++i];
 			continue;
@@ -273,6 +274,8 @@ int ctl_cmd_usage(struct ctl *c, int argc, char **argv)
 	char (*keys)[PBS_KEY_MAX];
 	time_t now = time(NULL);
 
+	if (argc == 2 && strcmp(argv[1], "--shared") == 0)
+		return ctl_list_shared(c);
 	if ((rc = parse_args(argc, argv, &days, &user)) != CTL_OK)
 		return rc;
 	if (pbs_store_connect(c->store) != 0)

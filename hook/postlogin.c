@@ -164,22 +164,20 @@ static int grant(const pbs_config *cfg, const char *ip, const char *user, const 
 		return -1;
 	}
 	result = pbs_usage_grant(store, &cfg->usage, "hook", subject, &lease, cfg->lease.ttl,
-				 &login_ms);
+				 cfg->lease.max_users_per_address, &login_ms);
 	if (result == PBS_GRANT_WRITTEN)
 		pbs_log(LOG_INFO, "lease granted: %s user=%s service=%s ttl=%d", subject, safe_user,
 			service[0] ? service : "-", cfg->lease.ttl);
-	else if (result == PBS_GRANT_REVOKED || result == PBS_GRANT_SUSPENDED)
-		/* A revoke or a suspension working: worth seeing, not trouble. */
+	else if (result == PBS_GRANT_REVOKED || result == PBS_GRANT_SUSPENDED ||
+		 result == PBS_GRANT_SHARED)
+		/* A revoke, a suspension or a bound working: worth seeing, not trouble. */
 		pbs_log(LOG_WARNING, "no lease granted: %s (user %s, %s)", pbs_store_error(store),
 			safe_user, subject);
 	else
 		pbs_log(LOG_ERR, "no lease granted: %s (user %s, %s)", pbs_store_error(store),
 			safe_user, subject);
 	pbs_store_free(store);
-	return result == PBS_GRANT_WRITTEN || result == PBS_GRANT_REVOKED ||
-		       result == PBS_GRANT_SUSPENDED
-		   ? 0
-		   : -1;
+	return result == PBS_GRANT_ERROR || result == PBS_GRANT_LATE ? -1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -74,6 +74,8 @@ static const struct key_spec keys[] = {
 	{"lease", "ipv4_prefix", KEY_INT, AT(lease.ipv4_prefix), 0, 32, 32, NULL, NULL},
 	{"lease", "ipv6_prefix", KEY_INT, AT(lease.ipv6_prefix), 0, 128, 64, NULL, NULL},
 	{"lease", "never", KEY_CIDRS, AT(lease.never), 0, 0, 0, NULL, empty_list},
+	{"lease", "max_users_per_address", KEY_INT, AT(lease.max_users_per_address), 0, 1000000, 0,
+	 NULL, NULL},
 	{"milter", "socket", KEY_STRING, AT(milter.socket), 1, 255, 0,
 	 "unix:/run/popbsmtp/milter.sock", NULL},
 	{"milter", "socket_mode", KEY_MODE, AT(milter.socket_mode), 0, 0777, 0660, NULL, NULL},

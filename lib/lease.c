@@ -58,6 +58,11 @@ int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PB
 	return lease_key_of(prefix, "revoked-user:", user, out);
 }
 
+int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX])
+{
+	return lease_key_of(prefix, "users:", subject, out);
+}
+
 int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX])
 {
 	return lease_key_of(prefix, "suspended:", user, out);
@@ -237,7 +242,10 @@ const char pbs_lease_script_clock[] = LEASE_LUA_COMMON "return clock(KEYS[1])\n"
 
 /* A login's grant is refused when a revoke came after the login began (STARTED, read from
  * the same clock before the login's grant was sent), or when it arrives later than its
- * writer waits for it: a late write must not bring back what a revoke took. The counters
+ * writer waits for it: a late write must not bring back what a revoke took. It is refused
+ * too while the user is suspended, and when the address already has as many other users
+ * as lease.max_users_per_address allows, counted over the lease's ttl in a sorted set
+ * whose members are the users and whose scores are their last logins. The counters
  * go through pcall: one Redis refuses costs its count, never the lease. The lease key is
  * an argument, not a KEY, so that a writer may run it with write-only rights on leases
  * (Redis checks a script's KEYS for read and write). */
@@ -249,8 +257,15 @@ const char pbs_lease_script_grant[] = LEASE_LUA_COMMON
 	"  return {'revoked', now, ''}\n"
 	"end\n"
 	"if redis.call('EXISTS', ARGV[8]) == 1 then return {'suspended', now, ''} end\n"
+	"redis.call('ZREMRANGEBYSCORE', ARGV[9], '-inf', '(' .. (now - ARGV[3] * 1000))\n"
+	"if tonumber(ARGV[10]) > 0 and not redis.call('ZSCORE', ARGV[9], ARGV[11]) and\n"
+	"   redis.call('ZCARD', ARGV[9]) >= tonumber(ARGV[10]) then\n"
+	"  return {'shared', now, ''}\n"
+	"end\n"
+	"redis.call('ZADD', ARGV[9], now, ARGV[11])\n"
+	"redis.call('EXPIRE', ARGV[9], ARGV[3])\n"
 	"redis.call('SET', ARGV[1], ARGV[2], 'EX', ARGV[3])\n"
-	"local err, i = '', 9\n"
+	"local err, i = '', 12\n"
 	"while i <= #ARGV do\n"
 	"  local n = tonumber(ARGV[i])\n"
 	"  local r = redis.pcall(unpack(ARGV, i + 1, i + n))\n"
@@ -272,6 +287,9 @@ const char pbs_lease_script_refresh[] = LEASE_LUA_COMMON
 	"if current then\n"
 	"  if owner(current) ~= ARGV[5] then return 'other' end\n"
 	"  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+	"  local t = redis.call('TIME')\n"
+	"  redis.call('ZADD', ARGV[9], 'XX', tonumber(t[1]) * 1000, ARGV[5])\n"
+	"  redis.call('EXPIRE', ARGV[9], ARGV[2])\n"
 	"  return 'kept'\n"
 	"end\n"
 	"if ARGV[4] ~= '1' then return 'gone' end\n"

@@ -751,13 +751,14 @@ static redisReply *store_eval(pbs_store *s, const char *what, const char *script
 /* The keys a lease of SUBJECT for USER involves. Returns 0, or -1 if one is too long. */
 struct store_keys {
 	char lease[PBS_KEY_MAX], revoked[PBS_KEY_MAX], revoked_user[PBS_KEY_MAX],
-	    suspended[PBS_KEY_MAX], clock[PBS_KEY_MAX];
+	    suspended[PBS_KEY_MAX], users[PBS_KEY_MAX], clock[PBS_KEY_MAX];
 };
 
 static int store_keys(pbs_store *s, const char *subject, const char *user, struct store_keys *k)
 {
 	if ((subject != NULL && (pbs_lease_key(s->cfg.prefix, subject, k->lease) != 0 ||
-				 pbs_lease_revoked_key(s->cfg.prefix, subject, k->revoked) != 0)) ||
+				 pbs_lease_revoked_key(s->cfg.prefix, subject, k->revoked) != 0 ||
+				 pbs_lease_users_key(s->cfg.prefix, subject, k->users) != 0)) ||
 	    (user != NULL && (pbs_lease_revoked_user_key(s->cfg.prefix, user, k->revoked_user) != 0 ||
 			      pbs_lease_suspended_key(s->cfg.prefix, user, k->suspended) != 0)) ||
 	    pbs_lease_clock_key(s->cfg.prefix, k->clock) != 0)
@@ -830,6 +831,11 @@ static enum pbs_grant grant_result(pbs_store *s, const redisReply *r, long long 
 		store_fail(s, "the user is suspended");
 		return PBS_GRANT_SUSPENDED;
 	}
+	if (strcmp(st->str, "shared") == 0) {
+		store_fail(s, "other users logged in from this address already "
+			      "(lease.max_users_per_address)");
+		return PBS_GRANT_SHARED;
+	}
 	if (strcmp(st->str, "late") == 0) {
 		store_fail(s, "the grant reached Redis later than %d ms after the login began",
 			   s->cfg.timeout_ms);
@@ -844,18 +850,18 @@ static enum pbs_grant grant_result(pbs_store *s, const redisReply *r, long long 
 }
 
 enum pbs_grant pbs_store_login(pbs_store *s, const char *subject, const pbs_lease *lease,
-			       int ttl, int count, const int *argcs, const char **const *argvs,
-			       long long *login_ms)
+			       int ttl, int max_users, int count, const int *argcs,
+			       const char **const *argvs, long long *login_ms)
 {
 	struct store_keys k;
-	char value[PBS_LEASE_VALUE_MAX], ttls[16], started[24], budget[16];
+	char value[PBS_LEASE_VALUE_MAX], ttls[16], started[24], budget[16], most[16];
 	char counts[GRANT_COUNTERS_MAX][12];
-	const char *words[60] = {k.clock, k.lease, value, ttls, started, budget, k.revoked,
-				 k.revoked_user, k.suspended};
+	const char *words[60] = {k.clock,    k.lease,	     value,	  ttls,	   started, budget,
+				 k.revoked, k.revoked_user, k.suspended, k.users, most,    lease->user};
 	long long start;
 	enum pbs_grant result;
 	redisReply *r;
-	int n = 9;
+	int n = 12;
 
 	*login_ms = 0;
 	if (store_keys(s, subject, lease->user, &k) != 0)
@@ -867,6 +873,7 @@ enum pbs_grant pbs_store_login(pbs_store *s, const char *subject, const pbs_leas
 	pbs_lease_encode(lease, value);
 	snprintf(ttls, sizeof ttls, "%d", ttl);
 	snprintf(budget, sizeof budget, "%d", s->cfg.timeout_ms);
+	snprintf(most, sizeof most, "%d", max_users);
 	/* First the time the login began, by the store's clock: the grant that follows is
 	 * refused if a revoke comes in between, or if it arrives after the writer gave up. */
 	if (store_clock(s, &k, &start) != 0)
@@ -890,8 +897,8 @@ enum pbs_refresh pbs_store_refresh(pbs_store *s, const char *subject, const pbs_
 		       {"revoked", PBS_REFRESH_REVOKED},   {"suspended", PBS_REFRESH_SUSPENDED}};
 	struct store_keys k;
 	char value[PBS_LEASE_VALUE_MAX], ttls[16], login[24];
-	const char *argv[9] = {k.lease,	    value,     ttls,	      login, may_restore ? "1" : "0",
-			       lease->user, k.revoked, k.revoked_user, k.suspended};
+	const char *argv[10] = {k.lease,     value,	  ttls,		 login,	      may_restore ? "1" : "0",
+				lease->user, k.revoked, k.revoked_user, k.suspended, k.users};
 	enum pbs_refresh result = PBS_REFRESH_ERROR;
 	redisReply *r;
 	size_t i;
@@ -901,7 +908,7 @@ enum pbs_refresh pbs_store_refresh(pbs_store *s, const char *subject, const pbs_
 	pbs_lease_encode(lease, value);
 	snprintf(ttls, sizeof ttls, "%d", ttl);
 	snprintf(login, sizeof login, "%lld", login_ms);
-	if ((r = store_eval(s, "refresh", pbs_lease_script_refresh, 1, 9, argv)) == NULL)
+	if ((r = store_eval(s, "refresh", pbs_lease_script_refresh, 1, 10, argv)) == NULL)
 		return PBS_REFRESH_ERROR;
 	for (i = 0; i < sizeof answers / sizeof answers[0]; i++)
 		if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING)

@@ -560,14 +560,24 @@ void pbs_usage_grant_commands(struct pbs_usage_batch *b, const char *prefix,
 
 enum pbs_grant pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg,
 			       const char *source, const char *subject, const pbs_lease *lease,
-			       int ttl, long long *login_ms)
+			       int ttl, int max_users, long long *login_ms)
 {
 	struct pbs_usage_batch counters;
 
 	pbs_usage_grant_commands(&counters, pbs_store_prefix(store), cfg, source, PBS_EV_GRANTED,
 				 (time_t)lease->granted);
-	return pbs_store_login(store, subject, lease, ttl, counters.count, counters.argcs,
-			       counters.argvs, login_ms);
+	enum pbs_grant result = pbs_store_login(store, subject, lease, ttl, max_users,
+						counters.count, counters.argcs, counters.argvs,
+						login_ms);
+
+	/* A refusal the counters in the script did not see: counted on its own. */
+	if (result == PBS_GRANT_SHARED || result == PBS_GRANT_SUSPENDED)
+		(void)pbs_usage_count_grant(store, cfg, source,
+					    result == PBS_GRANT_SHARED
+						? PBS_EV_GRANT_REFUSED_SHARED
+						: PBS_EV_GRANT_REFUSED_SUSPENDED,
+					    (time_t)lease->granted);
+	return result;
 }
 
 int pbs_usage_count_grant(pbs_store *store, const struct pbs_usage_config *cfg,

@@ -46,6 +46,7 @@ struct popbsmtp_user {
 	pbs_lease lease;
 	int ttl;
 	int timeout_ms;        /* redis.timeout_ms: the bound of each whole exchange */
+	int max_users;         /* lease.max_users_per_address */
 	struct pbs_usage_config usage; /* for the grant's counters; host in the user's pool */
 	long long login_ms;    /* the store's clock at the grant; 0 when unknown (any revoke
 				  record then stops the session) */
@@ -201,7 +202,7 @@ static void popbsmtp_grant(struct popbsmtp_user *pu)
 	/* The login waits for both round trips: bound them together, as a refresh. */
 	pbs_store_bound(pu->store, pu->timeout_ms);
 	switch (pbs_usage_grant(pu->store, &pu->usage, "plugin", pu->subject, &pu->lease, pu->ttl,
-				&pu->login_ms)) {
+				pu->max_users, &pu->login_ms)) {
 	case PBS_GRANT_WRITTEN:
 		e_debug(pu->user->event, "popbsmtp: lease granted: %s user=%s service=%s ttl=%d",
 			pu->subject, pbs_log_safe(pu->lease.user, safe), pu->lease.service, pu->ttl);
@@ -214,6 +215,11 @@ static void popbsmtp_grant(struct popbsmtp_user *pu)
 	case PBS_GRANT_SUSPENDED:
 		popbsmtp_answered(pu);
 		popbsmtp_stop(pu, "not granted: the user is suspended");
+		break;
+	case PBS_GRANT_SHARED:
+		popbsmtp_answered(pu);
+		popbsmtp_stop(pu, "not granted: other users logged in from this address already "
+				  "(lease.max_users_per_address)");
 		break;
 	case PBS_GRANT_LATE:
 	case PBS_GRANT_ERROR:
@@ -273,6 +279,7 @@ static bool popbsmtp_prepare(struct popbsmtp_user *pu, const pbs_config *cfg, co
 			  pu->subject);
 	pu->ttl = cfg->lease.ttl;
 	pu->timeout_ms = cfg->redis.timeout_ms;
+	pu->max_users = cfg->lease.max_users_per_address;
 	pu->usage = cfg->usage;
 	pu->usage.host = p_strdup(pu->user->pool, cfg->usage.host);
 	return true;

@@ -41,6 +41,7 @@ struct pbs_lease_config {
 	int ipv4_prefix;
 	int ipv6_prefix;
 	pbs_cidr_list never;
+	int max_users_per_address; /* distinct users a lease's address may have at once; 0: any */
 };
 
 struct pbs_milter_config {

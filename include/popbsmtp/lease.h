@@ -63,6 +63,10 @@ int pbs_lease_revoked_key(const char *prefix, const char *subject, char out[PBS_
 /* "<prefix>revoked-user:<user>", the record of a revoke by user. Returns 0 or -1. */
 int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
+/* "<prefix>users:<subject>", the users seen logging in at SUBJECT within the lease's ttl
+ * (a sorted set, each user's last login by the store's clock). Returns 0 or -1. */
+int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]);
+
 /* "<prefix>suspended:<user>", a suspension: while it exists no login of USER writes a
  * lease and no session of USER keeps one. Returns 0 or -1. */
 int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
@@ -101,13 +105,13 @@ int pbs_lease_revocation_ttl(int lease_ttl);
 /* KEYS: clock. Reply: the store's time now, in ms. */
 extern const char pbs_lease_script_clock[];
 /* KEYS: clock. ARGV: lease key, value, ttl, started, budget (ms), revoked key, revoked-user
- * key, suspended key, then commands to run after a write (counters), each as N and its N
- * words. Reply: {"granted"|"revoked"|"late"|"suspended", now, first error of the commands
- * or ""}. */
+ * key, suspended key, users key, most users (0: any), user, then commands to run after a
+ * write (counters), each as N and its N words. Reply: {"granted"|"revoked"|"late"|
+ * "suspended"|"shared", now, first error of the commands or ""}. */
 extern const char pbs_lease_script_grant[];
 /* KEYS: lease. ARGV: value, ttl, login (ms), may restore ("1"/"0"), user, revoked key,
- * revoked-user key, suspended key. Reply: "kept", "other", "restored", "gone", "revoked"
- * or "suspended". */
+ * revoked-user key, suspended key, users key. Reply: "kept", "other", "restored", "gone",
+ * "revoked" or "suspended". */
 extern const char pbs_lease_script_refresh[];
 /* KEYS: record, clock[, lease]. ARGV: the record's ttl. Reply: {leases removed, now}. */
 extern const char pbs_lease_script_revoke[];

@@ -35,6 +35,7 @@ enum pbs_grant {
 	PBS_GRANT_REVOKED, /* refused: a revoke of the address or user came after the login began */
 	PBS_GRANT_LATE,    /* refused: it reached Redis after its writer had given up on it */
 	PBS_GRANT_SUSPENDED, /* refused: the user is suspended (popbsmtpctl suspend) */
+	PBS_GRANT_SHARED,    /* refused: lease.max_users_per_address others at the address */
 	PBS_GRANT_ERROR    /* Redis could not be asked; pbs_store_error says why */
 };
 
@@ -70,12 +71,14 @@ int pbs_store_grant(pbs_store *store, const char *subject, const pbs_lease *leas
 /* A login's grant of LEASE for SUBJECT with TTL seconds, fenced against revokes: first the
  * store's clock, then one script that writes the lease only if no revoke of SUBJECT or of
  * the lease's user came since, and only if it arrives within redis.timeout_ms; two round
- * trips. COUNT commands (ARGCS[i] strings in ARGVS[i], at most 8) run after the write in
+ * trips. The users who logged in at SUBJECT within TTL are recorded with it (<prefix>users:),
+ * and with MAX_USERS > 0 a user beyond the first MAX_USERS there is refused (SHARED).
+ * COUNT commands (ARGCS[i] strings in ARGVS[i], at most 8) run after the write in
  * the same script, their failures logged, not failing the grant: a writer's counters.
  * *LOGIN_MS: the store's time of the grant, what pbs_store_refresh compares revokes with. */
 enum pbs_grant pbs_store_login(pbs_store *store, const char *subject, const pbs_lease *lease,
-			       int ttl, int count, const int *argcs, const char **const *argvs,
-			       long long *login_ms);
+			       int ttl, int max_users, int count, const int *argcs,
+			       const char **const *argvs, long long *login_ms);
 
 /* Keep the lease of an open session that logged in at LOGIN_MS (the store's clock, from
  * pbs_store_login; 0 when unknown: then any revocation record stops it) and holds LEASE on

@@ -80,12 +80,13 @@ void pbs_usage_grant_commands(struct pbs_usage_batch *b, const char *prefix,
 			      const struct pbs_usage_config *cfg, const char *source,
 			      enum pbs_usage_event event, time_t now);
 
-/* A login's grant of LEASE for SUBJECT with TTL seconds (pbs_store_login), the grant of
- * SOURCE ("hook", "plugin") counted in the same script when the lease is written.
- * *LOGIN_MS: the store's time of the grant. */
+/* A login's grant of LEASE for SUBJECT with TTL seconds and at most MAX_USERS users at the
+ * address (pbs_store_login), the grant of SOURCE ("hook", "plugin") counted in the same
+ * script when the lease is written, and a refusal for a suspension or a shared address
+ * counted after it. *LOGIN_MS: the store's time of the grant. */
 enum pbs_grant pbs_usage_grant(pbs_store *store, const struct pbs_usage_config *cfg,
 			       const char *source, const char *subject, const pbs_lease *lease,
-			       int ttl, long long *login_ms);
+			       int ttl, int max_users, long long *login_ms);
 
 /* Count one EVENT of a lease writer SOURCE at NOW on its own (one pipelined round trip):
  * for what could not be counted with the SET, such as a grant that failed because Redis

@@ -41,6 +41,8 @@ enum pbs_usage_event {
 	PBS_EV_DEFERRED_STORE_ERROR,
 	PBS_EV_GRANTED,             /* a lease written by the hook or plugin */
 	PBS_EV_GRANT_REFUSED_NEVER, /* the client is in lease.never: no lease */
+	PBS_EV_GRANT_REFUSED_SHARED,    /* lease.max_users_per_address others there already */
+	PBS_EV_GRANT_REFUSED_SUSPENDED, /* the user is suspended (popbsmtpctl suspend) */
 	PBS_EV_GRANT_FAILED_INPUT,  /* the login's address or user name cannot hold a lease */
 	PBS_EV_GRANT_FAILED_STORE,  /* Redis unreachable or refusing (countable only by a
 				       lease writer that keeps counts in memory: the plugin) */

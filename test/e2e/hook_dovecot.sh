@@ -48,9 +48,10 @@ pbs_check_match "lease for 127.0.0.5 expires" '^[1-9][0-9]*$' "$lease_ttl"
 pbs_check_le "lease for 127.0.0.5: TTL at most the configured ttl" $ttl "$lease_ttl"
 # The value is the only record of the user: there is no per-user index key.
 pbs_check_eq "lease for 127.0.0.5 names the user" alice "$(printf '%s' "$value" | cut -d'|' -f4-)"
-# Beside it only the grant counters of the same script (docs/usage.md) and the store's clock.
+# Beside it only the grant counters of the same script (docs/usage.md), the store's clock
+# and the users seen at the address (docs/abuse.md).
 pbs_check_eq "the login wrote its lease key, no other lease or per-user key" \
-	"popbsmtp:clock popbsmtp:lease:127.0.0.5" \
+	"popbsmtp:clock popbsmtp:lease:127.0.0.5 popbsmtp:users:127.0.0.5" \
 	"$(pbs_redis_cli --scan | grep -Ev '^popbsmtp:stat:' | sort | tr '\n' ' ' | sed 's/ $//')"
 pbs_check_match "the grant was counted in the same round trip" '^[^|]+\|hook\|granted\|lease 1$' \
 	"$(pbs_redis_cli HGETALL popbsmtp:stat:total | paste -d' ' - -)"

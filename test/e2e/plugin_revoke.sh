@@ -25,6 +25,7 @@ pbs_start_redis || bail "cannot start redis-server"
 PBS_CONF="$PBS_TMP/popbsmtp.conf"
 PBS_CONF_TTL=$TTL PBS_CONF_LEASE_EXTRA="refresh = $REFRESH;" pbs_write_config "$PBS_CONF"
 chmod 600 "$PBS_CONF"
+DOVECOT_USERS="alice bob carol"   # carol: the third user of a shared address
 pbs_start_dovecot_plugin "$plugin_dir" "$PBS_CONF" || bail "cannot start dovecot"
 
 # The administrator's popbsmtpctl waits longer than the paused Redis below.
@@ -158,6 +159,36 @@ pbs_check_match "unsuspended: her next login gets a lease" '^1\|[0-9]+\|imap\|al
 	"$(pbs_redis_cli GET popbsmtp:lease:127.0.0.38)"
 pbs_check_eq "... and the session that was stopped stays stopped" 0 "$(exists 127.0.0.37)"
 pbs_idle_cmd h logout
+
+# ---- a shared address: lease.max_users_per_address = 2, three users from one address ----
+# Each login is a new imap process, which reads the configuration anew.
+
+PBS_CONF_TTL=$TTL PBS_CONF_LEASE_EXTRA="refresh = $REFRESH; max_users_per_address = 2;" \
+	pbs_write_config "$PBS_CONF"
+chmod 600 "$PBS_CONF"
+mark=$(pbs_dovecot_log_mark)
+pbs_idle_start s1 alice 127.0.0.39
+pbs_login_pop3 127.0.0.39 bob "$DOVECOT_PASS"
+pbs_check_match "two users at 127.0.0.39: bob's lease" '^1\|[0-9]+\|pop3\|bob$' \
+	"$(pbs_redis_cli GET popbsmtp:lease:127.0.0.39)"
+pbs_idle_start s3 carol 127.0.0.39 2>/dev/null
+pbs_check_eq "the third user's IMAP login still succeeds" 1 "$PBS_IDLE_OK"
+pbs_check_match "... but writes no lease: bob's stands" '^1\|[0-9]+\|pop3\|bob$' \
+	"$(pbs_redis_cli GET popbsmtp:lease:127.0.0.39)"
+pbs_check_match "... and says why" \
+	'popbsmtp: lease for 127\.0\.0\.39 not granted: other users logged in from this address already \(lease\.max_users_per_address\)' \
+	"$(pbs_dovecot_log_since "$mark" 'max_users_per_address')"
+pbs_check_match "... counted (refused, shared)" '\|plugin\|refused\|shared 1$' \
+	"$(pbs_redis_cli HGETALL popbsmtp:stat:total | paste -d' ' - - | grep '|refused|shared')"
+out=$(ctl check 127.0.0.39)
+pbs_check_match "popbsmtpctl check names the two users seen there" \
+	'users seen at 127\.0\.0\.39: (alice|bob) \(.*\), (alice|bob) \(' "$out"
+pbs_login_imap 127.0.0.39 alice "$DOVECOT_PASS"
+pbs_check_match "a user already counted there logs in again and gets the lease" \
+	'^1\|[0-9]+\|imap\|alice$' "$(pbs_redis_cli GET popbsmtp:lease:127.0.0.39)"
+for g in s1 s3; do pbs_idle_cmd "$g" logout; done
+PBS_CONF_TTL=$TTL PBS_CONF_LEASE_EXTRA="refresh = $REFRESH;" pbs_write_config "$PBS_CONF"
+chmod 600 "$PBS_CONF"
 
 # ---- hibernation: a revoked session that wakes after its record expired ----
 # IMAP sessions idle for 2 s now go to imap-hibernate (their imap process ends); a command

@@ -769,7 +769,7 @@ try:
     text = data.decode("utf-8")
 except UnicodeDecodeError as e:
     print("invalid UTF-8: %s" % e); sys.exit(0)
-sample = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\{([a-z_]+=\"([^\"\\\n]|\\[\\\"n])*\",?)*\} -?[0-9]+$")
+sample = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-z_]+=\"([^\"\\\n]|\\[\\\"n])*\",?)*\})? -?[0-9]+$")
 for line in text.split("\n"):
     if line and not line.startswith("#") and not sample.match(line):
         print("bad line: %r" % line); sys.exit(0)
@@ -1006,6 +1006,31 @@ pbs_check_eq "unsuspend mallory again: exit 1" "1 mallory was not suspended" "$R
 run grant 192.0.2.50 mallory
 pbs_check_eq "after unsuspend: grant works" 0 "$RC"
 run unsuspend trent
+# ---- the users seen at an address (what the grant script records): usage --shared ----
+now_ms_=$(date +%s%3N)
+rcli "$MAIN_PORT" ZADD popbsmtp:users:192.0.2.0/24 "$now_ms_" alice "$((now_ms_ - 1000))" bob >/dev/null
+rcli "$MAIN_PORT" ZADD popbsmtp:users:198.51.100.0/24 "$now_ms_" carol >/dev/null
+rcli "$MAIN_PORT" ZADD popbsmtp:users:203.0.113.0/24 "$now_ms_" $'eve\e[31m' "$((now_ms_ - 3600000))" oldie >/dev/null
+run usage --shared
+pbs_check_eq "usage --shared: the one address with two users now" "0 2" \
+	"$RC $(printf '%s\n' "$OUT" | grep -c .)"
+check_re "usage --shared: its row names both, the latest first" \
+	'^192\.0\.2\.0/24 +2 (alice|bob) \([0-9T:Z-]+\), (alice|bob) \([0-9T:Z-]+\)$' \
+	"$(printf '%s\n' "$OUT" | tail -n 1)"
+run --json usage --shared
+pbs_check_eq "usage --json --shared" "1 192.0.2.0/24 2 alice,bob" \
+	"$(jpy '"%d %s %d %s" % (d["count"], d["shared"][0]["subject"], d["shared"][0]["count"], ",".join(sorted(u["user"] for u in d["shared"][0]["users"])))')"
+run check 192.0.2.9
+pbs_check_match "check shows the users seen at the address" \
+	'^users seen at 192\.0\.2\.0/24: (alice|bob) \(' "$(printf '%s\n' "$OUT" | tail -n 1)"
+run check 203.0.113.9
+pbs_check_match "check: a user older than lease.ttl is left out, a control byte escaped" \
+	'^users seen at 203\.0\.113\.0/24: eve\?\[31m \([^)]*\)$' "$(printf '%s\n' "$OUT" | tail -n 1)"
+run --json check 192.0.2.9
+pbs_check_eq "check --json: the users" "alice,bob" "$(jpy '",".join(sorted(u["user"] for u in d["users"]))')"
+run metrics
+pbs_check_match "metrics: the shared-addresses gauge" '^popbsmtp_shared_addresses 1$' "$OUT"
+rcli "$MAIN_PORT" DEL popbsmtp:users:192.0.2.0/24 popbsmtp:users:198.51.100.0/24 popbsmtp:users:203.0.113.0/24 >/dev/null
 # docs/abuse.md's three commands, as written (popbsmtpctl with this test's configuration).
 doc_cmd() { pbs_doc_block "$PBS_DOCS/abuse.md" "$1" | grep -v '^#' | sed "s|^popbsmtpctl |$CTL -c $PBS_CONF |"; }
 for step in 'or whose password is known to be stolen' 'since when, for how long and why' 'Lift it (the next login'; do

@@ -838,7 +838,7 @@ static long long login(pbs_store *s, const pbs_lease *l)
 {
 	long long login_ms = -1;
 
-	assert_int_equal(pbs_store_login(s, "192.0.2.7", l, 600, 0, NULL, NULL, &login_ms),
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", l, 600, 0, 0, NULL, NULL, &login_ms),
 			 PBS_GRANT_WRITTEN);
 	assert_true(login_ms > 0);
 	return login_ms;
@@ -992,6 +992,7 @@ static void grant_script(pbs_store *s, long long started, const char *budget, ch
 	snprintf(st, sizeof st, "%lld", started);
 	r = cmd(s, "EVAL", pbs_lease_script_grant, "1", "popbsmtp:clock", KEY, "1|5|imap|alice",
 		"600", st, budget, "popbsmtp:revoked:192.0.2.7", "popbsmtp:revoked-user:alice",
+		"popbsmtp:suspended:alice", "popbsmtp:users:192.0.2.7", "0", "alice",
 		(const char *)NULL);
 	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
 	snprintf(out, len, "%s", r->element[0]->str);
@@ -1059,25 +1060,68 @@ static void test_suspend(void **state)
 	/* Her session stops; her next login is refused; bob is not touched. */
 	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &alice, 600, at, true),
 			 PBS_REFRESH_SUSPENDED);
-	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, NULL, NULL, &at),
+	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, 0, NULL, NULL, &at),
 			 PBS_GRANT_SUSPENDED);
 	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:lease:192.0.2.8", NULL), 0);
-	assert_int_equal(pbs_store_login(s, "192.0.2.9", &bob, 600, 0, NULL, NULL, &at),
+	assert_int_equal(pbs_store_login(s, "192.0.2.9", &bob, 600, 0, 0, NULL, NULL, &at),
 			 PBS_GRANT_WRITTEN);
 	/* Any value suspends, a hash too. */
 	cmd_int(s, "DEL", "popbsmtp:suspended:alice", NULL);
 	freeReplyObject(cmd(s, "HSET", "popbsmtp:suspended:alice", "x", "y", (const char *)NULL));
-	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, NULL, NULL, &at),
+	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, 0, NULL, NULL, &at),
 			 PBS_GRANT_SUSPENDED);
 	/* Lifted: the next login is granted. */
 	assert_int_equal(pbs_store_unsuspend(s, "alice"), 1);
 	assert_int_equal(pbs_store_unsuspend(s, "alice"), 0);
-	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, NULL, NULL, &at),
+	assert_int_equal(pbs_store_login(s, "192.0.2.8", &alice, 600, 0, 0, NULL, NULL, &at),
 			 PBS_GRANT_WRITTEN);
 	/* For a while: the key expires with it. */
 	assert_int_equal(pbs_store_suspend(s, "alice", 3600, ""), 0);
 	at = cmd_int(s, "TTL", "popbsmtp:suspended:alice", NULL);
 	assert_true(at > 3590 && at <= 3600);
+	pbs_store_free(s);
+}
+
+/* lease.max_users_per_address: the users who logged in at an address within the lease's
+ * ttl are recorded with the grant; beyond the first N the grant is refused (the lease
+ * there stays whose it was), a user already counted is granted again, and once the first
+ * ones are older than the ttl there is room again. With 0 they are recorded, not bounded. */
+static void test_shared(void **state)
+{
+	pbs_store *s = admin_store();
+	pbs_lease alice, bob, carol, dave;
+	char got[PBS_LEASE_VALUE_MAX];
+	long long at;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	make_lease(&bob, "bob", "imap");
+	make_lease(&carol, "carol", "pop3");
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &alice, 1, 2, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &bob, 1, 2, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &carol, 1, 2, 0, NULL, NULL, &at),
+			 PBS_GRANT_SHARED);
+	assert_contains(pbs_store_error(s), "lease.max_users_per_address");
+	get_value(s, KEY, got, sizeof got);
+	assert_contains(got, "|imap|bob");
+	assert_int_equal(cmd_int(s, "ZCARD", "popbsmtp:users:192.0.2.7", NULL), 2);
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &alice, 1, 2, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	/* Unbounded (0): carol is recorded too. Another address has its own count. */
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &carol, 1, 0, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	assert_int_equal(cmd_int(s, "ZCARD", "popbsmtp:users:192.0.2.7", NULL), 3);
+	assert_int_equal(pbs_store_login(s, "192.0.2.8", &carol, 1, 1, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	/* After the ttl the earlier logins no longer count. */
+	usleep(1100 * 1000);
+	make_lease(&dave, "dave", "imap");
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &dave, 60, 1, 0, NULL, NULL, &at),
+			 PBS_GRANT_WRITTEN);
+	assert_int_equal(cmd_int(s, "ZCARD", "popbsmtp:users:192.0.2.7", NULL), 1);
+	assert_true(cmd_int(s, "TTL", "popbsmtp:users:192.0.2.7", NULL) > 50);
 	pbs_store_free(s);
 }
 
@@ -1113,7 +1157,7 @@ static void test_refresh_refused(void **state)
 	make_lease(&l, "alice", "imap");
 	assert_int_equal(pbs_store_refresh(s, "192.0.2.7", &l, 60, 0, true), PBS_REFRESH_ERROR);
 	assert_contains(pbs_store_error(s), "Connection refused");
-	assert_int_equal(pbs_store_login(s, "192.0.2.7", &l, 60, 0, NULL, NULL, &at),
+	assert_int_equal(pbs_store_login(s, "192.0.2.7", &l, 60, 0, 0, NULL, NULL, &at),
 			 PBS_GRANT_ERROR);
 	assert_contains(pbs_store_error(s), "Connection refused");
 	assert_int_equal(pbs_store_revoke(s, NULL, "alice", 60, &removed), -1);
@@ -1151,6 +1195,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_login_fenced, flush_all),
 	    cmocka_unit_test_setup(test_remove_if_user, flush_all),
 	    cmocka_unit_test_setup(test_suspend, flush_all),
+	    cmocka_unit_test_setup(test_shared, flush_all),
 	    cmocka_unit_test(test_refresh_refused),
 	};
 
