@@ -45,13 +45,16 @@ chroot_net() {
 # chroot_isolated DIR COMMAND… — run COMMAND inside DIR in its own network (loopback only, up),
 # pid, mount, UTS and IPC namespaces with /proc, /sys, a private /dev/pts, and tmpfs on /run,
 # /tmp and /dev/shm: no daemon it starts outlives it (the pid namespace dies with COMMAND), none
-# can reach or collide with the host's services, and the host's /tmp is not touched.
+# can reach or collide with the host's services, and the host's /tmp is not touched. DIR is
+# bound onto itself first: a chroot's / must be a mount point for a namespace made inside
+# it (the Sendmail tests run under unshare --mount) to change its propagation.
 # Returns COMMAND's status.
 chroot_isolated() {
 	# shellcheck disable=SC2016 # expanded by that sh
 	unshare --net --pid --mount --uts --ipc --fork --kill-child sh -c '
 		d=$1 && shift &&
 		ip link set lo up &&
+		mount --bind "$d" "$d" &&
 		mount -t proc proc "$d/proc" &&
 		mount -t sysfs sysfs "$d/sys" &&
 		mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$d/dev/pts" &&
