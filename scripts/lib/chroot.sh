@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # chroot.sh — Debian chroots for popbsmtp's scripts (POSIX sh, sourced; run as root):
 # make one with debootstrap, install packages in it, and run a command in it in its own
 # namespaces. Used by scripts/test-chroot (the suite on another Debian release) and

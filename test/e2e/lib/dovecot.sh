@@ -23,6 +23,7 @@ esac
 # and its master dies at start).
 # DOVECOT_SERIES picks docs/dovecot.md's snippets; 2.4 refuses 2.3's vsz_limit = 0, and
 # calls an inet_listener's address listen.
+# shellcheck disable=SC2016,SC2034 # Dovecot's own $ syntax; the tests use DOVECOT_INTERNAL_USER
 if [ "$DOVECOT_24" = 1 ]; then
 	DOVECOT_SERIES=2.4 DOVECOT_VSZ_UNLIMITED=unlimited DOVECOT_LISTENER_ADDRESS=listen
 	DOVECOT_INTERNAL_USER='$SET:default_internal_user'
@@ -207,6 +208,7 @@ pbs_dovecot_conf_plugin() {
 	if [ "$DOVECOT_24" = 1 ]; then
 		printf 'protocols {\n  lmtp = yes\n}\nmail_plugins {\n  popbsmtp = yes\n}\n'
 	else
+		# shellcheck disable=SC2016 # Dovecot's $ syntax
 		printf 'protocols = $protocols lmtp\nmail_plugins = $mail_plugins popbsmtp\n'
 	fi
 	cat <<EOF
