@@ -197,7 +197,7 @@ chmod 600 "$PBS_CONF"
 DOVECOT_EXTRA_CONF="imap_hibernate_timeout = 2s
 service imap {
   unix_listener imap-master {
-    user = \$default_internal_user
+    user = $DOVECOT_INTERNAL_USER
   }
 }"
 pbs_start_dovecot_plugin "$plugin_dir" "$PBS_CONF" || bail "cannot start dovecot with hibernation"

@@ -1,8 +1,8 @@
-# dovecot.sh — a private Dovecot 2.3 instance (IMAP and POP3 on loopback) that runs the
-# popbsmtp post-login hook, the popbsmtp mail plugin, or both, and curl login helpers, for
-# popbsmtp's end-to-end tests and the demo (bash, sourced after common.sh). The system Dovecot
-# is never touched: the instance has its own config, base_dir, state_dir, log and instance
-# name under $PBS_TMP/dovecot.
+# dovecot.sh — a private Dovecot instance (IMAP and POP3 on loopback; 2.3 as on Debian 12 or
+# 2.4 as on Debian 13) that runs the popbsmtp post-login hook, the popbsmtp mail plugin, or
+# both, and curl login helpers, for popbsmtp's end-to-end tests and the demo (bash, sourced
+# after common.sh). The system Dovecot is never touched: the instance has its own config,
+# base_dir, state_dir, log and instance name under $PBS_TMP/dovecot.
 
 DOVECOT_USERS="alice bob"    # the passwd-file users; every one's password is DOVECOT_PASS
 DOVECOT_PASS=secret
@@ -10,6 +10,27 @@ DOVECOT_PLUGIN_DIR=""        # plugin mode (pbs_start_dovecot_plugin) when set
 DOVECOT_PLUGIN_CONF=""
 DOVECOT_EXTRA_CONF=""        # more dovecot.conf lines, e.g. imap_hibernate_timeout
 DOVECOT_MORE_USERS=""        # more passwd-file lines, e.g. a user with userdb extra fields
+
+# Dovecot 2.4 refuses a 2.3 configuration and 2.3 knows nothing of 2.4's (docs/dovecot.md
+# names every difference): the configuration is written for the Dovecot installed.
+DOVECOT_VERSION=$(dovecot --version 2>/dev/null)
+case $DOVECOT_VERSION in
+2.[0-3].* | "") DOVECOT_24=0 ;;
+*) DOVECOT_24=1 ;;
+esac
+# DOVECOT_INTERNAL_USER: how a service's user= names Dovecot's internal user, for
+# DOVECOT_EXTRA_CONF too (2.4 takes a plain $default_internal_user as a user of that name,
+# and its master dies at start).
+# DOVECOT_SERIES picks docs/dovecot.md's snippets; 2.4 refuses 2.3's vsz_limit = 0, and
+# calls an inet_listener's address listen.
+# shellcheck disable=SC2016,SC2034 # Dovecot's own $ syntax; the tests use DOVECOT_INTERNAL_USER
+if [ "$DOVECOT_24" = 1 ]; then
+	DOVECOT_SERIES=2.4 DOVECOT_VSZ_UNLIMITED=unlimited DOVECOT_LISTENER_ADDRESS=listen
+	DOVECOT_INTERNAL_USER='$SET:default_internal_user'
+else
+	DOVECOT_SERIES=2.3 DOVECOT_VSZ_UNLIMITED=0 DOVECOT_LISTENER_ADDRESS=address
+	DOVECOT_INTERNAL_USER='$default_internal_user'
+fi
 
 # pbs_start_dovecot HOOK_CMD… — start the instance with HOOK_CMD (the hook's path and its
 # options, e.g. /path/popbsmtp-postlogin -c FILE) as post-login script of both imap and pop3.
@@ -85,6 +106,8 @@ pbs_dovecot_files() {
 # pbs_dovecot_conf HOOK_CMD — print dovecot.conf for the instance (FACTS §4 and §6); HOOK_CMD
 # may be empty in plugin mode.
 pbs_dovecot_conf() {
+	# 2.4 wants these two first: the syntax and the storage format the file is written for.
+	[ "$DOVECOT_24" = 0 ] || printf 'dovecot_config_version = 2.4.1\ndovecot_storage_version = 2.4.1\n'
 	cat <<EOF
 protocols = imap pop3
 listen = 127.0.0.1
@@ -93,25 +116,14 @@ state_dir = $DOVECOT_DIR/state
 instance_name = dovecot-${PBS_TMP##*/}
 log_path = $DOVECOT_LOG
 ssl = no
-# Clients come from 127.0.0.x to 127.0.0.1, which Dovecot does not count as "secured".
-disable_plaintext_auth = no
 auth_mechanisms = plain login
 # A wrong password is answered at once (default 2 s), so failure tests stay fast.
 auth_failure_delay = 0
 first_valid_uid = 0
-mail_location = maildir:~/Maildir
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $DOVECOT_DIR/users
-}
-userdb {
-  driver = passwd-file
-  args = username_format=%u $DOVECOT_DIR/users
-  default_fields = uid=nobody gid=nogroup home=$DOVECOT_DIR/home/%u
-}
+$(if [ "$DOVECOT_24" = 1 ]; then pbs_dovecot_conf_users24; else pbs_dovecot_conf_users23; fi)
 service imap-login {
   inet_listener imap {
-    address = 127.0.0.1
+    $DOVECOT_LISTENER_ADDRESS = 127.0.0.1
     port = $DOVECOT_IMAP_PORT
   }
   inet_listener imaps {
@@ -120,7 +132,7 @@ service imap-login {
 }
 service pop3-login {
   inet_listener pop3 {
-    address = 127.0.0.1
+    $DOVECOT_LISTENER_ADDRESS = 127.0.0.1
     port = $DOVECOT_POP3_PORT
   }
   inet_listener pop3s {
@@ -128,7 +140,6 @@ service pop3-login {
   }
 }
 $(pbs_dovecot_conf_mail "$1")
-$([ -n "$1" ] && pbs_dovecot_conf_hook "$1")
 $([ -n "$DOVECOT_PLUGIN_DIR" ] && pbs_dovecot_conf_plugin)
 # SASL for a private Postfix (smtpd_sasl_type = dovecot, smtpd_sasl_path = this socket).
 service auth {
@@ -140,62 +151,85 @@ $DOVECOT_EXTRA_CONF
 EOF
 }
 
-# pbs_dovecot_conf_mail HOOK_CMD — the imap and pop3 services: with HOOK_CMD through their
-# post-login services, one per protocol so the hook learns the protocol from -s.
-pbs_dovecot_conf_mail() {
-	local imap=imap pop3=pop3
-	[ -n "$1" ] && imap="imap imap-postlogin" && pop3="pop3 pop3-postlogin"
+# pbs_dovecot_conf_users23 — Dovecot 2.3: cleartext logins, the mail store, the passwd-file.
+pbs_dovecot_conf_users23() {
 	cat <<EOF
-service imap {
-  executable = $imap
-  # The plugin's 200-session test holds that many IMAP processes.
-  process_limit = 1024
+# Clients come from 127.0.0.x to 127.0.0.1, which Dovecot does not count as "secured".
+disable_plaintext_auth = no
+mail_location = maildir:~/Maildir
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DOVECOT_DIR/users
 }
-service pop3 {
-  executable = $pop3
+userdb {
+  driver = passwd-file
+  args = username_format=%u $DOVECOT_DIR/users
+  default_fields = uid=nobody gid=nogroup home=$DOVECOT_DIR/home/%u
 }
 EOF
 }
 
-# pbs_dovecot_conf_hook HOOK_CMD — the two post-login services running HOOK_CMD.
-pbs_dovecot_conf_hook() {
+# pbs_dovecot_conf_users24 — the same for Dovecot 2.4, in its names.
+pbs_dovecot_conf_users24() {
 	cat <<EOF
-service imap-postlogin {
-  executable = script-login $1 -s imap
-  user = \$default_internal_user
-  # A hook built with PBS_SANITIZE=ON reserves terabytes of address space for ASan's
-  # shadow memory: the default 256M limit would kill it before main (and fail the login).
-  vsz_limit = 0
-  unix_listener imap-postlogin {
-  }
+# Clients come from 127.0.0.x to 127.0.0.1, which Dovecot does not count as "secured".
+auth_allow_cleartext = yes
+mail_driver = maildir
+mail_path = ~/Maildir
+passdb passwd-file {
+  passwd_file_path = $DOVECOT_DIR/users
 }
-service pop3-postlogin {
-  executable = script-login $1 -s pop3
-  user = \$default_internal_user
-  # A hook built with PBS_SANITIZE=ON reserves terabytes of address space for ASan's
-  # shadow memory: the default 256M limit would kill it before main (and fail the login).
-  vsz_limit = 0
-  unix_listener pop3-postlogin {
+userdb passwd-file {
+  passwd_file_path = $DOVECOT_DIR/users
+  fields {
+    uid:default = nobody
+    gid:default = nogroup
+    home:default = $DOVECOT_DIR/home/%{user}
   }
 }
 EOF
+}
+
+# pbs_dovecot_conf_mail HOOK_CMD — the imap service's limit; with HOOK_CMD (the hook's path and
+# options) docs/dovecot.md's hook snippet for this Dovecot, which routes imap and pop3 through
+# one post-login service each, so the hook learns the protocol from -s.
+pbs_dovecot_conf_mail() {
+	cat <<EOF
+service imap {
+  # The plugin's 200-session test holds that many IMAP processes.
+  process_limit = 1024
+}
+EOF
+	[ -n "$1" ] || return 0
+	# The snippet as written, but with the test's hook and configuration, and vsz_limit where
+	# it says extra_groups (the test's configuration is world-readable, and the machine has
+	# no popbsmtp group): a hook built with PBS_SANITIZE=ON reserves terabytes of address
+	# space for ASan's shadow memory, and the default 256M limit would kill it before main
+	# (and fail the login). Dovecot merges blocks of the same service.
+	pbs_doc_block "$PBS_DOCS/dovecot.md" "The hook on **Dovecot $DOVECOT_SERIES**" |
+		sed -e "s|/usr/sbin/popbsmtp-postlogin -c /etc/popbsmtp/popbsmtp.conf|$1|" \
+			-e "s|^\( *\)extra_groups = popbsmtp\$|\1vsz_limit = $DOVECOT_VSZ_UNLIMITED|"
 }
 
 # pbs_dovecot_conf_plugin — the popbsmtp plugin for every mail process, and LMTP.
 pbs_dovecot_conf_plugin() {
+	if [ "$DOVECOT_24" = 1 ]; then
+		printf 'protocols {\n  lmtp = yes\n}\nmail_plugins {\n  popbsmtp = yes\n}\n'
+	else
+		# shellcheck disable=SC2016 # Dovecot's $ syntax
+		printf 'protocols = $protocols lmtp\nmail_plugins = $mail_plugins popbsmtp\n'
+	fi
 	cat <<EOF
-protocols = \$protocols lmtp
 mail_plugin_dir = $DOVECOT_PLUGIN_DIR
-mail_plugins = \$mail_plugins popbsmtp
 # Many test sessions share a user and an address.
 mail_max_userip_connections = 1000
 # docs/dovecot.md's blocks as written (the path of the configuration: the test's own).
-$(pbs_doc_block "$PBS_DOCS/dovecot.md" 'Save as `/etc/dovecot/conf.d/95-popbsmtp.conf`')
-$(pbs_doc_block "$PBS_DOCS/dovecot.md" 'another path, give it in the environment' |
+$(pbs_doc_block "$PBS_DOCS/dovecot.md" "The plugin on **Dovecot $DOVECOT_SERIES**")
+$(pbs_doc_block "$PBS_DOCS/dovecot.md" "For another path on **Dovecot $DOVECOT_SERIES**" |
 	sed "s|/etc/popbsmtp/popbsmtp.conf|$DOVECOT_PLUGIN_CONF|")
 service lmtp {
   inet_listener lmtp {
-    address = 127.0.0.1
+    $DOVECOT_LISTENER_ADDRESS = 127.0.0.1
     port = $DOVECOT_LMTP_PORT
   }
 }
