@@ -35,6 +35,31 @@ check_fresh() {
 	pbs_check_le "$1: granted time is now (seconds off)" 5 $((now > granted ? now - granted : granted - now))
 }
 
+# ---- docs/dovecot.md's "Checking by hand", as written: the configuration root:GROUP 0640 ----
+# (the test's paths; the group "mail" stands for popbsmtp, which only the packages make)
+by_hand="$PBS_TMP/by-hand"
+install -d -m 0750 -o root -g mail "$by_hand"
+install -m 0640 -o root -g mail "$conf" "$by_hand/popbsmtp.conf"
+chmod 755 "$PBS_TMP"
+steps=$(pbs_doc_block "$PBS_DOCS/dovecot.md" 'Run the hook as Dovecot would, without a command' |
+	sed -e "s|/usr/sbin/popbsmtp-postlogin|$hook|" -e "s|/etc/popbsmtp/popbsmtp.conf|$by_hand/popbsmtp.conf|" \
+		-e 's|-G popbsmtp|-G mail|' -e "s|^popbsmtpctl |${hook%/hook/*}/ctl/popbsmtpctl -c $by_hand/popbsmtp.conf |" |
+	grep -v '^echo ')
+pbs_check_match "docs/dovecot.md: the by-hand check runs the hook as dovecot with the config's group" \
+	'^runuser -u dovecot -g dovecot -G mail -- env IP=192\.0\.2\.7 USER=alice' "$steps"
+out=$(bash -c "$(printf '%s\n' "$steps" | sed -n '1,2p')" 2>&1)
+pbs_check_eq "docs/dovecot.md: the hook run by hand writes the lease (exit 0, nothing on stderr)" "0 " \
+	"$? $out"
+if [ -x "${hook%/hook/*}/ctl/popbsmtpctl" ]; then
+	pbs_check_match "docs/dovecot.md: popbsmtpctl check then shows it" '^192\.0\.2\.7 +alice +imap' \
+		"$(bash -c "$(printf '%s\n' "$steps" | tail -n 1)")"
+fi
+pbs_check_match "without the group, as the page warns: cannot read" 'cannot read: Permission denied' \
+	"$(runuser -u dovecot -- env IP=192.0.2.8 USER=alice "$hook" -c "$by_hand/popbsmtp.conf" -s imap 2>&1)"
+# What that left, so that the logins below start from an empty store but for the clock.
+pbs_redis_cli --scan --pattern 'popbsmtp:*' | grep -v '^popbsmtp:clock$' |
+	xargs -r redis-cli -h 127.0.0.1 -p "$REDIS_PORT" DEL >/dev/null
+
 # ---- logins with Redis up: the lease a user expects ----
 
 mark=$(pbs_dovecot_log_mark)
