@@ -54,10 +54,19 @@ struct conn {
 	size_t in_len, in_off; /* input read and not yet fed to the parser */
 	char out[REPLY_MAX];
 	size_t out_len, out_off; /* a reply not yet written in full */
-	time_t deadline;         /* for the next request */
+	double deadline;         /* for the next request, on now_s()'s clock */
 };
 
 static volatile sig_atomic_t got_stop, got_reload;
+
+/* Seconds on the monotonic clock. */
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void on_signal(int sig)
 {
@@ -158,7 +167,7 @@ static int conn_work(struct daemon *d, struct conn *c)
 		reply = pbs_gate_answer(d->gate, c->session, &c->parser.req);
 		c->out_len = strlen(reply);
 		memcpy(c->out, reply, c->out_len);
-		c->deadline = time(NULL) + d->cfg->policy.idle_timeout;
+		c->deadline = now_s() + d->cfg->policy.idle_timeout;
 		pbs_request_begin(&c->parser);
 		if (conn_flush(c) != 0)
 			return -1;
@@ -207,7 +216,7 @@ static void accept_clients(struct daemon *d)
 			continue;
 		}
 		c->fd = fd;
-		c->deadline = time(NULL) + d->cfg->policy.idle_timeout;
+		c->deadline = now_s() + d->cfg->policy.idle_timeout;
 		pbs_request_begin(&c->parser);
 		for (i = 0; d->conns[i] != NULL; i++)
 			;
@@ -251,17 +260,19 @@ static void reload(struct daemon *d)
 	pbs_log(LOG_INFO, "configuration reloaded from %s", d->config_path);
 }
 
-/* The poll() timeout in ms: until the earliest client deadline, at most a second (the
+/* How long poll() may wait: until the earliest client deadline, at most a second (the
  * counts are flushed between requests, pbs_gate_idle). */
-static int poll_timeout(const struct daemon *d, time_t now)
+static struct timespec poll_timeout(const struct daemon *d, double now)
 {
-	time_t first = now + 1;
+	double first = now + 1, left;
 	size_t i;
 
 	for (i = 0; i < d->max; i++)
 		if (d->conns[i] != NULL && d->conns[i]->deadline < first)
 			first = d->conns[i]->deadline;
-	return first <= now ? 0 : (int)(first - now) * 1000;
+	left = first > now ? first - now : 0;
+	return (struct timespec){.tv_sec = (time_t)left,
+				 .tv_nsec = (long)((left - (double)(time_t)left) * 1e9)};
 }
 
 /* The loop: until a stop signal. */
@@ -271,7 +282,7 @@ static void serve(struct daemon *d, const sigset_t *during_poll)
 	size_t *slot = calloc(d->max + 1, sizeof *slot);
 	size_t i, n;
 	struct timespec ts;
-	time_t now;
+	double now;
 	struct conn *c;
 
 	if (fds == NULL || slot == NULL) {
@@ -285,7 +296,7 @@ static void serve(struct daemon *d, const sigset_t *during_poll)
 			got_reload = 0;
 			reload(d);
 		}
-		now = time(NULL);
+		now = now_s();
 		fds[0] = (struct pollfd){.fd = d->listener.fd, .events = POLLIN};
 		for (i = 0, n = 1; i < d->max; i++) {
 			if ((c = d->conns[i]) == NULL)
@@ -300,8 +311,7 @@ static void serve(struct daemon *d, const sigset_t *during_poll)
 						 .events = c->out_len > 0 ? POLLOUT : POLLIN};
 			slot[n++] = i;
 		}
-		ts.tv_sec = poll_timeout(d, now) / 1000;
-		ts.tv_nsec = 0;
+		ts = poll_timeout(d, now);
 		if (ppoll(fds, n, &ts, during_poll) < 0) {
 			if (errno != EINTR)
 				pbs_log(LOG_ERR, "poll: %s", strerror(errno));
