@@ -7,7 +7,8 @@
  * the 451 the milter gives (or what milter.on_store_error says).
  *
  * Decisions are counted as the milter counts them (usage.h): a relay allowed for a
- * message once, with the lease's user; every refusal and deferral. Postfix itself
+ * message once, with the lease's user; every refusal and deferral. Requests from Exim's
+ * acl_popbsmtp (popbsmtp_gate=exim) are counted as the gate "exim", others as "policy". Postfix itself
  * decides trusted, authenticated and local recipients before it asks, so those are
  * the milter's counts only. With usage.trace_header on, the same gate asked again at
  * DATA (smtpd_data_restrictions) prepends the X-PopBeforeSMTP header to a message it
@@ -42,7 +43,10 @@
 struct pbs_gate {
 	const pbs_config *cfg;
 	pbs_store *store;
-	pbs_usage *usage;
+	pbs_usage *usage;      /* gate "policy": Postfix */
+	/* gate "exim": requests from acl_popbsmtp (popbsmtp_gate=exim); made at the first, so
+	 * that a gate serving only Postfix reports no "exim" gate */
+	pbs_usage *usage_exim;
 };
 
 /* What one policy connection remembers between its requests: the same in both modes. */
@@ -88,6 +92,8 @@ void pbs_gate_session_free(struct pbs_gate_session *s)
 void pbs_gate_idle(struct pbs_gate *g)
 {
 	pbs_usage_maybe_flush(g->usage, g->store, &g->cfg->usage, time(NULL));
+	if (g->usage_exim != NULL)
+		pbs_usage_maybe_flush(g->usage_exim, g->store, &g->cfg->usage, time(NULL));
 }
 
 void pbs_gate_free(struct pbs_gate *g)
@@ -95,7 +101,10 @@ void pbs_gate_free(struct pbs_gate *g)
 	if (g == NULL)
 		return;
 	pbs_usage_flush(g->usage, g->store, &g->cfg->usage, time(NULL));
+	if (g->usage_exim != NULL)
+		pbs_usage_flush(g->usage_exim, g->store, &g->cfg->usage, time(NULL));
 	pbs_usage_free(g->usage);
+	pbs_usage_free(g->usage_exim);
 	pbs_store_free(g->store);
 	free(g);
 }
@@ -143,17 +152,24 @@ static void count_decision(struct pbs_gate *g, struct pbs_gate_session *s,
 			   const char *reason, const char *client)
 {
 	int event = pbs_usagekey_decision(verdict, reason);
+	pbs_usage *usage = g->usage;
 
 	if (event < 0)
 		return;
+	if (strcmp(req->popbsmtp_gate, "exim") == 0) {
+		if (g->usage_exim == NULL)
+			g->usage_exim = pbs_usage_new("exim", PBS_USAGE_MAX_USERS);
+		if (g->usage_exim != NULL) /* else (out of memory) counted as "policy" */
+			usage = g->usage_exim;
+	}
 	if (verdict == PBS_VERDICT_ALLOW && req->instance[0] != '\0') {
 		if (strcmp(req->instance, s->counted) == 0)
 			return;
 		strcpy(s->counted, req->instance);
 	}
-	pbs_usage_count(g->usage, (enum pbs_usage_event)event);
+	pbs_usage_count(usage, (enum pbs_usage_event)event);
 	if (event == PBS_EV_ALLOWED_LEASE) {
-		pbs_usage_relay(g->usage, s->found.user, client, time(NULL));
+		pbs_usage_relay(usage, s->found.user, client, time(NULL));
 		strcpy(s->leased, req->instance);
 	}
 }
