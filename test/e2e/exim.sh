@@ -42,15 +42,8 @@ DAEMON_LOG=$PBS_TMP/policyd.log
 GATE_LOG=$DAEMON_LOG
 : >"$DAEMON_LOG"
 start_daemon() {
-	local i=0 n0
-	n0=$(grep -c 'serving on' "$DAEMON_LOG")
-	"$POLICY" -c "$PBS_CONF" -L 2>>"$DAEMON_LOG" &
-	DAEMON_PID=$!
-	pbs_track_pid "$DAEMON_PID"
-	while [ "$(grep -c 'serving on' "$DAEMON_LOG")" = "$n0" ] && [ $i -lt 100 ]; do
-		sleep 0.05
-		i=$((i + 1))
-	done
+	pbs_start_policy_daemon "$DAEMON_LOG" -c "$PBS_CONF" -L
+	DAEMON_PID=$POLICY_DAEMON_PID
 }
 start_daemon
 
@@ -69,15 +62,7 @@ GATE_REFUSAL='^550 relay not permitted'
 pbs_check_login_lease 127.0.0.5 $REMOTE
 pbs_check_match "the refusal is Exim's own, logged by Exim" \
 	'\[127\.0\.0\.5\] .*rejected RCPT <user@remote\.example>: relay not permitted' "$(cat "$EXIM_LOG")"
-redis-cli -h 127.0.0.1 -p "$REDIS_PORT" MONITOR >"$PBS_TMP/monitor" &
-monitor=$!
-pbs_track_pid $monitor
-sleep 0.2
-pbs_smtp 127.0.0.5 a1@remote.example a2@remote.example a3@remote.example >"$PBS_TMP/t3"
-sleep 0.2
-kill $monitor
-pbs_check_eq "three relay recipients of a leased client: all accepted" 3 "$(grep -c '^RCPT:.* 250 ' "$PBS_TMP/t3")"
-pbs_check_eq "... with one question (one Redis GET)" 1 "$(grep -c '"GET"' "$PBS_TMP/monitor")"
+pbs_check_one_get 127.0.0.5 3
 
 pbs_login_pop3 127.0.0.6 bob secret
 pbs_check_eq "POP3 login from 127.0.0.6" 0 $?

@@ -37,15 +37,8 @@ GATE_LOG=$DAEMON_LOG
 
 # start_daemon — popbsmtp-policy -L as root, in the background; waits until it serves.
 start_daemon() {
-	local i=0 n0
-	n0=$(grep -c 'serving on' "$DAEMON_LOG")
-	"$POLICY" -c "$PBS_CONF" -L 2>>"$DAEMON_LOG" &
-	DAEMON_PID=$!
-	pbs_track_pid "$DAEMON_PID"
-	while [ "$(grep -c 'serving on' "$DAEMON_LOG")" = "$n0" ] && [ $i -lt 100 ]; do
-		sleep 0.05
-		i=$((i + 1))
-	done
+	pbs_start_policy_daemon "$DAEMON_LOG" -c "$PBS_CONF" -L
+	DAEMON_PID=$POLICY_DAEMON_PID
 }
 start_daemon
 pbs_check_eq "the daemon's socket: group postfix, mode 0660" "660 postfix" "$(stat -c '%a %G' "$SOCK")"
@@ -67,17 +60,7 @@ pbs_check_match "SMTP AUTH relays without a lease" '^250 ' \
 	"$(pbs_smtp_auth 127.0.0.8 alice secret $REMOTE >/dev/null; pbs_rcpt_reply)"
 
 # 20 relay recipients of one message: one GET
-rcpts=()
-for i in $(seq 1 20); do rcpts+=("r$i@remote.example"); done
-redis-cli -h 127.0.0.1 -p "$REDIS_PORT" MONITOR >"$PBS_TMP/monitor" &
-monitor=$!
-pbs_track_pid $monitor
-sleep 0.2
-pbs_smtp 127.0.0.5 "${rcpts[@]}" >"$PBS_TMP/t20"
-sleep 0.2
-kill $monitor
-pbs_check_eq "20 relay recipients of a leased client: all accepted" 20 "$(grep -c '^RCPT:.* 250 ' "$PBS_TMP/t20")"
-pbs_check_eq "... with one Redis GET" 1 "$(grep -c '"GET"' "$PBS_TMP/monitor")"
+pbs_check_one_get 127.0.0.5 20
 
 pbs_ctl revoke 127.0.0.6 >/dev/null
 pbs_check_match "a revoked lease: refused" '^554 5\.7\.1' "$(pbs_smtp_rcpt_reply 127.0.0.6 $REMOTE)"

@@ -46,16 +46,9 @@ connect() {
 # subshells and pipelines). In listen mode: the daemon with CONF, and a connection to it.
 start_policy() {
 	if [ "$MODE" = listen ]; then
-		local i=0 n0
-		n0=$(grep -c 'serving on' "$LOG")
-		setpriv --reuid=nobody --regid=nogroup --clear-groups \
-			"$POLICY" -c "$1" -l "unix:$SOCKDIR/policy.sock" 2>>"$LOG" &
-		POLICY_PID=$!
-		pbs_track_pid "$POLICY_PID"
-		while [ "$(grep -c 'serving on' "$LOG")" = "$n0" ] && [ $i -lt 100 ]; do
-			sleep 0.05
-			i=$((i + 1))
-		done
+		PBS_POLICY_DAEMON_AS=nobody pbs_start_policy_daemon "$LOG" -c "$1" \
+			-l "unix:$SOCKDIR/policy.sock"
+		POLICY_PID=$POLICY_DAEMON_PID
 		connect
 		return
 	fi

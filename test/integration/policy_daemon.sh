@@ -40,17 +40,10 @@ conf() {
 # start CONF [ARGS…] — the daemon as root in the background; waits for "serving on" (or its
 # exit). Sets PID.
 start() {
-	local conf=$1 n0 i=0
+	local conf=$1
 	shift
-	n0=$(grep -c 'serving on' "$LOG")
-	"$POLICY" -c "$conf" -L "$@" 2>>"$LOG" &
-	PID=$!
-	pbs_track_pid "$PID"
-	while [ "$(grep -c 'serving on' "$LOG")" = "$n0" ] && kill -0 "$PID" 2>/dev/null &&
-		[ $i -lt 100 ]; do
-		sleep 0.05
-		i=$((i + 1))
-	done
+	pbs_start_policy_daemon "$LOG" -c "$conf" -L "$@"
+	PID=$POLICY_DAEMON_PID
 }
 
 # stop — SIGTERM; sets RC to the exit status and MS to how long the exit took.

@@ -148,6 +148,46 @@ pbs_check_redis_outage() {
 		"$(pbs_smtp_rcpt_reply "$src" "$relay_rcpt")"
 }
 
+# pbs_check_one_get SRC N — a leased SRC sends one message to N relay recipients through the
+# MTA under test: all accepted, with one Redis GET (Redis MONITOR sees every command), and
+# every one reaches the next hop.
+pbs_check_one_get() {
+	local src=$1 n=$2 rcpts=() i monitor
+	for i in $(seq 1 "$n"); do rcpts+=("r$i@remote.example"); done
+	redis-cli -h 127.0.0.1 -p "$REDIS_PORT" MONITOR >"$PBS_TMP/monitor" &
+	monitor=$!
+	pbs_track_pid $monitor
+	sleep 0.2
+	pbs_smtp "$src" "${rcpts[@]}" >"$PBS_TMP/one-get"
+	sleep 0.2
+	kill $monitor
+	pbs_check_eq "$n relay recipients of a leased client: all accepted" "$n" \
+		"$(grep -c '^RCPT:.* 250 ' "$PBS_TMP/one-get")"
+	pbs_check_eq "... with one Redis GET" 1 "$(grep -c '"GET"' "$PBS_TMP/monitor")"
+	pbs_check_eq "... and every one reached the next hop" 0 \
+		"$(for i in "${rcpts[@]}"; do pbs_sink_wait "$i" 1 >/dev/null 2>&1 || echo "$i"; done | wc -l)"
+}
+
+# pbs_start_policy_daemon LOG ARGS… — popbsmtp-policy ARGS (-L or -l SOCKET, -c CONF) in the
+# background, as root or, with PBS_POLICY_DAEMON_AS=USER, started as USER (setpriv); its
+# log appended to LOG. Waits until it serves (a new "serving on" line) or exits. Sets
+# POLICY_DAEMON_PID.
+pbs_start_policy_daemon() {
+	local log=$1 i=0 n0 as=()
+	shift
+	[ -n "${PBS_POLICY_DAEMON_AS-}" ] &&
+		as=(setpriv --reuid="$PBS_POLICY_DAEMON_AS" --regid="$(id -gn "$PBS_POLICY_DAEMON_AS")" --clear-groups)
+	n0=$(grep -c 'serving on' "$log")
+	"${as[@]}" "$PBS_BIN/policy/popbsmtp-policy" "$@" 2>>"$log" &
+	POLICY_DAEMON_PID=$!
+	pbs_track_pid "$POLICY_DAEMON_PID"
+	while [ "$(grep -c 'serving on' "$log")" = "$n0" ] && kill -0 "$POLICY_DAEMON_PID" 2>/dev/null &&
+		[ $i -lt 100 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+}
+
 # PBS_LOCAL_DOMAINS — the milter.local_domains line of the stories: the MTA's own domain and
 # a backup-MX domain (which both MTAs route out, through the next hop).
 PBS_LOCAL_DOMAINS='local_domains = [ "local.test.example", "backup.test.example" ];'
