@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,7 +45,6 @@
 #include "request.h"
 
 #define BACKLOG 128
-#define REPLY_MAX 512 /* longer than any pbs_gate_answer() */
 
 struct conn {
 	int fd;
@@ -52,8 +52,10 @@ struct conn {
 	struct pbs_gate_session *session;
 	char in[4096];
 	size_t in_len, in_off; /* input read and not yet fed to the parser */
-	char out[REPLY_MAX];
-	size_t out_len, out_off; /* a reply not yet written in full */
+	/* A reply not yet written in full: pbs_gate_answer()'s text, which stays valid until
+	 * the session's next request, and no request is read before it is written. */
+	const char *out;
+	size_t out_len, out_off;
 	double deadline;         /* for the next request, on now_s()'s clock */
 };
 
@@ -112,7 +114,8 @@ struct daemon {
 	struct pbs_listener listener;
 	struct conn **conns; /* policy.max_connections slots, NULL when free */
 	size_t max, count;
-	time_t refused_said; /* when a refused connection was last logged */
+	time_t refused_said;  /* when a refused connection was last logged */
+	double accept_after;  /* out of descriptors: the listener rests until then */
 };
 
 static void conn_close(struct daemon *d, size_t i)
@@ -165,8 +168,8 @@ static int conn_work(struct daemon *d, struct conn *c)
 		if (!complete)
 			continue;
 		reply = pbs_gate_answer(d->gate, c->session, &c->parser.req);
+		c->out = reply;
 		c->out_len = strlen(reply);
-		memcpy(c->out, reply, c->out_len);
 		c->deadline = now_s() + d->cfg->policy.idle_timeout;
 		pbs_request_begin(&c->parser);
 		if (conn_flush(c) != 0)
@@ -223,8 +226,31 @@ static void accept_clients(struct daemon *d)
 		d->conns[i] = c;
 		d->count++;
 	}
-	if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return;
+	/* EMFILE and the like: the client stays in the backlog, and polling the listener
+	 * again at once would spin; rest it a little. */
+	d->accept_after = now_s() + 0.1;
+	if (time(NULL) - d->refused_said >= 60) {
+		d->refused_said = time(NULL);
 		pbs_log(LOG_WARNING, "accept: %s", strerror(errno));
+	}
+}
+
+/* Room for policy.max_connections clients and a few descriptors of our own, up to the hard
+ * limit; say so when that is too little (accept then fails, and clients wait). */
+static void raise_fd_limit(size_t max)
+{
+	rlim_t want = (rlim_t)max + 32;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		pbs_log(LOG_WARNING, "policy.max_connections %zu needs %llu file descriptors; the "
+			"limit is %llu", max, (unsigned long long)want,
+			(unsigned long long)rl.rlim_cur);
 }
 
 /* SIGUSR1: the file again; the old configuration stays when the new one is bad. */
@@ -260,7 +286,8 @@ static void reload(struct daemon *d)
 	pbs_log(LOG_INFO, "configuration reloaded from %s", d->config_path);
 }
 
-/* How long poll() may wait: until the earliest client deadline, at most a second (the
+/* How long poll() may wait: until the earliest client deadline (or the listener's rest),
+ * at most a second (the
  * counts are flushed between requests, pbs_gate_idle). */
 static struct timespec poll_timeout(const struct daemon *d, double now)
 {
@@ -270,6 +297,8 @@ static struct timespec poll_timeout(const struct daemon *d, double now)
 	for (i = 0; i < d->max; i++)
 		if (d->conns[i] != NULL && d->conns[i]->deadline < first)
 			first = d->conns[i]->deadline;
+	if (d->accept_after > now && d->accept_after < first)
+		first = d->accept_after;
 	left = first > now ? first - now : 0;
 	return (struct timespec){.tv_sec = (time_t)left,
 				 .tv_nsec = (long)((left - (double)(time_t)left) * 1e9)};
@@ -297,7 +326,8 @@ static void serve(struct daemon *d, const sigset_t *during_poll)
 			reload(d);
 		}
 		now = now_s();
-		fds[0] = (struct pollfd){.fd = d->listener.fd, .events = POLLIN};
+		fds[0] = (struct pollfd){.fd = now >= d->accept_after ? d->listener.fd : -1,
+					 .events = POLLIN};
 		for (i = 0, n = 1; i < d->max; i++) {
 			if ((c = d->conns[i]) == NULL)
 				continue;
@@ -363,6 +393,7 @@ int pbs_daemon_run(const char *config_path, const char *listen)
 		return PBS_EX_CONFIG;
 	snprintf(spec, sizeof spec, "%s", listen != NULL ? listen : d.cfg->policy.listen);
 	d.max = (size_t)d.cfg->policy.max_connections;
+	raise_fd_limit(d.max);
 	if (start(&d, spec) != 0)
 		goto out;
 	if ((d.conns = calloc(d.max, sizeof *d.conns)) == NULL ||

@@ -134,6 +134,17 @@ elif what == "trickle":      # trickle WHERE: one byte every 0.5 s; seconds unti
     except OSError:
         pass
     print(int((time.time() - t + eof_after(s)) * 10))   # tenths of a second
+elif what == "prepend":      # prepend WHERE CLIENT: RCPT then DATA of one message; the DATA answer
+    s = conn(); s.sendall(req(sys.argv[3], "p1")); answer(s)
+    s.sendall((f"request=smtpd_access_policy\nprotocol_state=DATA\nclient_address={sys.argv[3]}\n"
+               "instance=p1\nrecipient=\nsasl_username=\n\n").encode())
+    buf = b""
+    while not buf.endswith(b"\n\n"):
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    print(buf.decode().rstrip("\n"))
 elif what == "oversize":     # oversize WHERE: 70000 bytes without an empty line
     s = conn()
     try:
@@ -233,6 +244,18 @@ sleep 0.3
 pbs_check_match "SIGUSR1 with a bad file: logged, the old configuration kept" \
 	'reload of .* failed; keeping the previous configuration' "$(cat "$LOG")"
 pbs_check_eq "... and it still serves" "action=DUNNO" "$(client ask "$SOCK" 192.0.2.2 b3)"
+
+# ---- the longest reply: a trace header naming a 255-byte user ----
+stop
+LONG=$(printf 'u%.0s' $(seq 1 255))
+pbs_ctl grant 192.0.2.3 "$LONG" >/dev/null
+conf "$PBS_TMP/trace.conf"
+printf 'usage: { trace_header = "on"; trace_secret = "0123456789abcdef0123"; };\n' >>"$PBS_TMP/trace.conf"
+start "$PBS_TMP/trace.conf"
+out=$(client prepend "$SOCK" 192.0.2.3)
+pbs_check_match "a PREPEND naming a 255-byte user is sent whole" \
+	"^action=PREPEND X-PopBeforeSMTP: 0123456789abcdef0123 user=$LONG lease=192\.0\.2\.3 " "$out"
+pbs_check_eq "... and the daemon serves on" "action=DUNNO" "$(client ask "$SOCK" 192.0.2.1 t2)"
 
 # ---- Redis down ----
 pbs_stop_redis
