@@ -29,13 +29,6 @@ SOCKDIR=$PBS_TMP/policyd
 SOCK=$SOCKDIR/policy.sock
 install -d -m 0755 "$SOCKDIR"
 
-# ---- docs/exim.md's blocks, paths replaced ----
-MACRO=$(pbs_doc_block "$DOC" 'Define them in the main' | sed "s|/run/popbsmtp-policy/policy.sock|$SOCK|")
-pbs_check_eq "docs/exim.md gives the POPBSMTP_SOCKET line" "POPBSMTP_SOCKET = $SOCK" "$MACRO"
-ACLS=$(pbs_doc_block "$DOC" 'In the ACL section' | sed "s|/usr/share/popbsmtp/exim/popbsmtp.acl|$ACL_FILE|")
-pbs_check_match "docs/exim.md's ACL section calls acl_popbsmtp before the relay refusal" \
-	'accept +acl = acl_popbsmtp +require +message = relay not permitted' "$(tr -s '\n' ' ' <<<"$ACLS")"
-
 pbs_start_story_servers policy || exit 1
 printf 'policy: { listen = "unix:%s"; user = "nobody"; socket_group = "mail"; };\n' "$SOCK" >>"$PBS_CONF"
 DAEMON_LOG=$PBS_TMP/policyd.log
@@ -48,11 +41,12 @@ start_daemon() {
 start_daemon
 
 pbs_exim_prepare || exit 1
-# Exim's user reaches the socket through its group, as "adduser Debian-exim popbsmtp-policy"
-# does on a real host (here the group mail).
-sed -i 's/^\(mail:[^:]*:[^:]*:\)\(.*\)$/\1\2,Debian-exim/; s/^\(mail:[^:]*:[^:]*:\),/\1/' "$EXIM_DIR/group"
-pbs_exim_conf "$MACRO
-POPBSMTP_TIMEOUT = 2s" "$ACLS" >"$EXIM_DIR/exim.conf"
+# docs/exim.md's blocks, paths replaced; Exim's user reaches the socket through its group.
+pbs_exim_doc_conf "$SOCK" "$ACL_FILE" "POPBSMTP_TIMEOUT = 2s" >"$EXIM_DIR/exim.conf"
+MACRO=$EXIM_DOC_MACRO
+pbs_check_eq "docs/exim.md gives the POPBSMTP_SOCKET line" "POPBSMTP_SOCKET = $SOCK" "$MACRO"
+pbs_check_match "docs/exim.md's ACL section calls acl_popbsmtp before the relay refusal" \
+	'accept +acl = acl_popbsmtp +require +message = relay not permitted' "$(tr -s '\n' ' ' <<<"$EXIM_DOC_ACLS")"
 out=$(pbs_exim -C "$EXIM_DIR/exim.conf" -bV 2>&1)
 pbs_check_match "Exim 4.96 takes the configuration" '^Exim version 4\.96 ' "$out"
 pbs_start_exim "$EXIM_DIR/exim.conf" || exit 1

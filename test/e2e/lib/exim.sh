@@ -9,6 +9,12 @@
 #   pbs_exim_conf MAIN_EXTRA ACLS    print a configuration: MAIN_EXTRA goes at the end of
 #                                    the main section, ACLS is the whole ACL section (from
 #                                    docs/exim.md). Needs SINK_PORT.
+#   pbs_exim_doc_conf SOCKET ACL_FILE [MAIN_EXTRA]
+#                                    print pbs_exim_conf with docs/exim.md's blocks as
+#                                    written, but for the daemon's SOCKET and the ACL_FILE to
+#                                    include; sets EXIM_DOC_MACRO and EXIM_DOC_ACLS (the
+#                                    blocks as used). Exim's user joins the group mail, as
+#                                    "adduser Debian-exim popbsmtp-policy" does on a host.
 #   pbs_start_exim CONF              start "exim4 -bdf -C CONF", wait until it listens; sets
 #                                    EXIM_PID and SMTP_PORT=EXIM_PORT (the swaks helpers).
 #   pbs_stop_exim                    stop it and wait (also registered as cleanup).
@@ -116,6 +122,15 @@ plain:
   server_condition = \${if and{{eq{\$auth2}{alice}}{eq{\$auth3}{secret}}}}
   server_set_id = \$auth2
 EOF
+}
+
+pbs_exim_doc_conf() {
+	local doc=$PBS_DOCS/exim.md
+	EXIM_DOC_MACRO=$(pbs_doc_block "$doc" 'Define them in the main' | sed "s|/run/popbsmtp-policy/policy.sock|$1|")
+	EXIM_DOC_ACLS=$(pbs_doc_block "$doc" 'In the ACL section' | sed "s|/usr/share/popbsmtp/exim/popbsmtp.acl|$2|")
+	sed -i 's/^\(mail:[^:]*:[^:]*:\)\(.*\)$/\1\2,Debian-exim/; s/^\(mail:[^:]*:[^:]*:\),/\1/' "$EXIM_DIR/group"
+	pbs_exim_conf "$EXIM_DOC_MACRO
+${3-}" "$EXIM_DOC_ACLS"
 }
 
 pbs_start_exim() {
