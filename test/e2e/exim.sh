@@ -29,16 +29,7 @@ SOCKDIR=$PBS_TMP/policyd
 SOCK=$SOCKDIR/policy.sock
 install -d -m 0755 "$SOCKDIR"
 
-pbs_start_story_servers policy || exit 1
-printf 'policy: { listen = "unix:%s"; user = "nobody"; socket_group = "mail"; };\n' "$SOCK" >>"$PBS_CONF"
-DAEMON_LOG=$PBS_TMP/policyd.log
-GATE_LOG=$DAEMON_LOG
-: >"$DAEMON_LOG"
-start_daemon() {
-	pbs_start_policy_daemon "$DAEMON_LOG" -c "$PBS_CONF" -L
-	DAEMON_PID=$POLICY_DAEMON_PID
-}
-start_daemon
+pbs_start_story_daemon "$SOCK" mail || exit 1
 
 pbs_exim_prepare || exit 1
 # docs/exim.md's blocks, paths replaced; Exim's user reaches the socket through its group.
@@ -123,7 +114,7 @@ for r in down1 stall late; do
 done
 
 # ---- Debian's exim4-config, split, with docs/exim.md's two changes ----
-start_daemon
+pbs_story_daemon
 pbs_stop_exim
 DEB=$PBS_TMP/debian
 # acl_file DIR — docs/exim.md's new conf.d/acl file in DIR's configuration.

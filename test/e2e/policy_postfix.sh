@@ -37,19 +37,7 @@ pbs_check_eq "Postfix keeps its own mynetworks" 127.0.0.1/32 "$(postconf -c "$PO
 pbs_check_nomatch "Postfix takes the documented lines without a warning" 'warning' \
 	"$(postconf -c "$POSTFIX_CONF" -n 2>&1 >/dev/null; cat "$POSTFIX_LOG")"
 
-pbs_check_login_lease 127.0.0.5 $REMOTE
-pbs_check_match "the refusal is Postfix's own reject_unauth_destination" \
-	'reject: RCPT from .*127\.0\.0\.5.*: 554 5\.7\.1 <user@remote\.example>: Relay access denied' \
-	"$(cat "$POSTFIX_LOG")"
-
-pbs_login_pop3 127.0.0.6 bob secret
-pbs_check_eq "POP3 login from 127.0.0.6" 0 $?
-pbs_check_match "after the POP3 login: relay accepted" '^250 ' "$(pbs_smtp_rcpt_reply 127.0.0.6 $REMOTE)"
-pbs_check_match "another address is still refused" '^554 5\.7\.1' "$(pbs_smtp_rcpt_reply 127.0.0.7 $REMOTE)"
-
-pbs_check_match "local recipient accepted without a lease" '^250 ' \
-	"$(pbs_smtp_rcpt_reply 127.0.0.7 $LOCAL)"
-pbs_check_nomatch "... and popbsmtp-policy was not even asked" "rcpt=<$LOCAL>" "$(cat "$POLICY_LOG")"
+pbs_check_policy_story $REMOTE $LOCAL
 pbs_smtp 127.0.0.7 $LOCAL other@remote.example >/dev/null
 pbs_check_match "local then relay in one transaction: the local one is accepted" '^250 ' \
 	"$(pbs_rcpt_reply $LOCAL)"

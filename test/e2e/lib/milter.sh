@@ -114,6 +114,27 @@ pbs_check_login_lease() {
 	pbs_check_accepted_message "$src"
 }
 
+# pbs_check_policy_story RCPT LOCAL_RCPT — the start of the story on Postfix with a policy
+# gate (spawn(8) or the daemon): pbs_check_login_lease from 127.0.0.5, the refusal before it
+# Postfix's own, a POP3 login from 127.0.0.6 that relays, 127.0.0.7 still refused, a local
+# recipient accepted from it without the gate being asked (GATE_LOG).
+pbs_check_policy_story() {
+	local rcpt=$1 local_rcpt=$2
+	pbs_check_login_lease 127.0.0.5 "$rcpt"
+	pbs_check_match "the refusal is Postfix's own reject_unauth_destination" \
+		"reject: RCPT from .*127\.0\.0\.5.*: 554 5\.7\.1 <$(pbs_re_quote "$rcpt")>: Relay access denied" \
+		"$(cat "$POSTFIX_LOG")"
+	pbs_login_pop3 127.0.0.6 bob secret
+	pbs_check_eq "POP3 login from 127.0.0.6" 0 $?
+	pbs_check_match "after the POP3 login: relay accepted" '^250 ' "$(pbs_smtp_rcpt_reply 127.0.0.6 "$rcpt")"
+	pbs_check_match "another address is still refused" '^554 5\.7\.1' \
+		"$(pbs_smtp_rcpt_reply 127.0.0.7 "$rcpt")"
+	pbs_check_match "local recipient accepted without a lease" '^250 ' \
+		"$(pbs_smtp_rcpt_reply 127.0.0.7 "$local_rcpt")"
+	pbs_check_nomatch "... and the gate was not even asked" "rcpt=<$(pbs_re_quote "$local_rcpt")>" \
+		"$(cat "$GATE_LOG")"
+}
+
 # pbs_check_short_lease SRC RCPT — grant SRC a lease of 2 s (as carol, with popbsmtpctl): SRC
 # relays to RCPT through the MTA under test while the lease lives and is refused once it
 # has expired.
@@ -186,6 +207,25 @@ pbs_start_policy_daemon() {
 		sleep 0.05
 		i=$((i + 1))
 	done
+}
+
+# pbs_start_story_daemon SOCKET GROUP — pbs_start_story_servers for the policy daemon: the
+# same servers, PBS_CONF's policy group listening on the unix SOCKET with GROUP (the MTA's
+# way in) as nobody, and the daemon started (pbs_story_daemon). Sets DAEMON_LOG (= GATE_LOG).
+pbs_start_story_daemon() {
+	pbs_start_story_servers policy || return 1
+	printf 'policy: { listen = "unix:%s"; user = "nobody"; socket_group = "%s"; };\n' "$1" "$2" \
+		>>"$PBS_CONF"
+	DAEMON_LOG=$PBS_TMP/policyd.log
+	GATE_LOG=$DAEMON_LOG
+	: >"$DAEMON_LOG"
+	pbs_story_daemon
+}
+
+# pbs_story_daemon — (again) the story's popbsmtp-policy -L, as root; sets DAEMON_PID.
+pbs_story_daemon() {
+	pbs_start_policy_daemon "$DAEMON_LOG" -c "$PBS_CONF" -L
+	DAEMON_PID=$POLICY_DAEMON_PID
 }
 
 # PBS_LOCAL_DOMAINS — the milter.local_domains line of the stories: the MTA's own domain and
