@@ -5,7 +5,8 @@
 # daemon (popbsmtp-policy -L, started as root, socket group mail, running as nobody) over
 # ${readsocket}; Redis, Dovecot running popbsmtp-postlogin, smtp-sink as the next hop, real
 # clients (curl, swaks). Refused with Exim's own 550, IMAP and POP3 logins, relayed and
-# delivered (one question per message), local mail from anyone, AUTH, a short lease
+# delivered (one question per message), local mail from anyone, AUTH, IPv6 (::1 in its
+# leased /64, Python speaking SMTP: swaks here has no IPv6), a short lease
 # expiring, a revoke, sender routes, Redis down (451, nothing relayed, local mail still
 # accepted), the daemon stalled (timeout), stopped and its socket missing (451), the log
 # lines of docs/exim.md and the counts of the gate "exim". Then Debian's own split
@@ -68,6 +69,28 @@ for rcpt in "victim%remote.example@local.test.example" "victim@remote.example@lo
 done
 pbs_check_eq "no sender-routed message reached the next hop" 0 \
 	"$(pbs_count_files_with "$SINK_DIR" '^X-Rcpt-Args: .*victim')"
+
+# IPv6: the client ::1, its lease the /64 (lease.ipv6_prefix) Exim's $sender_host_address
+# falls in
+# (swaks here lacks IO::Socket::INET6: Python's smtplib speaks for ::1.)
+rcpt6() {
+	python3 - "$EXIM_PORT" "$1" <<'PY'
+import smtplib, sys
+s = smtplib.SMTP("::1", int(sys.argv[1]), source_address=("::1", 0), timeout=20)
+s.ehlo("client.example")
+s.mail("sender@client.example")
+code, text = s.rcpt(sys.argv[2])
+print(code, text.decode())
+s.quit()
+PY
+}
+pbs_check_match "IPv6 ::1 without a lease: refused" "$GATE_REFUSAL" "$(rcpt6 $REMOTE)"
+pbs_ctl grant ::1 erin >/dev/null
+pbs_check_match "IPv6 ::1 inside its leased /64: relays" '^250 ' "$(rcpt6 $REMOTE)"
+pbs_check_match "... decided on the lease of ::/64" 'relay allowed: client=::1 .*reason=lease user=erin' \
+	"$(cat "$DAEMON_LOG")"
+pbs_ctl revoke ::1 >/dev/null
+pbs_check_match "... and refused once revoked" "$GATE_REFUSAL" "$(rcpt6 $REMOTE)"
 
 pbs_ctl revoke 127.0.0.6 >/dev/null
 pbs_check_match "a revoked lease: refused" "$GATE_REFUSAL" "$(pbs_smtp_rcpt_reply 127.0.0.6 $REMOTE)"

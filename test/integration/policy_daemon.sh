@@ -161,6 +161,12 @@ PBS_CONF=$PBS_TMP/ok.conf
 printf 'policy: { listen = "unix:%s"; };\nlease: { ttl = 0; };\n' "$SOCK" >"$PBS_TMP/bad.conf"
 "$POLICY" -c "$PBS_TMP/bad.conf" -L 2>>"$LOG"
 pbs_check_eq "a bad configuration: exit 78" 78 $?
+printf 'policy: {\n  listen = "tcp:10040";\n  max_connections = 0;\n};\n' >"$PBS_TMP/bad-policy.conf"
+out=$("$POLICY" -t -c "$PBS_TMP/bad-policy.conf" 2>&1)
+pbs_check_eq "-t on a bad policy group: exit 78" 78 $?
+pbs_check_match "... names FILE:LINE of policy.listen" "bad-policy\.conf:2: policy\.listen: expected" "$out"
+pbs_check_match "... and of policy.max_connections" "bad-policy\.conf:3: policy\.max_connections" "$out"
+pbs_check_match "-t on the good one: OK" 'configuration OK' "$("$POLICY" -t -c "$PBS_TMP/ok.conf" 2>&1)"
 pbs_check_eq "... and no socket" no "$([ -e "$SOCK" ] && echo yes || echo no)"
 "$POLICY" -c "$PBS_TMP/ok.conf" -l tcp:99 2>>"$LOG"
 pbs_check_eq "-l with a bad socket: exit 71" 71 $?

@@ -26,8 +26,8 @@
 #                                    conf.d/main/000_localmacros; prints the generated file.
 #
 # local.test.example is local: any user there is delivered to $EXIM_DIR/mail/local. Every
-# other domain goes to 127.0.0.1:SINK_PORT. 127.0.0.1 is relay_from_hosts; 127.0.0.2… are
-# ordinary clients. AUTH PLAIN: alice / secret.
+# other domain goes to 127.0.0.1:SINK_PORT. 127.0.0.1 is relay_from_hosts; 127.0.0.2… and
+# ::1 (Exim listens there too) are ordinary clients. AUTH PLAIN: alice / secret.
 
 PBS_EXIM_ROOT=${PBS_EXIM_ROOT:-/var/cache/popbsmtp/exim-root}
 PBS_EXIM_UID=64990    # Debian-exim in the namespace's /etc/passwd
@@ -66,7 +66,7 @@ domainlist local_domains = local.test.example
 domainlist relay_to_domains =
 hostlist relay_from_hosts = 127.0.0.1
 daemon_smtp_ports = $EXIM_PORT
-local_interfaces = 127.0.0.1
+local_interfaces = <; 127.0.0.1 ; ::1
 spool_directory = $EXIM_DIR/spool
 log_file_path = $EXIM_DIR/log/%slog
 pid_file_path = $EXIM_DIR/exim.pid
