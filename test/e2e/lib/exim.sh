@@ -20,10 +20,13 @@
 #   pbs_stop_exim                    stop it and wait (also registered as cleanup).
 #   pbs_exim ARGS…                   run exim4 in the namespace, in a subshell: $(pbs_exim -C CONF -bV).
 #   pbs_exim_debian_dir DIR          a copy of the package's /etc/exim4 in DIR/exim4, to edit.
-#   pbs_exim_debian DIR LOCALMACROS  Debian's exim4-config as its update-exim4.conf generates
-#                                    it from the split configuration in DIR/exim4: smarthost
-#                                    type, this test's private paths and LOCALMACROS in
-#                                    conf.d/main/000_localmacros; prints the generated file.
+#   pbs_exim_debian DIR LOCALMACROS [SPLIT]
+#                                    Debian's exim4-config as its update-exim4.conf generates
+#                                    it from DIR/exim4, split (SPLIT true, the default) or
+#                                    unsplit (false: exim4.conf.template): smarthost type,
+#                                    this test's private paths and LOCALMACROS as Debian's
+#                                    local macros (conf.d/main/000_localmacros, or
+#                                    exim4.conf.localmacros); prints the generated file.
 #
 # local.test.example is local: any user there is delivered to $EXIM_DIR/mail/local. Every
 # other domain goes to 127.0.0.1:SINK_PORT. 127.0.0.1 is relay_from_hosts; 127.0.0.2… and
@@ -163,7 +166,7 @@ pbs_exim_debian_dir() {
 }
 
 pbs_exim_debian() {
-	local dir=$1
+	local dir=$1 split=${3:-true} macros
 	cat >"$dir/exim4/update-exim4.conf.conf" <<EOF
 dc_eximconfig_configtype='smarthost'
 dc_other_hostnames='local.test.example'
@@ -174,13 +177,15 @@ dc_minimaldns='false'
 dc_relay_nets=''
 dc_smarthost='127.0.0.1::$SINK_PORT'
 CFILEMODE='644'
-dc_use_split_config='true'
+dc_use_split_config='$split'
 dc_hide_mailname=''
 dc_mailname_in_oh='true'
 dc_localdelivery='mail_spool'
 EOF
-	# Debian's place for local macros in the split configuration.
-	cat >"$dir/exim4/conf.d/main/000_localmacros" <<EOF
+	# Debian's places for local macros.
+	macros=$dir/exim4/conf.d/main/000_localmacros
+	[ "$split" = true ] || macros=$dir/exim4/exim4.conf.localmacros
+	cat >"$macros" <<EOF
 SPOOLDIR = $EXIM_DIR/spool
 MAIN_HARDCODE_PRIMARY_HOSTNAME = mx.test.example
 MAIN_HOST_LOOKUP =
@@ -188,7 +193,8 @@ MAIN_TLS_ADVERTISE_HOSTS =
 $2
 EOF
 	echo mx.test.example >"$dir/mailname"
-	sed "s|/etc/mailname|$dir/mailname|g" "$PBS_EXIM_ROOT/usr/sbin/update-exim4.conf" >"$dir/update-exim4.conf"
+	sed "s|/etc/mailname|$dir/mailname|g; s|/etc/exim4/exim4.conf.localmacros|$macros|g" \
+		"$PBS_EXIM_ROOT/usr/sbin/update-exim4.conf" >"$dir/update-exim4.conf"
 	unshare -m bash -c 'mount --bind "$1/passwd" /etc/passwd && mount --bind "$1/group" /etc/group &&
 		bash "$2/update-exim4.conf" --confdir "$2/exim4" --output "$2/generated.conf"' \
 		pbs-exim "$EXIM_DIR" "$dir" >"$dir/update.out" 2>&1 || { cat "$dir/update.out" >&2; return 1; }
