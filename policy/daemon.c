@@ -206,16 +206,20 @@ static void accept_clients(struct daemon *d)
 	int fd;
 
 	while ((fd = accept4(d->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-		if (d->count >= d->max || (c = calloc(1, sizeof *c)) == NULL ||
-		    (c->session = pbs_gate_session_new()) == NULL) {
-			if (d->count < d->max)
-				free(c);
+		if (d->count >= d->max) {
 			close(fd);
 			if (time(NULL) - d->refused_said >= 60) {
 				d->refused_said = time(NULL);
 				pbs_log(LOG_WARNING, "%zu clients connected (policy.max_connections): "
 					"a new one was closed at once", d->count);
 			}
+			continue;
+		}
+		if ((c = calloc(1, sizeof *c)) == NULL ||
+		    (c->session = pbs_gate_session_new()) == NULL) {
+			free(c);
+			close(fd);
+			pbs_log(LOG_ERR, "out of memory: a new client was closed at once");
 			continue;
 		}
 		c->fd = fd;
