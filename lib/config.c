@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "popbsmtp/lease.h"
+#include "popbsmtp/listen.h"
 #include "popbsmtp/log.h"
 #include "popbsmtp/policy.h"
 #include "prescan.h"
@@ -95,6 +96,14 @@ static const struct key_spec keys[] = {
 	{"milter", "reject_text", KEY_STRING, AT(milter.reject_text), 1, 400, 0,
 	 "Relay access denied", NULL},
 	{"milter", "pool_size", KEY_INT, AT(milter.pool_size), 1, 1024, 64, NULL, NULL},
+	{"policy", "listen", KEY_STRING, AT(policy.listen), 1, 107 + 5, 0,
+	 "unix:/run/popbsmtp-policy/policy.sock", NULL},
+	{"policy", "socket_mode", KEY_MODE, AT(policy.socket_mode), 0, 0777, 0660, NULL, NULL},
+	{"policy", "socket_group", KEY_STRING, AT(policy.socket_group), 0, 64, 0, "", NULL},
+	{"policy", "user", KEY_STRING, AT(policy.user), 0, 64, 0, "popbsmtp", NULL},
+	{"policy", "max_connections", KEY_INT, AT(policy.max_connections), 1, 4096, 256, NULL,
+	 NULL},
+	{"policy", "idle_timeout", KEY_INT, AT(policy.idle_timeout), 1, 86400, 600, NULL, NULL},
 	{"usage", "retention_days", KEY_INT, AT(usage.retention_days), 1, 3660, 30, NULL, NULL},
 	{"usage", "flush_interval", KEY_INT, AT(usage.flush_interval), 1, 3600, 10, NULL, NULL},
 	{"usage", "host", KEY_STRING, AT(usage.host), 0, 64, 0, "", NULL},
@@ -105,7 +114,8 @@ static const struct key_spec keys[] = {
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 /* Groups, nested ones with their full dotted name. */
-static const char *const groups[] = {"redis", "redis.sentinel", "lease", "milter", "usage", NULL};
+static const char *const groups[] = {"redis",  "redis.sentinel", "lease", "milter",
+				     "policy", "usage",          NULL};
 
 /* Directory part of PATH for resolving relative @include names ("." if none). */
 static char *dir_of(const char *path)
@@ -586,7 +596,7 @@ static void walk_group(pbs_config *cfg, const config_setting_t *g, const char *p
 
 	if (gname == NULL || !known_group(gname) || strchr(gname, '.') != NULL) {
 		strlist_addf(&r->errors, "%s:%d: unknown setting '%s' (expected redis, lease, "
-			     "milter or usage)", at.file, at.line, gname ? gname : "?");
+			     "milter, policy or usage)", at.file, at.line, gname ? gname : "?");
 		return;
 	}
 	if (!config_setting_is_group(g)) {
@@ -665,6 +675,20 @@ static void check_trace_secret(const pbs_config *cfg, const config_t *lc, const 
 		     "(e.g. from \"openssl rand -hex 16\")", at.file, at.line);
 }
 
+/* policy.listen in the milter's notation (the host is looked up only when it is opened). */
+static void check_listen(const pbs_config *cfg, const config_t *lc, const char *path,
+			 pbs_config_report *r)
+{
+	const config_setting_t *s = config_lookup(lc, "policy.listen");
+	struct site at;
+
+	if (s == NULL || cfg->policy.listen == NULL || pbs_listen_valid(cfg->policy.listen))
+		return;
+	at = site_of(s, path);
+	strlist_addf(&r->errors, "%s:%d: policy.listen: expected \"unix:/absolute/path\" or "
+		     "\"inet:PORT@HOST\"", at.file, at.line);
+}
+
 /* Warn when the file holds a password and others may read it. */
 static void check_secret_mode(const pbs_config *cfg, const char *path, pbs_config_report *r)
 {
@@ -737,6 +761,7 @@ pbs_config *pbs_config_load(const char *path, pbs_config_report *report)
 	derive_defaults(cfg);
 	check_refresh(cfg, &lc, path, report);
 	check_trace_secret(cfg, &lc, path, report);
+	check_listen(cfg, &lc, path, report);
 	if (config_lookup(&lc, "redis.socket") != NULL && config_lookup(&lc, "redis.host") == NULL) {
 		free(cfg->redis.host);
 		cfg->redis.host = NULL;

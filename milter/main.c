@@ -19,8 +19,8 @@
 #include "flush.h"
 #include "popbsmtp/config.h"
 #include "popbsmtp/log.h"
+#include "popbsmtp/privsep.h"
 #include "popbsmtp/version.h"
-#include "privsep.h"
 #include "runtime.h"
 
 #define PROG "popbsmtp-milter"
@@ -131,9 +131,19 @@ static void announce(const char *socket)
 	pbs_log(LOG_INFO, "%s %s serving on %s", PROG, PBS_VERSION, socket);
 }
 
+/* pbs_privsep_bind_fn for libmilter: it removes a stale unix socket and binds. */
+static int bind_milter(const struct pbs_socket_spec *spec, void *arg)
+{
+	(void)spec;
+	(void)arg;
+	return smfi_opensocket(true) == MI_SUCCESS ? 0 : -1;
+}
+
 /* Open the listening socket with the configured ownership and mode. */
 static int open_socket(const pbs_config *cfg)
 {
+	const struct pbs_socket_spec spec = {"milter", cfg->milter.socket, cfg->milter.socket_group,
+					     cfg->milter.socket_mode};
 	char *conn = strdup(cfg->milter.socket); /* smfi_setconn wants it writable; it copies */
 	int rc = conn != NULL ? smfi_setconn(conn) : MI_FAILURE;
 
@@ -146,7 +156,7 @@ static int open_socket(const pbs_config *cfg)
 		pbs_log(LOG_ERR, "smfi_register failed");
 		return -1;
 	}
-	return pbs_privsep_open_socket(&cfg->milter);
+	return pbs_privsep_open_socket(&spec, bind_milter, NULL);
 }
 
 int main(int argc, char **argv)
@@ -195,7 +205,7 @@ int main(int argc, char **argv)
 	    (!foreground && pbs_privsep_daemonize(cfg->milter.pidfile) != 0))
 		return startup_failed(cfg);
 	pbs_log_open(PROG, foreground ? LOG_DEBUG : PBS_LOG_NO_STDERR);
-	if (pbs_privsep_drop(cfg->milter.user) != 0)
+	if (pbs_privsep_drop(cfg->milter.user, "milter") != 0)
 		return startup_failed(cfg);
 	/* cfg goes to the runtime, and a reload may free it at any moment from then on. */
 	snprintf(socket, sizeof socket, "%s", cfg->milter.socket);

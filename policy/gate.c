@@ -7,7 +7,8 @@
  * the 451 the milter gives (or what milter.on_store_error says).
  *
  * Decisions are counted as the milter counts them (usage.h): a relay allowed for a
- * message once, with the lease's user; every refusal and deferral. Postfix itself
+ * message once, with the lease's user; every refusal and deferral. Requests from Exim's
+ * acl_popbsmtp (popbsmtp_gate=exim) are counted as the gate "exim", others as "policy". Postfix itself
  * decides trusted, authenticated and local recipients before it asks, so those are
  * the milter's counts only. With usage.trace_header on, the same gate asked again at
  * DATA (smtpd_data_restrictions) prepends the X-PopBeforeSMTP header to a message it
@@ -42,7 +43,14 @@
 struct pbs_gate {
 	const pbs_config *cfg;
 	pbs_store *store;
-	pbs_usage *usage;
+	pbs_usage *usage;      /* gate "policy": Postfix */
+	/* gate "exim": requests from acl_popbsmtp (popbsmtp_gate=exim); made at the first, so
+	 * that a gate serving only Postfix reports no "exim" gate */
+	pbs_usage *usage_exim;
+};
+
+/* What one policy connection remembers between its requests: the same in both modes. */
+struct pbs_gate_session {
 	/* The lease answer for the message last asked about: its instance and subject. */
 	char instance[INSTANCE_SIZE];
 	char subject[PBS_ADDR_STRLEN];
@@ -71,9 +79,21 @@ struct pbs_gate *pbs_gate_new(const pbs_config *cfg)
 	return g;
 }
 
+struct pbs_gate_session *pbs_gate_session_new(void)
+{
+	return calloc(1, sizeof(struct pbs_gate_session));
+}
+
+void pbs_gate_session_free(struct pbs_gate_session *s)
+{
+	free(s);
+}
+
 void pbs_gate_idle(struct pbs_gate *g)
 {
 	pbs_usage_maybe_flush(g->usage, g->store, &g->cfg->usage, time(NULL));
+	if (g->usage_exim != NULL)
+		pbs_usage_maybe_flush(g->usage_exim, g->store, &g->cfg->usage, time(NULL));
 }
 
 void pbs_gate_free(struct pbs_gate *g)
@@ -81,7 +101,10 @@ void pbs_gate_free(struct pbs_gate *g)
 	if (g == NULL)
 		return;
 	pbs_usage_flush(g->usage, g->store, &g->cfg->usage, time(NULL));
+	if (g->usage_exim != NULL)
+		pbs_usage_flush(g->usage_exim, g->store, &g->cfg->usage, time(NULL));
 	pbs_usage_free(g->usage);
+	pbs_usage_free(g->usage_exim);
 	pbs_store_free(g->store);
 	free(g);
 }
@@ -89,57 +112,65 @@ void pbs_gate_free(struct pbs_gate *g)
 /* The lease state for SUBJECT: the cached one if this is the same message (INSTANCE) of
  * the same client, else one GET. A store error is cached too: a message with many
  * recipients then waits for a dead Redis once, not once per recipient. */
-static enum pbs_lease_state lease_for(struct pbs_gate *g, const char *instance,
-				      const char *subject, const char *client)
+static enum pbs_lease_state lease_for(struct pbs_gate *g, struct pbs_gate_session *s,
+				      const char *instance, const char *subject, const char *client)
 {
 	pbs_lease lease;
 
-	if (instance[0] != '\0' && strcmp(instance, g->instance) == 0 &&
-	    strcmp(subject, g->subject) == 0)
-		return g->lease;
-	g->lease_user[0] = '\0';
+	if (instance[0] != '\0' && strcmp(instance, s->instance) == 0 &&
+	    strcmp(subject, s->subject) == 0)
+		return s->lease;
+	s->lease_user[0] = '\0';
 	switch (pbs_store_lookup(g->store, subject, &lease)) {
 	case PBS_LOOKUP_FOUND:
-		g->lease = PBS_LEASE_LIVE;
-		g->found = lease;
-		pbs_log_safe(lease.user, g->lease_user);
+		s->lease = PBS_LEASE_LIVE;
+		s->found = lease;
+		pbs_log_safe(lease.user, s->lease_user);
 		break;
 	case PBS_LOOKUP_NONE:
-		g->lease = PBS_LEASE_NONE;
+		s->lease = PBS_LEASE_NONE;
 		if (pbs_store_error(g->store)[0] != '\0')
 			pbs_log(LOG_WARNING, "lease lookup for %s: ignored, treated as no lease: %s",
 				client, pbs_store_error(g->store));
 		break;
 	case PBS_LOOKUP_ERROR:
-		g->lease = PBS_LEASE_STORE_ERROR;
+		s->lease = PBS_LEASE_STORE_ERROR;
 		pbs_log(LOG_ERR, "lease lookup for %s failed: %s", client,
 			pbs_store_error(g->store));
 		break;
 	}
-	strcpy(g->instance, instance);
-	strcpy(g->subject, subject);
-	return g->lease;
+	strcpy(s->instance, instance);
+	strcpy(s->subject, subject);
+	return s->lease;
 }
 
 /* Count the decision for REQ's message: an allowed relay once per message (as the milter,
  * which accepts the rest of a message at its first allowed relay), every refusal and
  * deferral. A relay on the lease also counts as one message of the lease's user. */
-static void count_decision(struct pbs_gate *g, const struct pbs_request *req,
-			   enum pbs_verdict verdict, const char *reason, const char *client)
+static void count_decision(struct pbs_gate *g, struct pbs_gate_session *s,
+			   const struct pbs_request *req, enum pbs_verdict verdict,
+			   const char *reason, const char *client)
 {
 	int event = pbs_usagekey_decision(verdict, reason);
+	pbs_usage *usage = g->usage;
 
 	if (event < 0)
 		return;
-	if (verdict == PBS_VERDICT_ALLOW && req->instance[0] != '\0') {
-		if (strcmp(req->instance, g->counted) == 0)
-			return;
-		strcpy(g->counted, req->instance);
+	if (strcmp(req->popbsmtp_gate, "exim") == 0) {
+		if (g->usage_exim == NULL)
+			g->usage_exim = pbs_usage_new("exim", PBS_USAGE_MAX_USERS);
+		if (g->usage_exim != NULL) /* else (out of memory) counted as "policy" */
+			usage = g->usage_exim;
 	}
-	pbs_usage_count(g->usage, (enum pbs_usage_event)event);
+	if (verdict == PBS_VERDICT_ALLOW && req->instance[0] != '\0') {
+		if (strcmp(req->instance, s->counted) == 0)
+			return;
+		strcpy(s->counted, req->instance);
+	}
+	pbs_usage_count(usage, (enum pbs_usage_event)event);
 	if (event == PBS_EV_ALLOWED_LEASE) {
-		pbs_usage_relay(g->usage, g->found.user, client, time(NULL));
-		strcpy(g->leased, req->instance);
+		pbs_usage_relay(usage, s->found.user, client, time(NULL));
+		strcpy(s->leased, req->instance);
 	}
 }
 
@@ -162,19 +193,20 @@ static void note_no_secret(void)
  * The PREPEND passes through cleanup's header_checks like every header the client wrote
  * (seen on Postfix 3.7), so the secret goes first in the value: the header_checks lines
  * of pbs_gate_header_checks() take it out again and delete every one without it. */
-static const char *trace_answer(struct pbs_gate *g, const struct pbs_request *req)
+static const char *trace_answer(struct pbs_gate *g, struct pbs_gate_session *s,
+				const struct pbs_request *req)
 {
 	const char *secret = g->cfg->usage.trace_secret;
 	char value[PBS_USAGE_TRACE_MAX];
 
-	if (req->instance[0] == '\0' || strcmp(req->instance, g->leased) != 0)
+	if (req->instance[0] == '\0' || strcmp(req->instance, s->leased) != 0)
 		return ACTION_DUNNO;
 	if (secret[0] == '\0')
 		note_no_secret();
-	pbs_usage_trace_value(&g->found, g->subject, value);
-	snprintf(g->prepend, sizeof g->prepend, "action=PREPEND %s: %s%s%s\n\n",
+	pbs_usage_trace_value(&s->found, s->subject, value);
+	snprintf(s->prepend, sizeof s->prepend, "action=PREPEND %s: %s%s%s\n\n",
 		 PBS_USAGE_TRACE_HEADER, secret, secret[0] != '\0' ? " " : "", value);
-	return g->prepend;
+	return s->prepend;
 }
 
 int pbs_gate_header_checks(const pbs_config *cfg, FILE *out)
@@ -228,7 +260,8 @@ static bool client_of(const struct pbs_request *req, pbs_addr *addr)
 	return true;
 }
 
-const char *pbs_gate_answer(struct pbs_gate *g, const struct pbs_request *req)
+const char *pbs_gate_answer(struct pbs_gate *g, struct pbs_gate_session *s,
+			    const struct pbs_request *req)
 {
 	struct pbs_policy_facts facts = {0};
 	char client[PBS_ADDR_STRLEN], subject[PBS_ADDR_STRLEN], rcpt[PBS_LOG_SAFE_MAX + 2];
@@ -242,7 +275,7 @@ const char *pbs_gate_answer(struct pbs_gate *g, const struct pbs_request *req)
 	}
 	if (g->cfg->usage.trace_header && strcmp(req->request, "smtpd_access_policy") == 0 &&
 	    strcmp(req->protocol_state, "DATA") == 0)
-		return trace_answer(g, req);
+		return trace_answer(g, s, req);
 	if (strcmp(req->request, "smtpd_access_policy") != 0 ||
 	    strcmp(req->protocol_state, "RCPT") != 0) {
 		note_wrong_stage(req);
@@ -260,16 +293,16 @@ const char *pbs_gate_answer(struct pbs_gate *g, const struct pbs_request *req)
 	if (verdict == PBS_VERDICT_NEED_LEASE) {
 		pbs_lease_subject(&addr, (unsigned)g->cfg->lease.ipv4_prefix,
 				  (unsigned)g->cfg->lease.ipv6_prefix, subject);
-		facts.lease = lease_for(g, req->instance, subject, client);
+		facts.lease = lease_for(g, s, req->instance, subject, client);
 		verdict = pbs_policy_decide(&facts, &reason);
 	}
-	count_decision(g, req, verdict, reason, client);
+	count_decision(g, s, req, verdict, reason, client);
 	/* In brackets, as the milter sees it: one vocabulary in the log. */
 	snprintf(rcpt, sizeof rcpt, "<%s>", req->recipient);
 	switch (verdict) {
 	case PBS_VERDICT_ALLOW:
 		pbs_log_relay("allowed", client, rcpt, reason,
-			      facts.lease == PBS_LEASE_LIVE ? g->lease_user : NULL, qid);
+			      facts.lease == PBS_LEASE_LIVE ? s->lease_user : NULL, qid);
 		return ACTION_OK;
 	case PBS_VERDICT_TEMPFAIL:
 		pbs_log_relay("deferred", client, rcpt, reason, NULL, qid);

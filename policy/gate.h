@@ -11,7 +11,8 @@
 #include "popbsmtp/config.h"
 #include "request.h"
 
-struct pbs_gate;
+struct pbs_gate;         /* the configuration, Redis and the counts: one per process */
+struct pbs_gate_session; /* one policy connection's memory of its current message */
 
 /* A gate deciding with CFG (borrowed, must outlive the gate); Redis is connected at
  * the first lookup. NULL when out of memory. */
@@ -19,6 +20,10 @@ struct pbs_gate *pbs_gate_new(const pbs_config *cfg);
 
 /* Flush the decision counts and, first, whatever is still counted (usage.h). */
 void pbs_gate_free(struct pbs_gate *gate);
+
+/* A session for a new policy connection; NULL when out of memory. */
+struct pbs_gate_session *pbs_gate_session_new(void);
+void pbs_gate_session_free(struct pbs_gate_session *s);
 
 /* Between requests: write the counts when usage.flush_interval has passed. */
 void pbs_gate_idle(struct pbs_gate *gate);
@@ -28,7 +33,10 @@ void pbs_gate_idle(struct pbs_gate *gate);
  * CFG has no usage.trace_secret. */
 int pbs_gate_header_checks(const pbs_config *cfg, FILE *out);
 
-/* The reply to REQ, "action=...\n\n", with one log line for each relay decision. */
-const char *pbs_gate_answer(struct pbs_gate *gate, const struct pbs_request *req);
+/* The reply to REQ on the connection of SESSION, "action=...\n\n", with one log line for
+ * each relay decision. The one decision path of both modes (spawn(8) and --listen). The
+ * reply lives in SESSION until its next request. */
+const char *pbs_gate_answer(struct pbs_gate *gate, struct pbs_gate_session *session,
+			    const struct pbs_request *req);
 
 #endif

@@ -1,20 +1,25 @@
 /*
- * popbsmtp-policy — the Postfix SMTPD access policy gate. Postfix's spawn(8) starts it
- * with the policy connection on stdin and stdout (and stderr: never written to while
- * serving, it is the same socket) and it answers request after request until Postfix
- * closes the connection. One process serves one smtpd over many SMTP sessions and keeps
- * one Redis connection, made at the first lookup and re-made after a failure.
+ * popbsmtp-policy — the Postfix SMTPD access policy gate, in two modes. By default
+ * Postfix's spawn(8) starts it with the policy connection on stdin and stdout (and
+ * stderr: never written to while serving, it is the same socket) and it answers request
+ * after request until Postfix closes the connection. One process serves one smtpd over
+ * many SMTP sessions and keeps one Redis connection, made at the first lookup and re-made
+ * after a failure. With --listen (daemon.c) one process serves every client on a socket
+ * of its own: all smtpd processes as a standalone policy service, or Exim's readsocket.
  * Failing to start is safe: Postfix then answers smtpd_policy_service_default_action
- * (451 4.3.5), never relays.
+ * (451 4.3.5), Exim's ACL defers; neither relays.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "gate.h"
 #include "popbsmtp/config.h"
 #include "popbsmtp/log.h"
@@ -25,12 +30,16 @@
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: " PROG " [-c FILE] [-t | -H] [-V]\n"
+	fprintf(stderr, "usage: " PROG " [-c FILE] [-t | -H | -L | -l SOCKET] [-V]\n"
 			"  -c FILE  configuration file (default " PBS_DEFAULT_CONFIG ")\n"
 			"  -t       check the configuration and exit (0 OK, 78 errors)\n"
 			"  -H       print Postfix header_checks lines for usage.trace_secret\n"
+			"  -L       serve on policy.listen, in the foreground\n"
+			"  -l SOCKET, --listen SOCKET\n"
+			"           serve on SOCKET (unix:/path or inet:port@host) instead\n"
 			"  -V       print the version\n"
-			"Run by Postfix's spawn(8): policy requests on stdin, replies on stdout.\n");
+			"Without -L or -l: run by Postfix's spawn(8), policy requests on stdin, replies\n"
+			"on stdout.\n");
 }
 
 /* Log lines go to syslog; a copy goes to stderr only when stderr is not a socket: under
@@ -110,7 +119,7 @@ static void note_request_limit(unsigned long requests, double last_answer)
 }
 
 /* Answer every request on stdin until EOF. Returns the exit status. */
-static int serve(struct pbs_gate *gate)
+static int serve(struct pbs_gate *gate, struct pbs_gate_session *session)
 {
 	static struct pbs_request_parser parser;
 	char buf[16384];
@@ -135,7 +144,7 @@ static int serve(struct pbs_gate *gate)
 			used = pbs_request_feed(&parser, buf + off, (size_t)n - off, &complete);
 			if (!complete)
 				continue;
-			if (reply(pbs_gate_answer(gate, &parser.req)) != 0)
+			if (reply(pbs_gate_answer(gate, session, &parser.req)) != 0)
 				return 1;
 			requests++;
 			last_answer = now_s();
@@ -154,15 +163,26 @@ static int serve(struct pbs_gate *gate)
 
 int main(int argc, char **argv)
 {
-	const char *config_path = PBS_DEFAULT_CONFIG;
+	static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
+						 {NULL, 0, NULL, 0}};
+	const char *config_path = PBS_DEFAULT_CONFIG, *listen = NULL;
 	struct pbs_gate *gate;
+	struct pbs_gate_session *session;
 	pbs_config *cfg;
-	int opt, check = 0, header_checks = 0, rc;
+	char *absolute;
+	int opt, check = 0, header_checks = 0, daemon = 0, rc;
 
-	while ((opt = getopt(argc, argv, "c:tHhV")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:tHLl:hV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
+			break;
+		case 'L':
+			daemon = 1;
+			break;
+		case 'l':
+			daemon = 1;
+			listen = optarg;
 			break;
 		case 't':
 			check = 1;
@@ -189,17 +209,27 @@ int main(int argc, char **argv)
 		return pbs_config_check(config_path);
 	if (header_checks)
 		return print_header_checks(config_path);
+	if (daemon) {
+		/* A reload must still find a relative -c file. */
+		if ((absolute = realpath(config_path, NULL)) != NULL)
+			config_path = absolute;
+		rc = pbs_daemon_run(config_path, listen);
+		free(absolute);
+		return rc;
+	}
 	open_log();
 	if ((cfg = pbs_config_load_logged(config_path)) == NULL)
 		return PBS_EX_CONFIG;
 	/* hiredis writes to a socket Redis may have closed. */
 	signal(SIGPIPE, SIG_IGN);
-	if ((gate = pbs_gate_new(cfg)) == NULL) {
+	if ((gate = pbs_gate_new(cfg)) == NULL || (session = pbs_gate_session_new()) == NULL) {
 		pbs_log(LOG_ERR, "out of memory");
+		pbs_gate_free(gate);
 		pbs_config_free(cfg);
 		return 71;
 	}
-	rc = serve(gate);
+	rc = serve(gate, session);
+	pbs_gate_session_free(session);
 	pbs_gate_free(gate);
 	pbs_config_free(cfg);
 	return rc;

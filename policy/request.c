@@ -26,6 +26,7 @@ static const struct attr {
 	ATTR(recipient, true),
 	ATTR(queue_id, true),
 	ATTR(instance, false),
+	ATTR(popbsmtp_gate, false),
 #undef ATTR
 };
 

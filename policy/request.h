@@ -30,6 +30,7 @@ struct pbs_request {
 	char recipient[PBS_LOG_SAFE_MAX];      /* for the log line: may be cut */
 	char queue_id[64];                     /* for the log line: may be cut */
 	char instance[64];                     /* the same for every recipient of a message */
+	char popbsmtp_gate[16];                /* "exim" from acl_popbsmtp: counted as that */
 	unsigned seen;                         /* one bit per attribute above */
 	char problem[200];                     /* the first protocol error, "" if none */
 };

@@ -59,6 +59,16 @@ struct pbs_milter_config {
 	int pool_size;
 };
 
+/* popbsmtp-policy as a daemon (--listen): its socket, user and bounds. */
+struct pbs_policy_config {
+	char *listen;       /* the milter's notation: "unix:/path", "inet:port@host" */
+	char *socket_group;
+	int socket_mode;
+	char *user;
+	int max_connections;
+	int idle_timeout;   /* seconds a client may take to send its next request */
+};
+
 /* Usage and decision counters (docs/usage.md), and the trace header. */
 struct pbs_usage_config {
 	int retention_days; /* how long Redis keeps per-user usage (TTL) */
@@ -73,6 +83,7 @@ typedef struct pbs_config {
 	struct pbs_redis_config redis;
 	struct pbs_lease_config lease;
 	struct pbs_milter_config milter;
+	struct pbs_policy_config policy;
 	struct pbs_usage_config usage;
 } pbs_config;
 

@@ -4,6 +4,10 @@
 # IPv6 prefixes, AUTH, lease.never, requests it must not decide, malformed and oversized
 # input, EOF in a request, one GET per message (Redis INFO commandstats), Redis down,
 # black-holed and back, and the options.
+# With PBS_POLICY_MODE=listen (ctest integration.policy_listen) every request goes instead
+# through popbsmtp-policy --listen, the daemon, on a unix socket, one connection where
+# spawn(8) has one process: the same decisions, log lines and counts, tested by the same
+# checks (the daemon's own life: policy_daemon.sh). The daemon runs as nobody.
 set -u
 export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,11 +29,29 @@ LOG=$PBS_TMP/policy.log
 : >"$LOG"
 
 # ---- talking to one popbsmtp-policy process ----
+MODE=${PBS_POLICY_MODE:-spawn}
+SOCKDIR=$PBS_TMP/sock
+install -d -m 0777 "$SOCKDIR"
+
+# connect — in listen mode, a new connection to the running daemon as the coprocess.
+connect() {
+	coproc POL { exec python3 "$here/policy_connect.py" "$SOCKDIR/policy.sock"; }
+	CONN_PID=$POL_PID
+	exec {TO}>&"${POL[1]}" {FROM}<&"${POL[0]}"
+	exec {POL[1]}>&- {POL[0]}<&-
+}
 
 # start_policy CONF — run popbsmtp-policy -c CONF as a coprocess, its log in LOG; TO and FROM
 # are our ends of its stdin and stdout (copies: bash hides the coprocess' own fds from
-# subshells and pipelines).
+# subshells and pipelines). In listen mode: the daemon with CONF, and a connection to it.
 start_policy() {
+	if [ "$MODE" = listen ]; then
+		PBS_POLICY_DAEMON_AS=nobody pbs_start_policy_daemon "$LOG" -c "$1" \
+			-l "unix:$SOCKDIR/policy.sock"
+		POLICY_PID=$POLICY_DAEMON_PID
+		connect
+		return
+	fi
 	coproc POL { exec "$POLICY" -c "$1" 2>>"$LOG"; }
 	POLICY_PID=$POL_PID
 	exec {TO}>&"${POL[1]}" {FROM}<&"${POL[0]}"
@@ -38,8 +60,13 @@ start_policy() {
 }
 
 # stop_policy — close its stdin (EOF, as when Postfix closes); sets STOPPED to its exit status.
+# In listen mode: close the connection, then stop the daemon (SIGTERM), which writes its counts.
 stop_policy() {
 	exec {TO}>&- {FROM}<&-
+	if [ "$MODE" = listen ]; then
+		wait "$CONN_PID"
+		kill -TERM "$POLICY_PID"
+	fi
 	wait "$POLICY_PID"
 	STOPPED=$?
 }
@@ -157,18 +184,39 @@ pbs_check_eq "a line over 4096 bytes: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m7
 pbs_check_match "... logged" 'a line longer than 4096 bytes' "$(cat "$LOG")"
 many=()
 for i in $(seq 1 40); do many+=("x$i=${long:0:2000}"); done
-pbs_check_eq "a request over 65536 bytes: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m8 "${many[@]}")"
-pbs_check_match "... logged" 'a request longer than 65536 bytes' "$(cat "$LOG")"
-# 8 MB without a newline: memory stays bounded (fixed buffers), the request still ends.
-# Judged by the peak's growth, which does not depend on how the program was built (an
-# instrumented build starts bigger).
 hwm() { awk '/^VmHWM/ {print $2}' "/proc/$POLICY_PID/status"; }
-before=$(hwm)
-head -c 8000000 /dev/zero | tr '\0' b >&"$TO"
-pbs_check_eq "an 8 MB line: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m9)"
-rss=$(hwm)
-pbs_check_le "... and the process' peak memory grew by less than 1 MB (VmHWM $before -> $rss kB)" \
-	1024 "$((rss - before))"
+if [ "$MODE" = listen ]; then
+	# The daemon does not read on: the connection goes, the daemon stays.
+	before=$(hwm)
+	pbs_check_eq "a request over 65536 bytes: no answer, the connection is closed" "no reply" \
+		"$(rcpt 192.0.2.7 m8 "${many[@]}")"
+	pbs_check_match "... logged" 'bad policy request: longer than 65536 bytes; connection closed' \
+		"$(cat "$LOG")"
+	exec {TO}>&- {FROM}<&-
+	wait "$CONN_PID"
+	connect
+	pbs_check_eq "... the daemon still answers a new connection" "action=DUNNO" \
+		"$(rcpt 192.0.2.8 m8b)"
+	{ head -c 8000000 /dev/zero | tr '\0' b >&"$TO"; } 2>/dev/null
+	exec {TO}>&- {FROM}<&-
+	wait "$CONN_PID"
+	connect
+	rss=$(hwm)
+	pbs_check_le "an 8 MB line: the daemon's peak memory grew by less than 1 MB (VmHWM $before -> $rss kB)" \
+		1024 "$((rss - before))"
+else
+	pbs_check_eq "a request over 65536 bytes: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m8 "${many[@]}")"
+	pbs_check_match "... logged" 'a request longer than 65536 bytes' "$(cat "$LOG")"
+	# 8 MB without a newline: memory stays bounded (fixed buffers), the request still ends.
+	# Judged by the peak's growth, which does not depend on how the program was built (an
+	# instrumented build starts bigger).
+	before=$(hwm)
+	head -c 8000000 /dev/zero | tr '\0' b >&"$TO"
+	pbs_check_eq "an 8 MB line: DUNNO" "action=DUNNO" "$(rcpt 192.0.2.7 m9)"
+	rss=$(hwm)
+	pbs_check_le "... and the process' peak memory grew by less than 1 MB (VmHWM $before -> $rss kB)" \
+		1024 "$((rss - before))"
+fi
 pbs_check_eq "after all that, a good request is still answered right" "action=OK" \
 	"$(rcpt 192.0.2.7 m10)"
 
@@ -180,14 +228,28 @@ pbs_check_eq "Redis down: AUTH still relays" "action=OK" "$(rcpt 192.0.2.9 d2 sa
 pbs_restart_redis main "$REDIS_PORT" || exit 1
 pbs_ctl grant 192.0.2.7 alice >/dev/null
 pbs_check_eq "Redis back: the same process relays again" "action=OK" "$(rcpt 192.0.2.7 d3)"
+if [ "$MODE" = listen ]; then
+	# EOF in the middle of a request: no answer, a log line, the daemon serves on
+	printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\n' >&"$TO"
+	exec {TO}>&-
+	out=$(cat <&"$FROM")
+	exec {FROM}<&-
+	wait "$CONN_PID"
+	pbs_check_eq "EOF without the empty line: no answer" "" "$out"
+	pbs_check_match "... logged" 'cut short when the client closed' "$(cat "$LOG")"
+	connect
+	pbs_check_eq "... and the daemon answers the next connection" "action=OK" "$(rcpt 192.0.2.7 d4)"
+fi
 stop_policy
-pbs_check_eq "EOF between requests: exit 0" 0 "$STOPPED"
+pbs_check_eq "EOF between requests (listen: SIGTERM): exit 0" 0 "$STOPPED"
 
-# EOF in the middle of a request: no answer, a log line, exit 0
-out=$(printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\n' |
-	"$POLICY" -c "$PBS_CONF" 2>>"$LOG")
-pbs_check_eq "EOF without the empty line: no answer, exit 0" "0:" "$?:$out"
-pbs_check_match "... logged" 'cut short at end of input' "$(cat "$LOG")"
+if [ "$MODE" = spawn ]; then
+	# EOF in the middle of a request: no answer, a log line, exit 0
+	out=$(printf 'request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\n' |
+		"$POLICY" -c "$PBS_CONF" 2>>"$LOG")
+	pbs_check_eq "EOF without the empty line: no answer, exit 0" "0:" "$?:$out"
+	pbs_check_match "... logged" 'cut short at end of input' "$(cat "$LOG")"
+fi
 
 # counted as the milter counts (an allowed relay once per message, each refusal), written
 # at EOF; with usage.trace_header on, the leased message gets its header at DATA
@@ -228,7 +290,9 @@ pbs_check_match "trace header with usage.trace_secret: the secret comes first in
 stop_policy
 
 # smtpd_policy_service_request_limit = 1: Postfix closes the connection right after the
-# first request; a connection that carries more, or stays open a while, is normal
+# first request; a connection that carries more, or stays open a while, is normal (spawn(8)
+# only: the daemon outlives its connections)
+if [ "$MODE" = spawn ]; then
 WARNING='closed the policy connection right after its first request'
 n0=$(grep -c "$WARNING" "$LOG")
 start_policy "$PBS_CONF"
@@ -246,6 +310,7 @@ sleep 1.2
 stop_policy
 pbs_check_eq "two requests, or one and EOF more than a second later: no warning" $((n0 + 1)) \
 	"$(grep -c "$WARNING" "$LOG")"
+fi
 
 # under the Redis user docs/ha.md gives the policy gate (the milter's line): decides and
 # writes its counts, no NOPERM

@@ -6,8 +6,9 @@
 # Debian way, no MTA or Dovecot configuration touched), then every package unpacked
 # with dpkg -x into a temp root: the shipped configuration passes popbsmtp-milter -t,
 # man finds the pages, and the end-to-end stories of both gates and of the Dovecot
-# plugin (test/e2e/milter_postfix.sh, policy_postfix.sh, plugin_dovecot.sh: Redis,
-# Dovecot, Postfix, real clients) run against the programs taken from the packages.
+# plugin (test/e2e/milter_postfix.sh, policy_postfix.sh, policy_daemon_postfix.sh,
+# exim.sh, plugin_dovecot.sh: Redis, Dovecot, Postfix, Exim, real clients) run against the
+# programs and the Exim ACL taken from the packages.
 # The install, upgrade, remove and purge on a real system: scripts/test-deb-lifecycle.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,8 +99,10 @@ pbs_check_eq "only root owns files (Rules-Requires-Root: no)" "" \
 pbs_check_match "popbsmtp-dovecot depends on the ABI of the Dovecot its plugin was built for" \
 	"(^|, )dovecot-abi-$(cat /usr/share/dovecot/dovecot-abi)(,|$)" \
 	"$(dpkg-deb -f "$(deb popbsmtp-dovecot)" Depends)"
-pbs_check_eq "popbsmtp-policy has no service and no maintainer script" "" \
-	"$(dpkg-deb -c "$(deb popbsmtp-policy)" | grep -E 'systemd|init\.d'; dpkg-deb -I "$(deb popbsmtp-policy)" | grep -E ' (pre|post)(inst|rm) ')"
+expect_files popbsmtp-policy "$UNITDIR/popbsmtp-policy.service" \
+	/usr/share/popbsmtp/exim/popbsmtp.acl
+pbs_check_eq "popbsmtp-policy has no init.d script" "" \
+	"$(dpkg-deb -c "$(deb popbsmtp-policy)" | grep -E 'init\.d')"
 for p in popbsmtp-dovecot popbsmtp-milter popbsmtp-policy popbsmtp-tools; do
 	pbs_check_match "$p depends on popbsmtp-common of the same version" \
 		"(^|, )popbsmtp-common \(= $VERSION\)(,|$)" "$(dpkg-deb -f "$(deb "$p")" Depends)"
@@ -138,6 +141,16 @@ pbs_check_match "popbsmtp-tools postinst: the metrics timer is enabled only wher
 	"if deb-systemd-helper debian-installed 'popbsmtp-metrics.timer'" "$(cat "$C/popbsmtp-tools/postinst")"
 pbs_check_eq "popbsmtp-tools postinst: the metrics timer is never started by the package" "" \
 	"$(grep "deb-systemd-invoke.*popbsmtp-metrics" "$C/popbsmtp-tools/postinst")"
+# The policy daemon's unit: installed, never enabled or started by the package (spawn(8)
+# needs none); its socket's group made at configure.
+pbs_check_match "popbsmtp-policy postinst: makes the system group popbsmtp-policy" \
+	"addgroup --system --quiet popbsmtp-policy" "$(cat "$C/popbsmtp-policy/postinst")"
+pbs_check_match "popbsmtp-policy postinst: the daemon's unit is enabled only where it was before" \
+	"if deb-systemd-helper debian-installed 'popbsmtp-policy.service'" "$(cat "$C/popbsmtp-policy/postinst")"
+pbs_check_eq "popbsmtp-policy postinst: the daemon is never started by the package" "" \
+	"$(grep "deb-systemd-invoke.*popbsmtp-policy" "$C/popbsmtp-policy/postinst")"
+pbs_check_match "popbsmtp-policy prerm: stops the daemon on remove" \
+	"deb-systemd-invoke stop 'popbsmtp-policy.service'" "$(cat "$C/popbsmtp-policy/prerm")"
 pbs_check_match "popbsmtp-milter prerm: stops the milter on remove" \
 	"deb-systemd-invoke stop 'popbsmtp-milter.service'" "$(cat "$C/popbsmtp-milter/prerm")"
 pbs_check_match "popbsmtp-milter postrm: forgets the unit on purge" \
@@ -162,6 +175,16 @@ pbs_check_eq "the unit runs the packaged milter as popbsmtp with the packaged co
 pbs_check_eq "the unit's groups: popbsmtp-milter (the socket's), popbsmtp (to read the configuration)" \
 	"Group=popbsmtp-milter|SupplementaryGroups=popbsmtp|" \
 	"$(grep -E '^(Group|SupplementaryGroups)=' "$unit" | tr '\n' '|')"
+punit=$ROOT$UNITDIR/popbsmtp-policy.service
+pbs_check_eq "the policy daemon's unit: as popbsmtp, its socket's group popbsmtp-policy, reads the configuration as popbsmtp" \
+	"User=popbsmtp|Group=popbsmtp-policy|SupplementaryGroups=popbsmtp|ExecStart=/usr/sbin/popbsmtp-policy -L -c /etc/popbsmtp/popbsmtp.conf|RuntimeDirectory=popbsmtp-policy|" \
+	"$(grep -E '^(User|Group|SupplementaryGroups|ExecStart|RuntimeDirectory)=' "$punit" | tr '\n' '|')"
+pbs_check_eq "the policy daemon's unit is hardened as the milter's" \
+	"$(sed -n '/^NoNewPrivileges/,/^SystemCallErrorNumber/p' "$unit")" \
+	"$(sed -n '/^NoNewPrivileges/,/^SystemCallErrorNumber/p' "$punit")"
+pbs_check_match "the shipped configuration's policy.listen is in the unit's RuntimeDirectory" \
+	'^unix:/run/popbsmtp-policy/' \
+	"$(sed -n 's/^[[:space:]]*#*[[:space:]]*listen = "\(.*\)";.*/\1/p' "$ROOT/etc/popbsmtp/popbsmtp.conf") $(grep -o 'unix:/run/popbsmtp-policy/policy.sock' "$ROOT/usr/share/popbsmtp/exim/popbsmtp.acl" | head -n 1)"
 pbs_check_eq "the hook is linked statically (no NEEDED libraries)" "" \
 	"$(readelf -d "$ROOT/usr/sbin/popbsmtp-postlogin" | grep NEEDED)"
 for page in popbsmtpctl popbsmtp-milter popbsmtp-policy popbsmtp-postlogin popbsmtp.conf; do
@@ -180,8 +203,10 @@ ln -s "$ROOT/usr/sbin/popbsmtp-milter" "$BIN/milter/"
 ln -s "$ROOT/usr/sbin/popbsmtp-policy" "$BIN/policy/"
 ln -s "$ROOT/usr/lib/dovecot/modules/lib90_popbsmtp_plugin.so" "$BIN/plugin/"
 ln -s "$ROOT/usr/sbin/popbsmtpctl" "$BIN/ctl/"
-for story in milter_postfix policy_postfix plugin_dovecot; do
-	bash "$SRC/test/e2e/$story.sh" "$BIN" >"$PBS_TMP/$story.out" 2>&1
+# exim.sh includes the packaged acl_popbsmtp (PBS_EXIM_ACL).
+for story in milter_postfix policy_postfix policy_daemon_postfix exim plugin_dovecot; do
+	PBS_EXIM_ACL=$ROOT/usr/share/popbsmtp/exim/popbsmtp.acl \
+		bash "$SRC/test/e2e/$story.sh" "$BIN" >"$PBS_TMP/$story.out" 2>&1
 	rc=$?
 	sed "s/^/# $story: /" "$PBS_TMP/$story.out"
 	pbs_check_eq "the end-to-end story $story.sh passes with the packaged programs" 0 "$rc"

@@ -285,8 +285,8 @@ static void test_syntax_error(void **state)
 static void test_unknown_group(void **state)
 {
 	static const char *const want[] = {
-	    D "/bad-group.conf:2: unknown setting 'redsi' (expected redis, lease, milter or usage)",
-	    D "/bad-group.conf:5: unknown setting 'ttl' (expected redis, lease, milter or usage)",
+	    D "/bad-group.conf:2: unknown setting 'redsi' (expected redis, lease, milter, policy or usage)",
+	    D "/bad-group.conf:5: unknown setting 'ttl' (expected redis, lease, milter, policy or usage)",
 	    D "/bad-group.conf:6: redis: expected a group { ... }",
 	    NULL,
 	};
@@ -415,7 +415,7 @@ static void test_many_errors(void **state)
 	      "accept",
 	    D "/bad-many.conf:11: milter.socket_mode: 'rw-rw----' is not an octal file mode such "
 	      "as \"0660\"",
-	    D "/bad-many.conf:13: unknown setting 'logging' (expected redis, lease, milter or usage)",
+	    D "/bad-many.conf:13: unknown setting 'logging' (expected redis, lease, milter, policy or usage)",
 	    NULL,
 	};
 
@@ -1206,6 +1206,50 @@ static void test_report_accumulates(void **state)
 	assert_int_equal(r.errors.count, 0);
 }
 
+#define PATH108 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+/* The policy daemon's group: its defaults, and policy.listen in the milter's notation. */
+static void test_policy_group(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX], want[PATH_MAX + 128];
+	pbs_config *cfg;
+	const char *bad[] = {"tcp:10027", "unix:relative/policy.sock", "inet:0@127.0.0.1",
+	                     "inet:10027@", "inet:port@127.0.0.1", "unix:/" PATH108 "aaaa"};
+	size_t i;
+
+	(void)state;
+	write_file("policy.conf", "policy: { max_connections = 10; };\n", 0644, path, sizeof path);
+	cfg = load_ok(path, &r);
+	assert_string_equal(cfg->policy.listen, "unix:/run/popbsmtp-policy/policy.sock");
+	assert_int_equal(cfg->policy.socket_mode, 0660);
+	assert_string_equal(cfg->policy.socket_group, "");
+	assert_string_equal(cfg->policy.user, "popbsmtp");
+	assert_int_equal(cfg->policy.max_connections, 10);
+	assert_int_equal(cfg->policy.idle_timeout, 600);
+	pbs_config_free(cfg);
+	write_file("policy.conf", "policy: { listen = \"inet:10027@127.0.0.1\"; };\n", 0644, path,
+	           sizeof path);
+	pbs_config_free(load_ok(path, &r));
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char text[300];
+
+		snprintf(text, sizeof text, "\npolicy: { listen = \"%s\"; };\n", bad[i]);
+		write_file("policy.conf", text, 0644, path, sizeof path);
+		if ((cfg = pbs_config_load(path, &r)) != NULL) {
+			pbs_config_free(cfg);
+			fail_msg("policy.listen = \"%s\" was accepted", bad[i]);
+		}
+		snprintf(want, sizeof want, "%s:2: policy.listen: ", path);
+		if (r.errors.count != 1 || strncmp(r.errors.items[0], want, strlen(want)) != 0) {
+			print_report(&r);
+			fail_msg("policy.listen = \"%s\" was not refused as such", bad[i]);
+		}
+		pbs_config_report_free(&r);
+	}
+	pbs_config_report_free(&r);
+}
+
 /* "a.b.c" given a group as its value: "a: { b: { c = { x = 1; }; }; };" into OUT. */
 static void nested_text(const char *name, char *out, size_t len)
 {
@@ -1246,7 +1290,8 @@ static void test_key_names(void **state)
 		memcpy(group, names[i], (size_t)(dot - names[i]));
 		group[dot - names[i]] = '\0';
 		assert_true(strcmp(group, "redis") == 0 || strcmp(group, "lease") == 0 ||
-		            strcmp(group, "milter") == 0 || strcmp(group, "usage") == 0);
+		            strcmp(group, "milter") == 0 || strcmp(group, "policy") == 0 ||
+		            strcmp(group, "usage") == 0);
 		for (j = 0; j < i; j++)
 			if (strcmp(names[i], names[j]) == 0)
 				fail_msg("%s is listed twice", names[i]);
@@ -1308,6 +1353,7 @@ int main(void)
 	    cmocka_unit_test(test_check),
 	    cmocka_unit_test(test_report_accumulates),
 	    cmocka_unit_test(test_key_names),
+	    cmocka_unit_test(test_policy_group),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, make_tmpdir, remove_tmpdir);

@@ -114,6 +114,27 @@ pbs_check_login_lease() {
 	pbs_check_accepted_message "$src"
 }
 
+# pbs_check_policy_story RCPT LOCAL_RCPT — the start of the story on Postfix with a policy
+# gate (spawn(8) or the daemon): pbs_check_login_lease from 127.0.0.5, the refusal before it
+# Postfix's own, a POP3 login from 127.0.0.6 that relays, 127.0.0.7 still refused, a local
+# recipient accepted from it without the gate being asked (GATE_LOG).
+pbs_check_policy_story() {
+	local rcpt=$1 local_rcpt=$2
+	pbs_check_login_lease 127.0.0.5 "$rcpt"
+	pbs_check_match "the refusal is Postfix's own reject_unauth_destination" \
+		"reject: RCPT from .*127\.0\.0\.5.*: 554 5\.7\.1 <$(pbs_re_quote "$rcpt")>: Relay access denied" \
+		"$(cat "$POSTFIX_LOG")"
+	pbs_login_pop3 127.0.0.6 bob secret
+	pbs_check_eq "POP3 login from 127.0.0.6" 0 $?
+	pbs_check_match "after the POP3 login: relay accepted" '^250 ' "$(pbs_smtp_rcpt_reply 127.0.0.6 "$rcpt")"
+	pbs_check_match "another address is still refused" '^554 5\.7\.1' \
+		"$(pbs_smtp_rcpt_reply 127.0.0.7 "$rcpt")"
+	pbs_check_match "local recipient accepted without a lease" '^250 ' \
+		"$(pbs_smtp_rcpt_reply 127.0.0.7 "$local_rcpt")"
+	pbs_check_nomatch "... and the gate was not even asked" "rcpt=<$(pbs_re_quote "$local_rcpt")>" \
+		"$(cat "$GATE_LOG")"
+}
+
 # pbs_check_short_lease SRC RCPT — grant SRC a lease of 2 s (as carol, with popbsmtpctl): SRC
 # relays to RCPT through the MTA under test while the lease lives and is refused once it
 # has expired.
@@ -146,6 +167,65 @@ pbs_check_redis_outage() {
 	pbs_login_imap "$src" alice secret
 	pbs_check_match "Redis back: a new login relays again, no restart needed" '^250 ' \
 		"$(pbs_smtp_rcpt_reply "$src" "$relay_rcpt")"
+}
+
+# pbs_check_one_get SRC N — a leased SRC sends one message to N relay recipients through the
+# MTA under test: all accepted, with one Redis GET (Redis MONITOR sees every command), and
+# every one reaches the next hop.
+pbs_check_one_get() {
+	local src=$1 n=$2 rcpts=() i monitor
+	for i in $(seq 1 "$n"); do rcpts+=("r$i@remote.example"); done
+	redis-cli -h 127.0.0.1 -p "$REDIS_PORT" MONITOR >"$PBS_TMP/monitor" &
+	monitor=$!
+	pbs_track_pid $monitor
+	sleep 0.2
+	pbs_smtp "$src" "${rcpts[@]}" >"$PBS_TMP/one-get"
+	sleep 0.2
+	kill $monitor
+	pbs_check_eq "$n relay recipients of a leased client: all accepted" "$n" \
+		"$(grep -c '^RCPT:.* 250 ' "$PBS_TMP/one-get")"
+	pbs_check_eq "... with one Redis GET" 1 "$(grep -c '"GET"' "$PBS_TMP/monitor")"
+	pbs_check_eq "... and every one reached the next hop" 0 \
+		"$(for i in "${rcpts[@]}"; do pbs_sink_wait "$i" 1 >/dev/null 2>&1 || echo "$i"; done | wc -l)"
+}
+
+# pbs_start_policy_daemon LOG ARGS… — popbsmtp-policy ARGS (-L or -l SOCKET, -c CONF) in the
+# background, as root or, with PBS_POLICY_DAEMON_AS=USER, started as USER (setpriv); its
+# log appended to LOG. Waits until it serves (a new "serving on" line) or exits. Sets
+# POLICY_DAEMON_PID.
+pbs_start_policy_daemon() {
+	local log=$1 i=0 n0 as=()
+	shift
+	[ -n "${PBS_POLICY_DAEMON_AS-}" ] &&
+		as=(setpriv --reuid="$PBS_POLICY_DAEMON_AS" --regid="$(id -gn "$PBS_POLICY_DAEMON_AS")" --clear-groups)
+	n0=$(grep -c 'serving on' "$log")
+	"${as[@]}" "$PBS_BIN/policy/popbsmtp-policy" "$@" 2>>"$log" &
+	POLICY_DAEMON_PID=$!
+	pbs_track_pid "$POLICY_DAEMON_PID"
+	while [ "$(grep -c 'serving on' "$log")" = "$n0" ] && kill -0 "$POLICY_DAEMON_PID" 2>/dev/null &&
+		[ $i -lt 100 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+}
+
+# pbs_start_story_daemon SOCKET GROUP — pbs_start_story_servers for the policy daemon: the
+# same servers, PBS_CONF's policy group listening on the unix SOCKET with GROUP (the MTA's
+# way in) as nobody, and the daemon started (pbs_story_daemon). Sets DAEMON_LOG (= GATE_LOG).
+pbs_start_story_daemon() {
+	pbs_start_story_servers policy || return 1
+	printf 'policy: { listen = "unix:%s"; user = "nobody"; socket_group = "%s"; };\n' "$1" "$2" \
+		>>"$PBS_CONF"
+	DAEMON_LOG=$PBS_TMP/policyd.log
+	GATE_LOG=$DAEMON_LOG
+	: >"$DAEMON_LOG"
+	pbs_story_daemon
+}
+
+# pbs_story_daemon — (again) the story's popbsmtp-policy -L, as root; sets DAEMON_PID.
+pbs_story_daemon() {
+	pbs_start_policy_daemon "$DAEMON_LOG" -c "$PBS_CONF" -L
+	DAEMON_PID=$POLICY_DAEMON_PID
 }
 
 # PBS_LOCAL_DOMAINS — the milter.local_domains line of the stories: the MTA's own domain and

@@ -1,9 +1,12 @@
 /*
- * privsep.c — socket permissions, daemonizing, pidfile and privilege drop. Done in this
- * order by main: the socket is opened as root (so it can live in a root-owned run
- * directory), then the process becomes milter.user before it serves any session.
+ * privsep.c — socket permissions, daemonizing, pidfile and privilege drop, for every
+ * daemon (the milter, the policy daemon). Done in this order by their main: the socket
+ * is opened as root (so it can live in a root-owned run directory), then the process
+ * becomes its configured user before it serves any session. How the socket itself is
+ * made is the caller's (libmilter's smfi_opensocket, or pbs_listen_open): this file
+ * only sets the umask and the effective group around it.
  */
-#include "privsep.h"
+#include "popbsmtp/privsep.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -21,34 +24,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <libmilter/mfapi.h>
-
+#include "popbsmtp/listen.h"
 #include "popbsmtp/log.h"
 
 static char *pidfile_path; /* the daemon's pidfile, held open and locked in pidfile_fd */
 static int pidfile_fd = -1;
 
-/* The path of a "unix:" or "local:" socket spec, or NULL for inet sockets. */
-static const char *unix_path(const char *spec)
-{
-	if (strncmp(spec, "unix:", 5) == 0)
-		return spec + 5;
-	if (strncmp(spec, "local:", 6) == 0)
-		return spec + 6;
-	if (spec[0] == '/')
-		return spec;
-	return NULL;
-}
-
-/* The gid milter.socket_group names into *GID: 1, 0 when it is empty, -1 (logged). */
-static int socket_gid(const struct pbs_milter_config *cfg, gid_t *gid)
+/* The gid socket_group of CFG names into *GID: 1, 0 when it is empty, -1 (logged). */
+static int socket_gid(const struct pbs_socket_spec *cfg, gid_t *gid)
 {
 	struct group *gr;
 
 	if (cfg->socket_group[0] == '\0')
 		return 0;
 	if ((gr = getgrnam(cfg->socket_group)) == NULL) {
-		pbs_log(LOG_ERR, "milter.socket_group '%s' does not exist", cfg->socket_group);
+		pbs_log(LOG_ERR, "%s.socket_group '%s' does not exist", cfg->key, cfg->socket_group);
 		return -1;
 	}
 	*gid = gr->gr_gid;
@@ -57,7 +47,7 @@ static int socket_gid(const struct pbs_milter_config *cfg, gid_t *gid)
 
 /* Refuse a setgid directory of another group: bind() would give the socket the
  * directory's group, and nothing changes it afterwards. */
-static int check_socket_dir(const char *path, const struct pbs_milter_config *cfg, gid_t gid)
+static int check_socket_dir(const char *path, const struct pbs_socket_spec *cfg, gid_t gid)
 {
 	char *copy = strdup(path);
 	struct stat st;
@@ -68,12 +58,12 @@ static int check_socket_dir(const char *path, const struct pbs_milter_config *cf
 		return -1;
 	}
 	if (stat(dirname(copy), &st) != 0)
-		pbs_log(LOG_ERR, "cannot open milter socket %s: its directory: %s", path,
+		pbs_log(LOG_ERR, "cannot open %s socket %s: its directory: %s", cfg->key, path,
 			strerror(errno));
 	else if ((st.st_mode & S_ISGID) != 0 && st.st_gid != gid)
 		pbs_log(LOG_ERR, "the directory of %s is setgid to group %ld, which new files "
-				 "get instead of milter.socket_group '%s': clear its setgid bit or "
-				 "give it that group", path, (long)st.st_gid, cfg->socket_group);
+				 "get instead of %s.socket_group '%s': clear its setgid bit or "
+				 "give it that group", path, (long)st.st_gid, cfg->key, cfg->socket_group);
 	else
 		rc = 0;
 	free(copy);
@@ -83,7 +73,8 @@ static int check_socket_dir(const char *path, const struct pbs_milter_config *cf
 /* bind() the socket: its mode comes from the umask and, as root, its group from the
  * effective gid, so the node is created as configured and root never changes a file
  * through the socket's path, which the directory's owner could swap for a symlink. */
-static int bind_socket(const struct pbs_milter_config *cfg, bool set_group, gid_t gid)
+static int bind_socket(const struct pbs_socket_spec *cfg, bool set_group, gid_t gid,
+		       pbs_privsep_bind_fn *bind_fn, void *arg)
 {
 	gid_t egid = getegid();
 	bool switch_gid = set_group && gid != egid && geteuid() == 0;
@@ -96,15 +87,15 @@ static int bind_socket(const struct pbs_milter_config *cfg, bool set_group, gid_
 		return -1;
 	}
 	old = umask(~(mode_t)cfg->socket_mode & 0777);
-	rc = smfi_opensocket(true);
+	rc = bind_fn(cfg, arg);
 	umask(old);
 	if (switch_gid && setegid(egid) != 0) {
 		pbs_log(LOG_ERR, "cannot restore group %ld: %s", (long)egid, strerror(errno));
 		return -1;
 	}
-	if (rc != MI_SUCCESS) {
-		pbs_log(LOG_ERR, "cannot open milter socket %s (does its directory exist? is it "
-				 "in use?)", cfg->socket);
+	if (rc != 0) {
+		pbs_log(LOG_ERR, "cannot open %s socket %s (does its directory exist? is it "
+				 "in use?)", cfg->key, cfg->socket);
 		return -1;
 	}
 	return 0;
@@ -112,8 +103,8 @@ static int bind_socket(const struct pbs_milter_config *cfg, bool set_group, gid_
 
 /* Without root the socket was created with the process's own group: give it the
  * configured one. lchown() never follows a symlink, and unprivileged it can change
- * nothing the milter user could not change anyway. */
-static int give_group_unprivileged(const char *path, const struct pbs_milter_config *cfg,
+ * nothing the daemon's user could not change anyway. */
+static int give_group_unprivileged(const char *path, const struct pbs_socket_spec *cfg,
 				   gid_t gid)
 {
 	if (geteuid() == 0 || gid == getegid() || lchown(path, (uid_t)-1, gid) == 0)
@@ -126,7 +117,7 @@ static int give_group_unprivileged(const char *path, const struct pbs_milter_con
 /* Say so when the node at PATH is not the socket as configured (a default ACL on the
  * directory, or someone replaced it). Only a warning: fixing it would mean following
  * the path. */
-static void check_socket_node(const char *path, const struct pbs_milter_config *cfg,
+static void check_socket_node(const char *path, const struct pbs_socket_spec *cfg,
 			      bool set_group, gid_t gid)
 {
 	struct stat st;
@@ -139,7 +130,7 @@ static void check_socket_node(const char *path, const struct pbs_milter_config *
 }
 
 /* True when a process already serves the unix socket at PATH: removing it as stale would
- * cut that running milter off from its MTA. */
+ * cut that running daemon off from its MTA. */
 static bool socket_in_use(const char *path)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -154,22 +145,23 @@ static bool socket_in_use(const char *path)
 	return rc == 0;
 }
 
-int pbs_privsep_open_socket(const struct pbs_milter_config *cfg)
+int pbs_privsep_open_socket(const struct pbs_socket_spec *cfg, pbs_privsep_bind_fn *bind_fn,
+			    void *arg)
 {
-	const char *path = unix_path(cfg->socket);
+	const char *path = pbs_listen_unix_path(cfg->socket);
 	gid_t gid = 0;
 	int set_group;
 
 	if (path == NULL)
-		return bind_socket(cfg, false, 0);
+		return bind_socket(cfg, false, 0, bind_fn, arg);
 	if (socket_in_use(path)) {
-		pbs_log(LOG_ERR, "%s is in use by a running milter; not starting a second one",
-			cfg->socket);
+		pbs_log(LOG_ERR, "%s is in use by a running %s; not starting a second one",
+			cfg->socket, cfg->key);
 		return -1;
 	}
 	if ((set_group = socket_gid(cfg, &gid)) < 0 ||
 	    (set_group && check_socket_dir(path, cfg, gid) != 0) ||
-	    bind_socket(cfg, set_group, gid) != 0 ||
+	    bind_socket(cfg, set_group, gid, bind_fn, arg) != 0 ||
 	    (set_group && give_group_unprivileged(path, cfg, gid) != 0))
 		return -1;
 	check_socket_node(path, cfg, set_group, gid);
@@ -313,14 +305,14 @@ void pbs_privsep_remove_pidfile(void)
 		unlink(pidfile_path);
 }
 
-int pbs_privsep_drop(const char *user)
+int pbs_privsep_drop(const char *user, const char *key)
 {
 	struct passwd *pw;
 
 	if (geteuid() != 0 || user[0] == '\0')
 		return 0;
 	if ((pw = getpwnam(user)) == NULL) {
-		pbs_log(LOG_ERR, "milter.user '%s' does not exist (set it to \"\" to stay root)",
+		pbs_log(LOG_ERR, "%s.user '%s' does not exist (set it to \"\" to stay root)", key,
 			user);
 		return -1;
 	}
