@@ -40,7 +40,7 @@ pbs_check_eq "docs/exim.md gives the POPBSMTP_SOCKET line" "POPBSMTP_SOCKET = $S
 pbs_check_match "docs/exim.md's ACL section calls acl_popbsmtp before the relay refusal" \
 	'accept +acl = acl_popbsmtp +require +message = relay not permitted' "$(tr -s '\n' ' ' <<<"$EXIM_DOC_ACLS")"
 out=$(pbs_exim -C "$EXIM_DIR/exim.conf" -bV 2>&1)
-pbs_check_match "Exim (4.96 on Debian 12, 4.98 on 13) takes the configuration" '^Exim version 4\.9[0-9] ' "$out"
+pbs_check_match "Exim (4.96 on Debian 12, 4.98 on 13) takes the configuration" '^Exim version 4\.9[0-9][. ]' "$out"
 pbs_start_exim "$EXIM_DIR/exim.conf" || exit 1
 GATE_REFUSAL='^550 relay not permitted'
 
@@ -163,7 +163,7 @@ pbs_check_eq "... inserted once, before Debian's relay refusal" 1 \
 	"$(grep -c 'acl = acl_popbsmtp' "$DEB/exim4/conf.d/acl/30_exim4-config_check_rcpt")"
 CONF=$(pbs_exim_debian "$DEB" "$MACRO
 POPBSMTP_TIMEOUT = 2s") || exit 1
-pbs_check_match "Exim takes Debian's generated configuration with the changes" '^Exim version 4\.9[0-9] ' \
+pbs_check_match "Exim takes Debian's generated configuration with the changes" '^Exim version 4\.9[0-9][. ]' \
 	"$(pbs_exim -C "$CONF" -bV 2>&1)"
 pbs_start_exim "$CONF" || exit 1
 pbs_check_match "Debian: no lease, relay refused (Debian's own 550)" '^550 relay not permitted' \
