@@ -624,8 +624,10 @@ int pbs_store_connect(pbs_store *s)
 	return s->cfg.sentinel_nodes.count > 0 ? store_check_master(s) : 0;
 }
 
-struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,
-				     const size_t *argvlen)
+/* One command, its failures named WHAT in the handle's error. Returns the reply (an error
+ * reply too) or NULL on a connection error. */
+static redisReply *store_command_named(pbs_store *s, const char *what, int argc,
+				       const char **argv, const size_t *argvlen)
 {
 	redisReply *r;
 
@@ -633,12 +635,18 @@ struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,
 		return NULL;
 	redisAppendCommandArgv(s->ctx, argc, argv, argvlen);
 	if (ctx_read_reply(s->ctx, store_deadline(s), &r) != REDIS_OK) {
-		store_io_fail(s, argv[0]);
+		store_io_fail(s, what);
 		return NULL;
 	}
 	if (r->type == REDIS_REPLY_ERROR)
-		store_reply_fail(s, argv[0], r);
+		store_reply_fail(s, what, r);
 	return r;
+}
+
+struct redisReply *pbs_store_command(pbs_store *s, int argc, const char **argv,
+				     const size_t *argvlen)
+{
+	return store_command_named(s, argv[0], argc, argv, argvlen);
 }
 
 int pbs_store_pipeline(pbs_store *s, int count, const int *argcs, const char **const *argvs,
@@ -727,21 +735,14 @@ static redisReply *store_eval(pbs_store *s, const char *what, const char *script
 		store_fail(s, "%s: too many arguments", what);
 		return NULL;
 	}
-	if (pbs_store_connect(s) != 0)
-		return NULL;
 	snprintf(nk, sizeof nk, "%d", nkeys);
 	words[0] = "EVAL";
 	words[1] = script;
 	words[2] = nk;
 	for (i = 0; i < argc; i++)
 		words[3 + i] = argv[i];
-	redisAppendCommandArgv(s->ctx, argc + 3, words, NULL);
-	if (ctx_read_reply(s->ctx, store_deadline(s), &r) != REDIS_OK) {
-		store_io_fail(s, what);
-		return NULL;
-	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		store_reply_fail(s, what, r);
+	r = store_command_named(s, what, argc + 3, words, NULL);
+	if (r != NULL && r->type == REDIS_REPLY_ERROR) {
 		freeReplyObject(r);
 		return NULL;
 	}

@@ -51,7 +51,6 @@ struct popbsmtp_user {
 	long long login_ms;    /* the store's clock at the grant; 0 when unknown (any revoke
 				  record then stops the session) */
 	long long answered_ms; /* monotonic ms when Redis last answered */
-	bool restored;         /* a session back from hibernation: never writes its lease back */
 	bool outage;           /* a Redis failure was logged; quiet until Redis answers */
 	bool grant_failed;     /* the login's grant failed: counted once Redis answers */
 };
@@ -146,7 +145,7 @@ static void popbsmtp_stop(struct popbsmtp_user *pu, const char *why)
  * from Redis that a revocation record may have come and expired meanwhile. */
 static bool popbsmtp_may_restore(const struct popbsmtp_user *pu)
 {
-	return !pu->restored &&
+	return !pu->user->session_restored &&
 	       popbsmtp_monotonic_ms() - pu->answered_ms < PBS_LEASE_RESTORE_WINDOW * 1000LL;
 }
 
@@ -180,7 +179,7 @@ static void popbsmtp_refresh(struct popbsmtp_user *pu)
 		popbsmtp_stop(pu, "not kept: the user is suspended");
 		break;
 	case PBS_REFRESH_GONE:
-		popbsmtp_stop(pu, pu->restored ? "gone while the session slept"
+		popbsmtp_stop(pu, pu->user->session_restored ? "gone while the session slept"
 					       : "gone after a long Redis outage");
 		break;
 	case PBS_REFRESH_RESTORED:
@@ -265,7 +264,6 @@ static bool popbsmtp_prepare(struct popbsmtp_user *pu, const pbs_config *cfg, co
 	/* A hibernated IMAP session coming back keeps its login time, so its lease value. Its
 	 * login time by the store's clock is lost: login_ms stays 0, so that any revocation
 	 * record stops it. */
-	pu->restored = user->session_restored;
 	pu->answered_ms = popbsmtp_monotonic_ms();
 	problem = pbs_lease_make(&pu->lease, user->username, service,
 				 user->session_restored ? (long long)user->session_create_time
