@@ -7,6 +7,8 @@
  *   STEP: connect:ADDR  (IPv4, IPv6, "unix" for AF_UNIX, "unspec" for an unknown family)
  *         macro:STAGE:NAME=VALUE  (STAGE connect|helo|mail|rcpt; sent before that stage)
  *         helo:NAME  mail:ARG  rcpt:ARG  abort  quit
+ *         run:COMMAND  (a shell command run there, between two events: what happens to the
+ *                       lease in the middle of a session; its failure ends the probe)
  *
  * Output: "negotiated actions=0x.. steps=0x.. version=N skipped=... noreply=..." first, then
  * "STEP ANSWER" for every stage step, ANSWER being continue, accept, reject, tempfail,
@@ -29,7 +31,16 @@
 
 #define DEFAULT_TIMEOUT_MS 10000
 
-enum step_kind { STEP_CONNECT, STEP_MACRO, STEP_HELO, STEP_MAIL, STEP_RCPT, STEP_ABORT, STEP_QUIT };
+enum step_kind {
+	STEP_CONNECT,
+	STEP_MACRO,
+	STEP_HELO,
+	STEP_MAIL,
+	STEP_RCPT,
+	STEP_ABORT,
+	STEP_QUIT,
+	STEP_RUN
+};
 
 struct step {
 	enum step_kind kind;
@@ -49,7 +60,8 @@ static int usage(void)
 	                "  SOCKET: unix:/path | inet:PORT@HOST | inet6:PORT@HOST\n"
 	                "  STEP:   connect:ADDR (IPv4, IPv6, unix, unspec) | "
 	                "macro:STAGE:NAME=VALUE (STAGE connect|helo|mail|rcpt)\n"
-	                "          helo:NAME | mail:<ADDR> | rcpt:<ADDR> | abort | quit\n");
+	                "          helo:NAME | mail:<ADDR> | rcpt:<ADDR> | abort | quit | "
+	                "run:COMMAND\n");
 	return 1;
 }
 
@@ -104,6 +116,8 @@ static int parse_step(const char *text, struct step *st)
 		st->kind = STEP_MAIL;
 	} else if (colon != NULL && klen == 4 && strncmp(text, "rcpt", 4) == 0) {
 		st->kind = STEP_RCPT;
+	} else if (colon != NULL && klen == 3 && strncmp(text, "run", 3) == 0) {
+		st->kind = STEP_RUN;
 	} else if (colon != NULL && klen == 5 && strncmp(text, "macro", 5) == 0) {
 		const char *sc = strchr(st->arg, ':'), *eq;
 		size_t slen, nlen;
@@ -202,6 +216,12 @@ static int run_step(pbs_milter_client *c, const struct step *st)
 		return pbs_milter_client_abort(c);
 	case STEP_QUIT:
 		return pbs_milter_client_quit(c);
+	case STEP_RUN:
+		fflush(stdout);
+		if (system(st->arg) == 0)
+			return 0;
+		fprintf(stderr, "milter-probe: %s: failed\n", st->text);
+		return -1;
 	case STEP_CONNECT:
 		if (st->family == SMFIA_UNIX || st->family == SMFIA_UNKNOWN) {
 			rc = pbs_milter_client_connect(c, "localhost", st->family, 0, "localhost",

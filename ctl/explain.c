@@ -102,7 +102,11 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 	                             true,
 	                             false,
 	                             PBS_LEASE_UNKNOWN,
-	                             (enum pbs_on_store_error)m->on_store_error};
+	                             (enum pbs_on_store_error)m->on_store_error,
+	                             pbs_config_limits_on(&c->cfg->limits),
+	                             PBS_SENDER_ANY,
+	                             NULL,
+	                             NULL};
 	enum pbs_policy_gate gate = PBS_POLICY_GATE_MILTER;
 	struct explain_mynetworks mynet = {false, false, ""};
 	const char *words[2], *reason, *reply;
@@ -136,9 +140,13 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 		f.lease = rc == CTL_OK		     ? PBS_LEASE_LIVE
 			  : rc == CTL_NO || l.invalid ? PBS_LEASE_NONE
 						      : PBS_LEASE_STORE_ERROR;
+		/* With limits on, the gates refuse the lease of a suspended user too. */
+		if (f.lease == PBS_LEASE_LIVE && f.counted &&
+		    (rc = ctl_suspended(c, l.lease.user)) != CTL_NO)
+			f.lease = rc == CTL_OK ? PBS_LEASE_SUSPENDED : PBS_LEASE_STORE_ERROR;
 		v = pbs_policy_decide(&f, &reason);
 	}
-	reply = pbs_policy_reply(gate, v);
+	reply = pbs_policy_reply(gate, v, reason);
 	printf("client %s (lease subject %s)%s%s%s: ", words[0], subject, n > 1 ? " to " : "",
 	       n > 1 ? words[1] : "", gate == PBS_POLICY_GATE_POLICY ? ", policy gate" : "");
 	if (reply == NULL)
@@ -148,7 +156,7 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 	printf(" — %s", pbs_policy_reason_text(reason));
 	if (gate == PBS_POLICY_GATE_POLICY && f.trusted)
 		printf(" (Postfix's mynetworks)");
-	if (f.lease == PBS_LEASE_LIVE)
+	if (f.lease == PBS_LEASE_LIVE || f.lease == PBS_LEASE_SUSPENDED)
 		printf(" of %s, %lld s left", l.lease.user, l.ttl);
 	if (v != PBS_VERDICT_ALLOW)
 		printf("; SMTP AUTH sessions may still relay");
@@ -162,6 +170,13 @@ int ctl_cmd_explain(struct ctl *c, int argc, char **argv)
 		printf("note: Postfix's mynetworks entry '%s' cannot be evaluated here; the answer "
 		       "takes it and the entries after it not to hold the client\n",
 		       mynet.skipped);
+	if (f.lease == PBS_LEASE_LIVE && f.counted)
+		printf("note: relay by lease is counted (limits.*): a recipient over a limit is "
+		       "deferred; explain counts nothing\n");
+	if (f.lease == PBS_LEASE_LIVE && c->cfg->lease.sender != PBS_SENDER_ANY)
+		printf("note: lease.sender = %s: MAIL FROM must agree with %s\n",
+		       c->cfg->lease.sender == PBS_SENDER_ADDRESS ? "address" : "domain",
+		       l.lease.user);
 	if (gate == PBS_POLICY_GATE_POLICY && n > 1)
 		printf(
 		    "note: Postfix decides which domains are its own (mydestination, "

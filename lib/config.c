@@ -45,6 +45,7 @@ struct key_spec {
 
 static const char *const on_error_words[] = {"tempfail", "reject", "accept", NULL};
 static const char *const off_on_words[] = {"off", "on", NULL};
+static const char *const sender_words[] = {"any", "domain", "address", NULL};
 static const char *const trusted_default[] = {"127.0.0.0/8", "::1/128", NULL};
 static const char *const empty_list[] = {NULL};
 
@@ -77,6 +78,7 @@ static const struct key_spec keys[] = {
 	{"lease", "never", KEY_CIDRS, AT(lease.never), 0, 0, 0, NULL, empty_list},
 	{"lease", "max_users_per_address", KEY_INT, AT(lease.max_users_per_address), 0, 1000000, 0,
 	 NULL, NULL},
+	{"lease", "sender", KEY_ENUM, AT(lease.sender), 0, 0, PBS_SENDER_ANY, NULL, sender_words},
 	{"milter", "socket", KEY_STRING, AT(milter.socket), 1, 255, 0,
 	 "unix:/run/popbsmtp/milter.sock", NULL},
 	{"milter", "socket_mode", KEY_MODE, AT(milter.socket_mode), 0, 0777, 0660, NULL, NULL},
@@ -109,13 +111,21 @@ static const struct key_spec keys[] = {
 	{"usage", "host", KEY_STRING, AT(usage.host), 0, 64, 0, "", NULL},
 	{"usage", "trace_header", KEY_ENUM, AT(usage.trace_header), 0, 0, 0, NULL, off_on_words},
 	{"usage", "trace_secret", KEY_STRING, AT(usage.trace_secret), 0, 64, 0, "", NULL},
+	/* Defaults: docs/abuse.md says why these numbers. */
+	{"limits", "user_recipients_per_hour", KEY_INT, AT(limits.user_recipients_per_hour), 0,
+	 1000000, 300, NULL, NULL},
+	{"limits", "lease_recipients_per_hour", KEY_INT, AT(limits.lease_recipients_per_hour), 0,
+	 1000000, 600, NULL, NULL},
+	{"limits", "suspend_after", KEY_INT, AT(limits.suspend_after), 0, 1000000, 0, NULL, NULL},
+	{"limits", "suspend_for", KEY_INT, AT(limits.suspend_for), 1, 365 * 86400, 86400, NULL,
+	 NULL},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 /* Groups, nested ones with their full dotted name. */
-static const char *const groups[] = {"redis",  "redis.sentinel", "lease", "milter",
-				     "policy", "usage",          NULL};
+static const char *const groups[] = {"redis",	"redis.sentinel", "lease", "milter",
+				     "policy", "usage",		  "limits", NULL};
 
 /* Directory part of PATH for resolving relative @include names ("." if none). */
 static char *dir_of(const char *path)
@@ -655,6 +665,27 @@ static void check_refresh(const pbs_config *cfg, const config_t *lc, const char 
 			     at.line, cfg->lease.refresh, cfg->lease.ttl);
 }
 
+bool pbs_config_limits_on(const struct pbs_limits_config *limits)
+{
+	return limits->user_recipients_per_hour > 0 || limits->lease_recipients_per_hour > 0;
+}
+
+/* limits.suspend_after counts refusals by a relay limit: with both limits off there are
+ * none, and a setting that can never act is a mistake worth saying. */
+static void check_limits(const pbs_config *cfg, const config_t *lc, const char *path,
+			 pbs_config_report *r)
+{
+	const config_setting_t *s = config_lookup(lc, "limits.suspend_after");
+	struct site at;
+
+	if (s == NULL || cfg->limits.suspend_after == 0 || pbs_config_limits_on(&cfg->limits))
+		return;
+	at = site_of(s, path);
+	strlist_addf(&r->errors, "%s:%d: limits.suspend_after: counts refusals by a relay limit, "
+		     "but limits.user_recipients_per_hour and limits.lease_recipients_per_hour "
+		     "are both 0", at.file, at.line);
+}
+
 /* usage.trace_secret is written into a Postfix header_checks pattern as it is, and must
  * not be guessed: letters and digits only, at least 16. The value is never echoed. */
 static void check_trace_secret(const pbs_config *cfg, const config_t *lc, const char *path,
@@ -761,6 +792,7 @@ pbs_config *pbs_config_load(const char *path, pbs_config_report *report)
 	derive_defaults(cfg);
 	check_refresh(cfg, &lc, path, report);
 	check_trace_secret(cfg, &lc, path, report);
+	check_limits(cfg, &lc, path, report);
 	check_listen(cfg, &lc, path, report);
 	if (config_lookup(&lc, "redis.socket") != NULL && config_lookup(&lc, "redis.host") == NULL) {
 		free(cfg->redis.host);

@@ -210,20 +210,24 @@ int pbs_lease_suspension_decode(const char *value, size_t len, long long *since_
  * The scripts. Lua 5.1 as Redis embeds it; numbers are doubles, exact for the 13-digit
  * millisecond times used here (anything longer than 15 digits is refused as not a time).
  * Common to all: clock() is the store's time, Redis TIME but never less than the last
- * time handed out plus one, so every grant and revoke is ordered by one clock whatever
+ * time handed out (last_time) plus one, so every grant and revoke is ordered by one clock whatever
  * the hosts' clocks say; revoked() reads a record: a record that does not decode counts
  * as a revoke (when in doubt, the revoke wins); owner() is the user a lease value names,
  * or nil when it is not a version-1 lease.
  */
 #define LEASE_LUA_COMMON \
-	"local function clock(key)\n" \
+	"local function redis_ms()\n" \
 	"  local t = redis.call('TIME')\n" \
-	"  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"end\n" \
+	"local function last_time(key)\n" \
 	"  local last = redis.call('GET', key)\n" \
-	"  if last and string.match(last, '^%d+$') and #last <= 15 then\n" \
-	"    last = tonumber(last)\n" \
-	"    if last >= now then now = last + 1 end\n" \
-	"  end\n" \
+	"  if last and string.match(last, '^%d+$') and #last <= 15 then return tonumber(last) end\n" \
+	"  return 0\n" \
+	"end\n" \
+	"local function clock(key)\n" \
+	"  local now, last = redis_ms(), last_time(key)\n" \
+	"  if last >= now then now = last + 1 end\n" \
 	"  redis.call('SET', key, string.format('%.0f', now))\n" \
 	"  return now\n" \
 	"end\n" \
@@ -315,3 +319,55 @@ const char pbs_lease_script_suspend[] = LEASE_LUA_COMMON
 	"if tonumber(ARGV[1]) > 0 then redis.call('SET', KEYS[1], value, 'EX', ARGV[1])\n"
 	"else redis.call('SET', KEYS[1], value) end\n"
 	"return now\n";
+
+/* A relay recipient's lease, checked and counted in one step (limits on). The counters are
+ * per clock hour of the store's time (read, never advanced: a gate's count orders nothing),
+ * "<prefix>limit:user:<hour>:<user>" and "<prefix>limit:lease:<hour>:<subject>", the hour
+ * first so that no user name can make one key look like another's. A recipient over a
+ * limit is not counted (it was not relayed); a counter that is not a number counts as
+ * over (when in doubt, no relay). Refusals by a limit are counted per store day
+ * ("<prefix>limit:refused:<day>:<user>") when suspend_after is set, and the refusal that
+ * reaches it suspends the user. A suspended user's lease is refused before anything is
+ * counted, so an administrator's suspension is never replaced by a shorter one. */
+const char pbs_lease_script_relay[] = LEASE_LUA_COMMON
+	"local function count(key)\n"
+	"  local v = redis.pcall('GET', key)\n"
+	"  if not v then return 0 end\n"
+	"  return type(v) == 'string' and tonumber(v) or math.huge\n"
+	"end\n"
+	"local function bump(key, ttl)\n"
+	"  local n = redis.call('INCR', key)\n"
+	"  if n == 1 then redis.call('EXPIRE', key, ttl) end\n"
+	"  return n\n"
+	"end\n"
+	"local value = redis.pcall('GET', ARGV[1])\n"
+	"if type(value) == 'table' then return {'bad', '', 0, 0, 0} end\n"
+	"if not value then return {'none', '', 0, 0, 0} end\n"
+	"local user = owner(value)\n"
+	"if not user then return {'bad', value, 0, 0, 0} end\n"
+	"local p = ARGV[2]\n"
+	"if redis.call('EXISTS', p .. 'suspended:' .. user) == 1 then\n"
+	"  return {'suspended', value, 0, 0, 0}\n"
+	"end\n"
+	"local now = math.max(redis_ms(), last_time(ARGV[3]))\n"
+	"local hour = string.format('%.0f', math.floor(now / 3600000))\n"
+	"local ukey = p .. 'limit:user:' .. hour .. ':' .. user\n"
+	"local lkey = p .. 'limit:lease:' .. hour .. ':' .. ARGV[4]\n"
+	"local ulimit, llimit = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+	"local users, leases = count(ukey), count(lkey)\n"
+	"local over = nil\n"
+	"if ulimit > 0 and users >= ulimit then over = 'user-limit'\n"
+	"elseif llimit > 0 and leases >= llimit then over = 'lease-limit' end\n"
+	"if over then\n"
+	"  local after = tonumber(ARGV[7])\n"
+	"  if after <= 0 then return {over, value, ulimit, llimit, 0} end\n"
+	"  local day = string.format('%.0f', math.floor(now / 86400000))\n"
+	"  local n = bump(p .. 'limit:refused:' .. day .. ':' .. user, 172800)\n"
+	"  if n ~= after then return {over, value, ulimit, llimit, 0} end\n"
+	"  redis.call('SET', p .. 'suspended:' .. user, '1|' .. string.format('%.0f', now) ..\n"
+	"    '|' .. over .. ': ' .. after .. ' refusals by a relay limit in a day', 'EX', ARGV[8])\n"
+	"  return {over, value, ulimit, llimit, 1}\n"
+	"end\n"
+	"if ulimit > 0 then users = bump(ukey, 7200) end\n"
+	"if llimit > 0 then leases = bump(lkey, 7200) end\n"
+	"return {'relay', value, users, leases, 0}\n";

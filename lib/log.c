@@ -55,13 +55,20 @@ void pbs_log(int priority, const char *fmt, ...)
 }
 
 void pbs_log_relay(const char *what, const char *client, const char *rcpt, const char *reason,
-		   const char *user, const char *qid)
+		   const char *user, const char *lease, const char *qid)
 {
 	char safe_rcpt[PBS_LOG_SAFE_MAX], safe_qid[PBS_LOG_SAFE_MAX];
 
-	pbs_log(LOG_INFO, "relay %s: client=%s rcpt=%s reason=%s%s%s queue=%s", what, client,
+	pbs_log(LOG_INFO, "relay %s: client=%s rcpt=%s reason=%s%s%s%s%s queue=%s", what, client,
 		pbs_log_safe(rcpt, safe_rcpt), reason, user ? " user=" : "", user ? user : "",
-		qid ? pbs_log_safe(qid, safe_qid) : "-");
+		user ? " lease=" : "", user ? lease : "", qid ? pbs_log_safe(qid, safe_qid) : "-");
+}
+
+void pbs_log_suspended(const char *user, const char *limit, int after, int seconds,
+		       const char *client, const char *lease)
+{
+	pbs_log(LOG_WARNING, "suspended: user=%s reason=rate-limit limit=%s after=%d for=%d "
+		"client=%s lease=%s", user, limit, after, seconds, client, lease);
 }
 
 /* Copy IN into OUT (OUTSIZE bytes, at least 4) with control bytes, and when STRICT also

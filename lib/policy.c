@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+static bool sender_allowed(const struct pbs_policy_facts *f);
+
 /* Ordered as the documentation lists the rules; the first that applies decides. */
 enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *f, const char **reason)
 {
@@ -32,11 +34,23 @@ enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *f, const char 
 		*reason = "lookup-needed";
 		return PBS_VERDICT_NEED_LEASE;
 	case PBS_LEASE_LIVE:
+		if (!sender_allowed(f)) {
+			*reason = f->sender_rule == PBS_SENDER_ADDRESS ? "sender-address"
+								       : "sender-domain";
+			return PBS_VERDICT_REJECT;
+		}
 		*reason = "lease";
 		return PBS_VERDICT_ALLOW;
 	case PBS_LEASE_NONE:
 		*reason = "no-lease";
 		return PBS_VERDICT_REJECT;
+	case PBS_LEASE_SUSPENDED:
+		*reason = "user-suspended";
+		return PBS_VERDICT_REJECT;
+	case PBS_LEASE_OVER_LIMIT:
+		/* Temporary: a legitimate burst is delayed, not lost. */
+		*reason = "rate-limit";
+		return PBS_VERDICT_TEMPFAIL;
 	case PBS_LEASE_STORE_ERROR:
 		break;
 	}
@@ -57,13 +71,43 @@ bool pbs_policy_covers_message(const struct pbs_policy_facts *f, enum pbs_verdic
 		return false;
 	if (f->trusted)
 		return true;
-	/* The entitlement is per connection (AUTH cannot be undone, the lease is looked up
-	 * once per connection), so it covers the recipients still to come. */
-	return f->relay && (f->authenticated || f->lease == PBS_LEASE_LIVE);
+	/* AUTH cannot be undone, and the lease is looked up once per message, so either
+	 * covers the message's recipients still to come; not a lease whose every relay
+	 * recipient must be counted. */
+	return f->relay &&
+	       (f->authenticated || (f->lease == PBS_LEASE_LIVE && !f->counted));
 }
 
-const char *pbs_policy_reply(enum pbs_policy_gate gate, enum pbs_verdict verdict)
+/* The replies popbsmtp gives itself, whichever the gate: code, enhanced code, words. */
+static const char *const own_replies[][3] = {
+	{"rate-limit", "450 4.7.1", "Relay limit reached for this login, try again later"},
+	{"user-suspended", "550 5.7.1", "Relay suspended for this login"},
+	{"sender-address", "550 5.7.1", "Sender must be the address this client logged in as"},
+	{"sender-domain", "550 5.7.1",
+	 "Sender must be in the domain of the address this client logged in as"},
+};
+
+bool pbs_policy_own_reply(const char *reason, const char **code, const char **text)
 {
+	size_t i;
+
+	for (i = 0; i < sizeof own_replies / sizeof own_replies[0]; i++) {
+		if (strcmp(reason, own_replies[i][0]) == 0) {
+			*code = own_replies[i][1];
+			*text = own_replies[i][2];
+			return true;
+		}
+	}
+	return false;
+}
+
+const char *pbs_policy_reply(enum pbs_policy_gate gate, enum pbs_verdict verdict,
+			     const char *reason)
+{
+	const char *code, *text;
+
+	if (verdict != PBS_VERDICT_ALLOW && pbs_policy_own_reply(reason, &code, &text))
+		return code;
 	switch (verdict) {
 	case PBS_VERDICT_ALLOW:
 		return NULL;
@@ -87,6 +131,10 @@ const char *pbs_policy_reason_text(const char *reason)
 		{"lease", "lease"},
 		{"no-lease", "no lease"},
 		{"store-error", "lease store unavailable"},
+		{"user-suspended", "the lease's user is suspended"},
+		{"rate-limit", "relay limit reached"},
+		{"sender-address", "sender is not the lease's user (lease.sender = address)"},
+		{"sender-domain", "sender not in the lease's user's domain (lease.sender = domain)"},
 	};
 	size_t i;
 
@@ -245,4 +293,48 @@ bool pbs_policy_is_relay(enum pbs_mta mta, const char *mailer, const char *rcpt,
 	/* The domain list only turns the MTA's "out" into "ours" (Sendmail routes backup-MX
 	 * domains through its relay mailer), never the other way round. */
 	return leaves && !in_local_domains(rcpt, resolved, &cfg->local_domains);
+}
+
+/* The address inside angle brackets, or ADDR itself, as *LEN bytes from the returned start:
+ * what plain_address_domain() accepted. */
+static const char *bare_address(const char *addr, size_t *len)
+{
+	*len = strlen(addr);
+	if (*len > 1 && addr[0] == '<') {
+		*len -= 2;
+		return addr + 1;
+	}
+	return addr;
+}
+
+const char *pbs_policy_sender_problem(enum pbs_sender_rule rule, const char *user)
+{
+	if (rule == PBS_SENDER_ANY || plain_address_domain(user) != NULL)
+		return NULL;
+	return rule == PBS_SENDER_ADDRESS
+		       ? "lease.sender = address needs user names that are plain addresses"
+		       : "lease.sender = domain needs user names that are plain addresses";
+}
+
+/* lease.sender: MAIL FROM agrees with the lease's user. Both must be plain addresses (the
+ * recipient checks' rules: no '%', quotes, routes, literals), so that no MTA reads either
+ * one as another address; anything else, the null sender "<>" included, fails closed.
+ * Compared without regard to ASCII case, as user names and addresses are in practice. */
+static bool sender_allowed(const struct pbs_policy_facts *f)
+{
+	const char *sender_domain, *user_domain, *sender;
+	size_t sender_len, len;
+
+	if (f->sender_rule == PBS_SENDER_ANY)
+		return true;
+	if (f->sender == NULL || f->lease_user == NULL ||
+	    (sender_domain = plain_address_domain(f->sender)) == NULL ||
+	    (user_domain = plain_address_domain(f->lease_user)) == NULL)
+		return false;
+	len = domain_length(sender_domain);
+	if (f->sender_rule == PBS_SENDER_DOMAIN)
+		return strlen(user_domain) == len && strncasecmp(sender_domain, user_domain, len) == 0;
+	sender = bare_address(f->sender, &sender_len);
+	return strlen(f->lease_user) == sender_len &&
+	       strncasecmp(sender, f->lease_user, sender_len) == 0;
 }

@@ -1009,3 +1009,84 @@ int pbs_store_unsuspend(pbs_store *s, const char *user)
 	freeReplyObject(r);
 	return rc;
 }
+
+/* The lease state of the relay script's reply R (pbs_lease_script_relay), CHECK filled. */
+static enum pbs_lease_state relay_result(pbs_store *s, const char *key, const redisReply *r,
+					 struct pbs_relay_check *check)
+{
+	static const struct {
+		const char *word;
+		enum pbs_lease_state state;
+	} answers[] = {{"relay", PBS_LEASE_LIVE},
+		       {"suspended", PBS_LEASE_SUSPENDED},
+		       {"user-limit", PBS_LEASE_OVER_LIMIT},
+		       {"lease-limit", PBS_LEASE_OVER_LIMIT},
+		       {"none", PBS_LEASE_NONE},
+		       {"bad", PBS_LEASE_NONE}};
+	size_t i;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING ||
+	    r->element[2]->type != REDIS_REPLY_INTEGER || r->element[3]->type != REDIS_REPLY_INTEGER ||
+	    r->element[4]->type != REDIS_REPLY_INTEGER)
+		goto unexpected;
+	for (i = 0; i < sizeof answers / sizeof answers[0]; i++)
+		if (strcmp(r->element[0]->str, answers[i].word) == 0)
+			break;
+	if (i == sizeof answers / sizeof answers[0])
+		goto unexpected;
+	if (answers[i].state == PBS_LEASE_NONE) {
+		if (strcmp(answers[i].word, "bad") == 0)
+			store_fail(s, "%s holds no valid lease", key);
+		return PBS_LEASE_NONE;
+	}
+	/* The script found the user with the same pattern: a value it took must decode. */
+	if (pbs_lease_decode(r->element[1]->str, r->element[1]->len, &check->lease) != 0) {
+		store_fail(s, "%s holds no valid lease", key);
+		return PBS_LEASE_NONE;
+	}
+	check->limit = answers[i].state == PBS_LEASE_OVER_LIMIT ? answers[i].word : NULL;
+	check->count = strcmp(answers[i].word, "lease-limit") == 0 ? r->element[3]->integer
+								    : r->element[2]->integer;
+	check->suspended_now = r->element[4]->integer == 1;
+	return answers[i].state;
+unexpected:
+	store_fail(s, "Redis at %s: relay check gave an unexpected reply", s->where);
+	return PBS_LEASE_STORE_ERROR;
+}
+
+enum pbs_lease_state pbs_store_relay(pbs_store *s, const char *subject,
+				     const struct pbs_limits_config *limits,
+				     struct pbs_relay_check *check)
+{
+	struct store_keys k;
+	char ulimit[16], llimit[16], after[16], secs[16];
+	const char *argv[8] = {k.lease, s->cfg.prefix, k.clock, subject,
+			       ulimit,  llimit,        after,   secs};
+	enum pbs_lease_state state;
+	redisReply *r;
+
+	memset(check, 0, sizeof *check);
+	if (!pbs_config_limits_on(limits)) {
+		switch (pbs_store_lookup(s, subject, &check->lease)) {
+		case PBS_LOOKUP_FOUND:
+			return PBS_LEASE_LIVE;
+		case PBS_LOOKUP_NONE:
+			return PBS_LEASE_NONE;
+		default:
+			return PBS_LEASE_STORE_ERROR;
+		}
+	}
+	s->err[0] = '\0';
+	if (store_keys(s, subject, NULL, &k) != 0)
+		return PBS_LEASE_STORE_ERROR;
+	snprintf(ulimit, sizeof ulimit, "%d", limits->user_recipients_per_hour);
+	snprintf(llimit, sizeof llimit, "%d", limits->lease_recipients_per_hour);
+	snprintf(after, sizeof after, "%d", limits->suspend_after);
+	snprintf(secs, sizeof secs, "%d", limits->suspend_for);
+	if ((r = store_eval(s, "relay", pbs_lease_script_relay, 0, 8, argv)) == NULL)
+		return PBS_LEASE_STORE_ERROR;
+	state = relay_result(s, k.lease, r, check);
+	freeReplyObject(r);
+	return state;
+}

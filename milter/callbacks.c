@@ -38,6 +38,9 @@
 
 /* usage.trace_header as the milter started with it (the steps are registered once). */
 static bool trace_header;
+/* lease.sender other than "any" at start: MAIL is asked for (with no reply), for its
+ * address as the client gave it. */
+static bool sender_binding;
 
 /* Per-connection state, kept through smfi_setpriv (callbacks of one connection may run
  * on different worker threads). */
@@ -49,10 +52,14 @@ struct session {
 	bool trusted;
 	bool never_lease;
 	enum pbs_mta mta;
-	enum pbs_lease_state lease; /* asked at most once per connection */
+	/* The lease as last checked, for the message LEASE_MSG (its queue id): asked once per
+	 * message, or for every relay recipient when limits count them. */
+	enum pbs_lease_state lease;
+	char lease_msg[64];
 	char lease_user[PBS_LOG_SAFE_MAX];
-	pbs_lease lease_found; /* when lease is PBS_LEASE_LIVE */
+	pbs_lease lease_found; /* when a lease was found (LIVE, SUSPENDED, OVER_LIMIT) */
 	char subject[PBS_ADDR_STRLEN];
+	char sender[PBS_SENDER_MAX]; /* MAIL FROM as given (sender_binding); "" none */
 	/* Per message, trace header on only; reset at its end or abort. */
 	bool msg_covered;  /* a recipient covered the message: what ACCEPT would have done */
 	bool msg_leased;   /* ... and it was the lease: the header is added at the end */
@@ -119,37 +126,70 @@ static bool authenticated(SMFICTX *ctx)
 	return authen != NULL && authen[0] != '\0';
 }
 
-/* Ask Redis once per connection whether a lease covers the client. */
-static void look_up_lease(struct session *s)
+/* Say once per process that lease.sender was turned on by a reload: MAIL is asked for only
+ * when the milter starts with it, so until a restart every relay by lease is refused. */
+static void note_sender_needs_restart(void)
+{
+	static int said;
+
+	if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED) == 0)
+		pbs_log(LOG_ERR, "lease.sender was set by a reload: restart popbsmtp-milter (MAIL "
+			"is asked for only from the start); until then relay by lease is refused");
+}
+
+/* Say that a relay refusal by a limit just suspended the lease's user. */
+static void note_suspended(const struct session *s, const struct pbs_relay_check *check)
+{
+	pbs_log_suspended(s->lease_user, check->limit, s->rt->cfg->limits.suspend_after,
+			  s->rt->cfg->limits.suspend_for, s->addr_text, s->subject);
+	pbs_usage_count(pbs_flush_usage(), PBS_EV_SUSPENDED_RATE_LIMIT);
+}
+
+/* The lease state for a relay recipient of message QID: with limits on, checked and
+ * counted for every one; else asked once per message, so that a revoke or a suspension
+ * takes effect at the connection's next message. Postfix and Sendmail name each message
+ * (the "i" macro at MAIL); for an MTA that does not, once per connection. */
+static void look_up_lease(struct session *s, const char *qid)
 {
 	const pbs_config *cfg = s->rt->cfg;
-	char subject[PBS_ADDR_STRLEN], why[512];
-	pbs_lease lease;
+	const char *msg = qid != NULL ? qid : "";
+	struct pbs_relay_check check;
+	char why[512];
 
+	if (!pbs_config_limits_on(&cfg->limits) && s->lease != PBS_LEASE_UNKNOWN &&
+	    strncmp(msg, s->lease_msg, sizeof s->lease_msg - 1) == 0)
+		return;
+	snprintf(s->lease_msg, sizeof s->lease_msg, "%s", msg);
 	if (!s->has_addr) {
 		s->lease = PBS_LEASE_NONE;
 		return;
 	}
 	pbs_lease_subject(&s->addr, (unsigned)cfg->lease.ipv4_prefix,
-			  (unsigned)cfg->lease.ipv6_prefix, subject);
-	switch (pbs_pool_lookup(s->rt->pool, subject, &lease, why, sizeof why)) {
-	case PBS_LOOKUP_FOUND:
-		s->lease = PBS_LEASE_LIVE;
-		pbs_log_safe(lease.user, s->lease_user);
-		s->lease_found = lease;
-		memcpy(s->subject, subject, sizeof s->subject);
-		break;
-	case PBS_LOOKUP_NONE:
-		s->lease = PBS_LEASE_NONE;
+			  (unsigned)cfg->lease.ipv6_prefix, s->subject);
+	s->lease = pbs_pool_relay(s->rt->pool, s->subject, &cfg->limits, &check, why, sizeof why);
+	switch (s->lease) {
+	case PBS_LEASE_NONE:
 		if (why[0] != '\0')
 			pbs_log(LOG_WARNING, "lease lookup for %s: ignored, treated as no lease: %s",
 				s->addr_text, why);
 		break;
-	case PBS_LOOKUP_ERROR:
-		s->lease = PBS_LEASE_STORE_ERROR;
+	case PBS_LEASE_STORE_ERROR:
 		pbs_log(LOG_ERR, "lease lookup for %s failed: %s", s->addr_text, why);
 		break;
+	default: /* a lease: LIVE, SUSPENDED or OVER_LIMIT */
+		s->lease_found = check.lease;
+		pbs_log_safe(check.lease.user, s->lease_user);
+		if (check.suspended_now)
+			note_suspended(s, &check);
+		break;
 	}
+}
+
+/* True when the last check found a lease (whether it may relay or not). */
+static bool lease_shown(const struct session *s)
+{
+	return s->lease == PBS_LEASE_LIVE || s->lease == PBS_LEASE_SUSPENDED ||
+	       s->lease == PBS_LEASE_OVER_LIMIT;
 }
 
 /* Append SRC to OUT at *O for smfi_setreply: printable ASCII only ('?' for the rest),
@@ -188,8 +228,8 @@ static void reply_text(const char *rcpt, const char *text, char *out, size_t out
 static void log_decision(SMFICTX *ctx, const struct session *s, const char *what,
 			 const char *rcpt, const char *reason)
 {
-	pbs_log_relay(what, s->addr_text, rcpt, reason,
-		      s->lease == PBS_LEASE_LIVE ? s->lease_user : NULL, smfi_getsymval(ctx, "i"));
+	pbs_log_relay(what, s->addr_text, rcpt, reason, lease_shown(s) ? s->lease_user : NULL,
+		      s->subject, smfi_getsymval(ctx, "i"));
 }
 
 /* The address the MTA resolved the recipient to ({rcpt_addr}), which milter.local_domains
@@ -235,13 +275,30 @@ static sfsistat allow_answer(struct session *s, const struct pbs_policy_facts *f
 	return SMFIS_CONTINUE;
 }
 
+/* Refuse the recipient RCPT for REASON: with popbsmtp's own reply for it (a relay limit,
+ * a suspension, lease.sender), else CODE ("451 4.3.0") and TEXT. */
+static sfsistat refuse(SMFICTX *ctx, const struct session *s, const char *rcpt,
+		       const char *reason, const char *code, const char *text)
+{
+	char reply[512], rcode[4], xcode[16];
+
+	pbs_policy_own_reply(reason, &code, &text);
+	/* "NNN X.Y.Z": the two parts smfi_setreply takes. */
+	snprintf(rcode, sizeof rcode, "%.3s", code);
+	snprintf(xcode, sizeof xcode, "%s", code + 4);
+	/* Sendmail itself puts "<rcpt>... " in front of a 5xx from a milter. */
+	reply_text(s->mta == PBS_MTA_SENDMAIL && code[0] == '5' ? NULL : rcpt, text, reply,
+		   sizeof reply);
+	smfi_setreply(ctx, rcode, xcode, reply);
+	return code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+}
+
 static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct session *s = smfi_getpriv(ctx);
 	const pbs_config *cfg;
 	struct pbs_policy_facts facts;
 	const char *rcpt = argv != NULL ? argv[0] : NULL, *reason;
-	char text[512];
 	enum pbs_verdict verdict;
 
 	if (s == NULL)
@@ -255,12 +312,19 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	facts.relay = pbs_policy_is_relay(s->mta, smfi_getsymval(ctx, "{rcpt_mailer}"), rcpt,
 					  resolved_rcpt(ctx, cfg), &cfg->milter);
 	facts.never_lease = s->never_lease;
-	facts.lease = s->lease;
+	facts.lease = PBS_LEASE_UNKNOWN;
 	facts.on_store_error = (enum pbs_on_store_error)cfg->milter.on_store_error;
+	facts.counted = pbs_config_limits_on(&cfg->limits);
+	facts.sender_rule = (enum pbs_sender_rule)cfg->lease.sender;
+	facts.lease_user = NULL;
+	facts.sender = sender_binding && s->sender[0] != '\0' ? s->sender : NULL;
 	verdict = pbs_policy_decide(&facts, &reason);
 	if (verdict == PBS_VERDICT_NEED_LEASE) {
-		look_up_lease(s);
+		look_up_lease(s, smfi_getsymval(ctx, "i"));
 		facts.lease = s->lease;
+		facts.lease_user = s->lease_found.user;
+		if (facts.sender_rule != PBS_SENDER_ANY && !sender_binding)
+			note_sender_needs_restart();
 		verdict = pbs_policy_decide(&facts, &reason);
 	}
 	count_decision(s, verdict, reason);
@@ -273,18 +337,23 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 		return allow_answer(s, &facts, verdict, reason);
 	case PBS_VERDICT_TEMPFAIL:
 		log_decision(ctx, s, "deferred", rcpt, reason);
-		reply_text(rcpt, "Relay authorization temporarily unavailable, try again later",
-			   text, sizeof text);
-		smfi_setreply(ctx, "451", "4.3.0", text);
-		return SMFIS_TEMPFAIL;
+		return refuse(ctx, s, rcpt, reason, "451 4.3.0",
+			      "Relay authorization temporarily unavailable, try again later");
 	default:
 		log_decision(ctx, s, "denied", rcpt, reason);
-		/* Sendmail itself puts "<rcpt>... " in front of a 5xx from a milter. */
-		reply_text(s->mta == PBS_MTA_SENDMAIL ? NULL : rcpt, cfg->milter.reject_text, text,
-			   sizeof text);
-		smfi_setreply(ctx, "550", "5.7.1", text);
-		return SMFIS_REJECT;
+		return refuse(ctx, s, rcpt, reason, "550 5.7.1", cfg->milter.reject_text);
 	}
+}
+
+/* MAIL, with no reply (sender_binding only): its address as the client gave it. */
+static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
+{
+	struct session *s = smfi_getpriv(ctx);
+
+	if (s != NULL)
+		snprintf(s->sender, sizeof s->sender, "%s",
+			 argv != NULL && argv[0] != NULL ? argv[0] : "");
+	return SMFIS_NOREPLY;
 }
 
 /* Trace header on: count the X-PopBeforeSMTP headers the client wrote. The MTA names
@@ -382,6 +451,8 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned l
 	*steps = SMFIP_NR_CONN | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NODATA | SMFIP_NOEOH |
 		 SMFIP_NOBODY | SMFIP_NOUNKNOWN;
 	*steps |= trace_header ? SMFIP_NR_HDR : SMFIP_NOHDRS;
+	if (sender_binding)
+		*steps = (*steps & ~(unsigned long)SMFIP_NOMAIL) | SMFIP_NR_MAIL;
 	*f2 = 0;
 	*f3 = 0;
 	return SMFIS_CONTINUE;
@@ -397,10 +468,13 @@ struct smfiDesc pbs_callbacks_desc(const pbs_config *cfg)
 		.xxfi_envrcpt = on_envrcpt,
 		.xxfi_close = on_close,
 		.xxfi_negotiate = on_negotiate,
-		/* helo, envfrom, eoh, body, unknown, data: NULL, never called. */
+		/* helo, eoh, body, unknown, data: NULL, never called; envfrom below. */
 	};
 
 	trace_header = cfg->usage.trace_header != 0;
+	sender_binding = cfg->lease.sender != PBS_SENDER_ANY;
+	if (sender_binding)
+		desc.xxfi_envfrom = on_envfrom;
 	if (trace_header) {
 		desc.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS;
 		desc.xxfi_header = on_header;

@@ -120,25 +120,27 @@ static void pool_give(struct pbs_pool *p, pbs_store *s, bool connection_lost)
 	pthread_mutex_unlock(&p->lock);
 }
 
-enum pbs_lookup pbs_pool_lookup(struct pbs_pool *p, const char *subject, pbs_lease *lease,
-				char *why, size_t len)
+enum pbs_lease_state pbs_pool_relay(struct pbs_pool *p, const char *subject,
+				    const struct pbs_limits_config *limits,
+				    struct pbs_relay_check *check, char *why, size_t len)
 {
 	pbs_store *s = pool_take(p, why, len);
-	enum pbs_lookup result;
-
+	enum pbs_lease_state result;
 	bool reused;
 
 	if (s == NULL)
-		return PBS_LOOKUP_ERROR;
+		return PBS_LEASE_STORE_ERROR;
 	reused = pbs_store_connected(s);
-	result = pbs_store_lookup(s, subject, lease);
+	result = pbs_store_relay(s, subject, limits, check);
 	/* An idle pooled connection may have been closed by a Redis restart or failover:
-	 * that says nothing about Redis now, so try once more on a fresh connection. */
-	if (result == PBS_LOOKUP_ERROR && reused && !pbs_store_connected(s))
-		result = pbs_store_lookup(s, subject, lease);
-	if (result != PBS_LOOKUP_FOUND)
+	 * that says nothing about Redis now, so try once more on a fresh connection. The
+	 * script never ran then (the connection was found closed), so nothing is counted
+	 * twice. */
+	if (result == PBS_LEASE_STORE_ERROR && reused && !pbs_store_connected(s))
+		result = pbs_store_relay(s, subject, limits, check);
+	if (result != PBS_LEASE_LIVE)
 		snprintf(why, len, "%s", pbs_store_error(s));
-	pool_give(p, s, result == PBS_LOOKUP_ERROR && !pbs_store_connected(s));
+	pool_give(p, s, result == PBS_LEASE_STORE_ERROR && !pbs_store_connected(s));
 	return result;
 }
 

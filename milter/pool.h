@@ -20,10 +20,12 @@ struct pbs_pool *pbs_pool_new(const struct pbs_redis_config *cfg, int max);
 /* Close every idle connection and free the pool; callers must have returned theirs. */
 void pbs_pool_free(struct pbs_pool *pool);
 
-/* One lease lookup of SUBJECT through a pooled connection. On ERROR, WHY (ERRLEN bytes)
- * says what went wrong; on NONE it is empty, or says which value was ignored. */
-enum pbs_lookup pbs_pool_lookup(struct pbs_pool *pool, const char *subject, pbs_lease *lease,
-				char *why, size_t errlen);
+/* One relay recipient's lease check of SUBJECT (pbs_store_relay) through a pooled
+ * connection. On STORE_ERROR, WHY (ERRLEN bytes) says what went wrong; on NONE it is
+ * empty, or says which value was ignored. */
+enum pbs_lease_state pbs_pool_relay(struct pbs_pool *pool, const char *subject,
+				    const struct pbs_limits_config *limits,
+				    struct pbs_relay_check *check, char *why, size_t errlen);
 
 /* Check Redis answers (PING); 0 or -1 with WHY filled. */
 int pbs_pool_ping(struct pbs_pool *pool, char *why, size_t errlen);

@@ -55,8 +55,9 @@ struct pbs_gate_session {
 	char instance[INSTANCE_SIZE];
 	char subject[PBS_ADDR_STRLEN];
 	enum pbs_lease_state lease;
-	pbs_lease found; /* when lease is PBS_LEASE_LIVE */
+	pbs_lease found; /* when a lease was found (LIVE, SUSPENDED, OVER_LIMIT) */
 	char lease_user[PBS_LOG_SAFE_MAX];
+	char reply[sizeof "action=550 5.7.1 \n\n" + 128]; /* popbsmtp's own refusal */
 	char counted[INSTANCE_SIZE]; /* the message whose allowed relay was counted */
 	char leased[INSTANCE_SIZE];  /* the message last let through on the lease */
 	char prepend[sizeof "action=PREPEND " PBS_USAGE_TRACE_HEADER ": \n\n" + 64 + 1 +
@@ -109,38 +110,49 @@ void pbs_gate_free(struct pbs_gate *g)
 	free(g);
 }
 
-/* The lease state for SUBJECT: the cached one if this is the same message (INSTANCE) of
- * the same client, else one GET. A store error is cached too: a message with many
- * recipients then waits for a dead Redis once, not once per recipient. */
+/* Say that a relay refusal by a limit just suspended the lease's user. */
+static void note_suspended(struct pbs_gate *g, const struct pbs_gate_session *s,
+			   const struct pbs_relay_check *check, const char *client)
+{
+	pbs_log_suspended(s->lease_user, check->limit, g->cfg->limits.suspend_after,
+			  g->cfg->limits.suspend_for, client, s->subject);
+	pbs_usage_count(g->usage, PBS_EV_SUSPENDED_RATE_LIMIT);
+}
+
+/* The lease state for SUBJECT: with limits on, checked and counted for every relay
+ * recipient; else the cached one if this is the same message (INSTANCE) of the same
+ * client, or one GET. A store error is cached too: a message with many recipients then
+ * waits for a dead Redis once, not once per recipient. */
 static enum pbs_lease_state lease_for(struct pbs_gate *g, struct pbs_gate_session *s,
 				      const char *instance, const char *subject, const char *client)
 {
-	pbs_lease lease;
+	struct pbs_relay_check check;
+	bool counted = pbs_config_limits_on(&g->cfg->limits);
 
-	if (instance[0] != '\0' && strcmp(instance, s->instance) == 0 &&
-	    strcmp(subject, s->subject) == 0)
+	if ((!counted || s->lease == PBS_LEASE_STORE_ERROR) && instance[0] != '\0' &&
+	    strcmp(instance, s->instance) == 0 && strcmp(subject, s->subject) == 0)
 		return s->lease;
 	s->lease_user[0] = '\0';
-	switch (pbs_store_lookup(g->store, subject, &lease)) {
-	case PBS_LOOKUP_FOUND:
-		s->lease = PBS_LEASE_LIVE;
-		s->found = lease;
-		pbs_log_safe(lease.user, s->lease_user);
-		break;
-	case PBS_LOOKUP_NONE:
-		s->lease = PBS_LEASE_NONE;
+	strcpy(s->instance, instance);
+	strcpy(s->subject, subject);
+	s->lease = pbs_store_relay(g->store, subject, &g->cfg->limits, &check);
+	switch (s->lease) {
+	case PBS_LEASE_NONE:
 		if (pbs_store_error(g->store)[0] != '\0')
 			pbs_log(LOG_WARNING, "lease lookup for %s: ignored, treated as no lease: %s",
 				client, pbs_store_error(g->store));
 		break;
-	case PBS_LOOKUP_ERROR:
-		s->lease = PBS_LEASE_STORE_ERROR;
+	case PBS_LEASE_STORE_ERROR:
 		pbs_log(LOG_ERR, "lease lookup for %s failed: %s", client,
 			pbs_store_error(g->store));
 		break;
+	default: /* a lease: LIVE, SUSPENDED or OVER_LIMIT */
+		s->found = check.lease;
+		pbs_log_safe(check.lease.user, s->lease_user);
+		if (check.suspended_now)
+			note_suspended(g, s, &check, client);
+		break;
 	}
-	strcpy(s->instance, instance);
-	strcpy(s->subject, subject);
 	return s->lease;
 }
 
@@ -260,6 +272,31 @@ static bool client_of(const struct pbs_request *req, pbs_addr *addr)
 	return true;
 }
 
+/* True when the lease state says a lease was found (whether it may relay or not). */
+static bool lease_shown(enum pbs_lease_state lease)
+{
+	return lease == PBS_LEASE_LIVE || lease == PBS_LEASE_SUSPENDED ||
+	       lease == PBS_LEASE_OVER_LIMIT;
+}
+
+/* The answer for VERDICT and REASON: OK; popbsmtp's own reply for a relay limit, a
+ * suspension or lease.sender (in S, which keeps it until the next request); the 451 of a
+ * store in trouble; DUNNO for every other refusal, which Postfix's
+ * reject_unauth_destination then refuses with its native reply. */
+static const char *answer_of(struct pbs_gate_session *s, enum pbs_verdict verdict,
+			     const char *reason)
+{
+	const char *code, *text;
+
+	if (verdict == PBS_VERDICT_ALLOW)
+		return ACTION_OK;
+	if (pbs_policy_own_reply(reason, &code, &text)) {
+		snprintf(s->reply, sizeof s->reply, "action=%s %s\n\n", code, text);
+		return s->reply;
+	}
+	return verdict == PBS_VERDICT_TEMPFAIL ? ACTION_DEFER : ACTION_DUNNO;
+}
+
 const char *pbs_gate_answer(struct pbs_gate *g, struct pbs_gate_session *s,
 			    const struct pbs_request *req)
 {
@@ -289,26 +326,25 @@ const char *pbs_gate_answer(struct pbs_gate *g, struct pbs_gate_session *s,
 	facts.never_lease = pbs_cidr_list_contains(&g->cfg->lease.never, &addr);
 	facts.lease = PBS_LEASE_UNKNOWN;
 	facts.on_store_error = (enum pbs_on_store_error)g->cfg->milter.on_store_error;
+	facts.counted = pbs_config_limits_on(&g->cfg->limits);
+	facts.sender_rule = (enum pbs_sender_rule)g->cfg->lease.sender;
+	/* Postfix and acl_popbsmtp send the sender bare, "" for the null sender. */
+	facts.sender = pbs_request_has(req, "sender") ? req->sender : NULL;
 	verdict = pbs_policy_decide(&facts, &reason);
 	if (verdict == PBS_VERDICT_NEED_LEASE) {
 		pbs_lease_subject(&addr, (unsigned)g->cfg->lease.ipv4_prefix,
 				  (unsigned)g->cfg->lease.ipv6_prefix, subject);
 		facts.lease = lease_for(g, s, req->instance, subject, client);
+		facts.lease_user = s->found.user;
 		verdict = pbs_policy_decide(&facts, &reason);
 	}
 	count_decision(g, s, req, verdict, reason, client);
 	/* In brackets, as the milter sees it: one vocabulary in the log. */
 	snprintf(rcpt, sizeof rcpt, "<%s>", req->recipient);
-	switch (verdict) {
-	case PBS_VERDICT_ALLOW:
-		pbs_log_relay("allowed", client, rcpt, reason,
-			      facts.lease == PBS_LEASE_LIVE ? s->lease_user : NULL, qid);
-		return ACTION_OK;
-	case PBS_VERDICT_TEMPFAIL:
-		pbs_log_relay("deferred", client, rcpt, reason, NULL, qid);
-		return ACTION_DEFER;
-	default:
-		pbs_log_relay("denied", client, rcpt, reason, NULL, qid);
-		return ACTION_DUNNO;
-	}
+	pbs_log_relay(verdict == PBS_VERDICT_ALLOW	    ? "allowed"
+		      : verdict == PBS_VERDICT_TEMPFAIL ? "deferred"
+							: "denied",
+		      client, rcpt, reason, lease_shown(facts.lease) ? s->lease_user : NULL,
+		      s->subject, qid);
+	return answer_of(s, verdict, reason);
 }

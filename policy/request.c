@@ -24,6 +24,8 @@ static const struct attr {
 	ATTR(client_address, false),
 	ATTR(sasl_username, true),
 	ATTR(recipient, true),
+	/* Cut, it is longer than any address lease.sender accepts: still refused. */
+	ATTR(sender, true),
 	ATTR(queue_id, true),
 	ATTR(instance, false),
 	ATTR(popbsmtp_gate, false),

@@ -14,6 +14,7 @@
 #include "popbsmtp/addr.h"
 #include "popbsmtp/lease.h"
 #include "popbsmtp/log.h"
+#include "popbsmtp/policy.h"
 
 /* Longest "name=value" line, newline excluded; Postfix's longest attributes (addresses,
  * certificate names) are far shorter. A longer line makes the request malformed. */
@@ -28,6 +29,7 @@ struct pbs_request {
 	char client_address[PBS_ADDR_STRLEN];  /* without brackets or "IPv6:" */
 	char sasl_username[PBS_USER_MAX + 1];  /* only its being set counts: may be cut */
 	char recipient[PBS_LOG_SAFE_MAX];      /* for the log line: may be cut */
+	char sender[PBS_SENDER_MAX];           /* MAIL FROM for lease.sender: may be cut */
 	char queue_id[64];                     /* for the log line: may be cut */
 	char instance[64];                     /* the same for every recipient of a message */
 	char popbsmtp_gate[16];                /* "exim" from acl_popbsmtp: counted as that */

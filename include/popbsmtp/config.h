@@ -42,6 +42,19 @@ struct pbs_lease_config {
 	int ipv6_prefix;
 	pbs_cidr_list never;
 	int max_users_per_address; /* distinct users a lease's address may have at once; 0: any */
+	int sender; /* enum pbs_sender_rule: which MAIL FROM a relay by lease may use */
+};
+
+/* lease.sender: MAIL FROM of a relay by lease is any address, one in the domain of the
+ * lease's user name, or that user name itself. */
+enum pbs_sender_rule { PBS_SENDER_ANY, PBS_SENDER_DOMAIN, PBS_SENDER_ADDRESS };
+
+/* Relay by lease, bounded fleet-wide (docs/abuse.md). 0 turns each one off. */
+struct pbs_limits_config {
+	int user_recipients_per_hour;  /* one user's leases together, per clock hour */
+	int lease_recipients_per_hour; /* one lease (its address or network), per clock hour */
+	int suspend_after; /* refusals by a limit in a day that suspend the user */
+	int suspend_for;   /* seconds such a suspension lasts */
 };
 
 struct pbs_milter_config {
@@ -85,7 +98,12 @@ typedef struct pbs_config {
 	struct pbs_milter_config milter;
 	struct pbs_policy_config policy;
 	struct pbs_usage_config usage;
+	struct pbs_limits_config limits;
 } pbs_config;
+
+/* True when a relay by lease is counted (a limit is on): then every relay recipient's
+ * lease is checked, and counted, with one script (pbs_store_relay). */
+bool pbs_config_limits_on(const struct pbs_limits_config *limits);
 
 /* Collected problems, each "FILE:LINE: text" (errors) or "FILE: warning: text". */
 typedef struct pbs_config_report {

@@ -30,11 +30,18 @@ void pbs_log_open(const char *ident, int stderr_level);
 void pbs_log(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* One line per relay decision, the same from both gates so log readers see one
- * vocabulary: "relay WHAT: client=CLIENT rcpt=RCPT reason=REASON[ user=USER] queue=QID".
- * CLIENT is canonical address text; RCPT and QID come from the MTA and are sanitized
- * here (QID NULL: "-"); USER, NULL when no lease was shown, is already sanitized. */
+ * vocabulary: "relay WHAT: client=CLIENT rcpt=RCPT reason=REASON[ user=USER lease=LEASE]
+ * queue=QID". CLIENT is canonical address text; RCPT and QID come from the MTA and are
+ * sanitized here (QID NULL: "-"); USER, NULL when no lease was shown, is already
+ * sanitized; LEASE is the lease's subject (address or network text). */
 void pbs_log_relay(const char *what, const char *client, const char *rcpt, const char *reason,
-		   const char *user, const char *qid);
+		   const char *user, const char *lease, const char *qid);
+
+/* The line an alert matches when a gate suspends a user for refusals by a relay limit
+ * (limits.suspend_after): "suspended: user=USER reason=rate-limit limit=LIMIT after=N
+ * for=SECONDS client=CLIENT lease=LEASE". USER is already sanitized. */
+void pbs_log_suspended(const char *user, const char *limit, int after, int seconds,
+		       const char *client, const char *lease);
 
 /* Copy IN into OUT (PBS_LOG_SAFE_MAX bytes) with control and non-ASCII bytes as \xHH,
  * truncated with "..." when long; NULL becomes "(none)". Returns OUT. */

@@ -21,8 +21,14 @@ enum pbs_lease_state {
 	PBS_LEASE_UNKNOWN, /* not looked up yet */
 	PBS_LEASE_LIVE,
 	PBS_LEASE_NONE,
-	PBS_LEASE_STORE_ERROR
+	PBS_LEASE_STORE_ERROR,
+	PBS_LEASE_SUSPENDED,  /* a lease, but its user is suspended (limits on: checked) */
+	PBS_LEASE_OVER_LIMIT  /* a lease, but a relay limit is reached (limits.*) */
 };
+
+/* Room for MAIL FROM as lease.sender compares it: longer than any address it accepts
+ * (320 bytes, brackets aside), so one cut to fit is still too long, and refused. */
+#define PBS_SENDER_MAX 330
 
 enum pbs_mta { PBS_MTA_UNKNOWN, PBS_MTA_POSTFIX, PBS_MTA_SENDMAIL };
 
@@ -33,10 +39,17 @@ struct pbs_policy_facts {
 	bool never_lease;   /* client in lease.never */
 	enum pbs_lease_state lease;
 	enum pbs_on_store_error on_store_error;
+	bool counted;       /* relay by lease is counted per recipient (limits on) */
+	/* lease.sender: with a rule other than any, the lease's user (LIVE) and MAIL FROM as
+	 * the client gave it ("<a@b>" or bare; NULL unknown) must agree. */
+	enum pbs_sender_rule sender_rule;
+	const char *lease_user;
+	const char *sender;
 };
 
 /* The verdict for one recipient, and its reason as one log-friendly token: trusted, auth,
- * local, never-lease, lookup-needed, lease, no-lease, store-error. */
+ * local, never-lease, lookup-needed, lease, no-lease, store-error, user-suspended,
+ * rate-limit, sender-address, sender-domain. */
 enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *facts, const char **reason);
 
 /* True when VERDICT for this recipient holds for every later recipient of the message
@@ -46,6 +59,10 @@ enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *facts, const c
  * for a relay let through by on_store_error = accept: ACCEPT there would open the relay. */
 bool pbs_policy_covers_message(const struct pbs_policy_facts *facts, enum pbs_verdict verdict);
 
+/* NULL when USER may hold a lease that relays under RULE (lease.sender), else why not:
+ * "domain" and "address" need a user name that is itself a plain address. */
+const char *pbs_policy_sender_problem(enum pbs_sender_rule rule, const char *user);
+
 /* Which MTA is talking, from the "v" macro (NULL or unrecognised: unknown). */
 enum pbs_mta pbs_policy_mta(const char *v_macro);
 
@@ -53,10 +70,17 @@ enum pbs_mta pbs_policy_mta(const char *v_macro);
  * under Postfix. */
 enum pbs_policy_gate { PBS_POLICY_GATE_MILTER, PBS_POLICY_GATE_POLICY };
 
-/* What the client is told for VERDICT through GATE ("550 5.7.1"), NULL for an allowed
- * relay. The policy gate answers DUNNO for a refusal and leaves it to Postfix's
- * reject_unauth_destination, whose reply this is then. */
-const char *pbs_policy_reply(enum pbs_policy_gate gate, enum pbs_verdict verdict);
+/* What the client is told for VERDICT and REASON through GATE ("550 5.7.1"), NULL for an
+ * allowed relay. The policy gate answers DUNNO for a refusal without a reason of its own
+ * (no lease) and leaves it to Postfix's reject_unauth_destination, whose reply this is
+ * then. */
+const char *pbs_policy_reply(enum pbs_policy_gate gate, enum pbs_verdict verdict,
+			     const char *reason);
+
+/* The code and the words the client is told when REASON is one popbsmtp answers itself
+ * whatever the gate ("450 4.7.1", "relay limit reached, try again later"): a relay
+ * limit, a suspension, lease.sender. False for the others. */
+bool pbs_policy_own_reply(const char *reason, const char **code, const char **text);
 
 /* A reason token of pbs_policy_decide() in words, for people ("no lease"). */
 const char *pbs_policy_reason_text(const char *reason);

@@ -12,6 +12,7 @@
 
 #include "popbsmtp/config.h"
 #include "popbsmtp/lease.h"
+#include "popbsmtp/policy.h"
 
 typedef struct pbs_store pbs_store;
 struct redisReply;
@@ -111,6 +112,25 @@ int pbs_store_unsuspend(pbs_store *store, const char *user);
  * of another type) is NONE, like a missing lease, and only then is pbs_store_error() not
  * empty after NONE: "<key> holds no valid lease", for the caller to log. */
 enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);
+
+/* What pbs_store_relay found besides the state. */
+struct pbs_relay_check {
+	pbs_lease lease;    /* LIVE, SUSPENDED, OVER_LIMIT: the lease there */
+	const char *limit;  /* OVER_LIMIT: "user-limit" or "lease-limit" */
+	long long count;    /* LIVE (counted): the user's count this hour, this recipient in;
+			       OVER_LIMIT: the limit reached */
+	bool suspended_now; /* OVER_LIMIT: this refusal suspended the user (suspend_after) */
+};
+
+/* The lease state of one relay recipient from a client whose lease would be SUBJECT's.
+ * Limits off (LIMITS all 0): one GET, as pbs_store_lookup (LIVE, NONE, STORE_ERROR).
+ * Limits on: one script that reads the lease, its user's suspension, and the user's and
+ * the lease's counts this hour by the store's clock, and counts the recipient when it may
+ * be relayed (LIVE), in one round trip; SUSPENDED or OVER_LIMIT otherwise, with a value
+ * that is no lease NONE (pbs_store_error then says why, as pbs_store_lookup). */
+enum pbs_lease_state pbs_store_relay(pbs_store *store, const char *subject,
+				     const struct pbs_limits_config *limits,
+				     struct pbs_relay_check *check);
 
 /* Run one command given as ARGC strings (lengths ARGVLEN, or NULL for C strings).
  * Returns the reply (free with freeReplyObject) or NULL on a connection error. A server

@@ -39,6 +39,11 @@ enum pbs_usage_event {
 	PBS_EV_REFUSED_NEVER_LEASE,
 	PBS_EV_REFUSED_STORE_ERROR, /* on_store_error = reject */
 	PBS_EV_DEFERRED_STORE_ERROR,
+	PBS_EV_DEFERRED_RATE_LIMIT,  /* a relay limit reached (limits.*) */
+	PBS_EV_REFUSED_SUSPENDED,    /* the lease's user is suspended */
+	PBS_EV_REFUSED_SENDER_ADDRESS, /* lease.sender = address */
+	PBS_EV_REFUSED_SENDER_DOMAIN,  /* lease.sender = domain */
+	PBS_EV_SUSPENDED_RATE_LIMIT, /* a gate suspended a user (limits.suspend_after) */
 	PBS_EV_GRANTED,             /* a lease written by the hook or plugin */
 	PBS_EV_GRANT_REFUSED_NEVER, /* the client is in lease.never: no lease */
 	PBS_EV_GRANT_REFUSED_SHARED,    /* lease.max_users_per_address others there already */

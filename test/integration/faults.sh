@@ -77,6 +77,7 @@ write_conf() {
 	{
 		printf 'redis: { host = "127.0.0.1"; port = %s; timeout_ms = %s; %s };\n' "$port" "$T" "$rx"
 		printf 'lease: { ttl = 1800; };\n'
+		printf 'limits: { user_recipients_per_hour = 0; lease_recipients_per_hour = 0; };\n'
 		printf 'milter: { socket = "unix:%s"; trusted = [ "127.0.0.1/32", "::1/128" ]; %s };\n' \
 			"$PBS_TMP/$name.sock" "${mx:-socket_mode = \"0666\"; user = \"\";}"
 	} >"$PBS_TMP/$name.conf"

@@ -273,7 +273,7 @@ session "${PF[@]}" connect:192.0.2.10 'mail:<a@client.example>' "${LOCAL[@]}" "r
 expect "lease, local recipient first: continue (never ACCEPT), then the relay accepts" \
 	noreply skipped continue accept not-sent
 log_has "lease: the log carries the queue id once Postfix sends it" \
-	"rcpt=<second@far.example> reason=lease user=alice queue=4XyZ1"
+	"rcpt=<second@far.example> reason=lease user=alice lease=192.0.2.10 queue=4XyZ1"
 session "${PF[@]}" connect:192.0.2.11 'mail:<a@client.example>' "${SMTP[@]}" "rcpt:$FAR"
 expect "lease of 192.0.2.10 does not cover 192.0.2.11" noreply skipped "$(deny "$FAR")"
 
@@ -438,7 +438,23 @@ session "${PF[@]}" connect:192.0.2.10 'mail:<a@b.example>' "${SMTP[@]}" 'rcpt:<r
 	'mail:<c@b.example>' "${SMTP[@]}" 'rcpt:<r3@far.example>'
 expect "three transactions in one connection: each accepted at its recipient" \
 	noreply skipped accept skipped accept skipped accept
-pbs_check_eq "three transactions in one connection: one Redis GET" 1 "$(gets)"
+pbs_check_eq "three transactions in one connection, no queue ids: one Redis GET" 1 "$(gets)"
+# With the queue id the MTA gives each message, the lease is asked again for each one, so
+# that a revoke or a suspension stops relay at the connection's next message.
+reset_stats
+session "${PF[@]}" connect:192.0.2.10 'mail:<a@b.example>' macro:rcpt:i=4Q1 "${SMTP[@]}" \
+	'rcpt:<r1@far.example>' 'mail:<b@b.example>' macro:rcpt:i=4Q2 "${SMTP[@]}" \
+	'rcpt:<r2@far.example>'
+expect "two messages in one connection: each accepted at its recipient" \
+	noreply skipped accept skipped accept
+pbs_check_eq "two messages in one connection (queue ids 4Q1, 4Q2): one Redis GET each" 2 "$(gets)"
+session "${PF[@]}" connect:192.0.2.10 'mail:<a@b.example>' macro:rcpt:i=4Q3 "${SMTP[@]}" \
+	'rcpt:<r1@far.example>' \
+	"run:redis-cli -p $REDIS_PORT DEL popbsmtp:lease:192.0.2.10 >/dev/null" \
+	'mail:<b@b.example>' macro:rcpt:i=4Q4 "${SMTP[@]}" 'rcpt:<r2@far.example>'
+expect "a lease removed between two messages of one connection: the next message is refused" \
+	noreply skipped accept skipped "$(deny '<r2@far.example>')"
+pbs_ctl grant 192.0.2.10 alice >/dev/null
 reset_stats
 session "${PF[@]}" connect:192.0.2.11 'mail:<a@b.example>' "${LOCAL[@]}" "rcpt:$HOME_RCPT" \
 	"${LOCAL[@]}" 'rcpt:<you@here.example>' "${SMTP[@]}" 'macro:rcpt:{rcpt_addr}=u@local.example' \

@@ -131,7 +131,7 @@ start_policy "$PBS_CONF"
 pbs_ctl grant 192.0.2.7 alice >/dev/null
 pbs_check_eq "a leased client may relay" "action=OK" "$(rcpt 192.0.2.7 m1)"
 pbs_check_match "the decision is logged in the milter's words, with the lease's user" \
-	'relay allowed: client=192\.0\.2\.7 rcpt=<user@remote\.example> reason=lease user=alice queue=4ABC123' \
+	'relay allowed: client=192\.0\.2\.7 rcpt=<user@remote\.example> reason=lease user=alice lease=192\.0\.2\.7 queue=4ABC123' \
 	"$(cat "$LOG")"
 pbs_check_eq "an unleased client: DUNNO (Postfix's reject_unauth_destination refuses)" \
 	"action=DUNNO" "$(rcpt 192.0.2.8 m2)"
@@ -327,6 +327,71 @@ stop_policy
 pbs_check_eq "ACL user: its counts are written at EOF" "1 1" \
 	"$(pbs_redis_cli HGET popbsmtp:stat:total 'mx-acl|policy|allowed|lease') $(pbs_redis_cli HGET popbsmtp:stat:total 'mx-acl|policy|refused|no-lease')"
 pbs_check_nomatch "ACL user: no NOPERM" 'NOPERM' "$(cat "$LOG")"
+
+# ---- relay limits (limits.*): counted in Redis per hour of the store's clock ----
+# The store's clock set to the last ms of an hour two hours from now: every count below
+# falls in that hour (Redis TIME is behind it), and its next ms starts the next hour.
+HOUR=$((($(date +%s) / 3600 + 2) * 3600))
+stat() { pbs_redis_cli HGETALL popbsmtp:stat:total | paste - - | awk -F'\t' -v f="$1" 'index($1, f) { n += $2 } END { print n + 0 }'; }
+PBS_CONF_LIMITS='user_recipients_per_hour = 3; lease_recipients_per_hour = 5; suspend_after = 2; suspend_for = 600;' \
+	pbs_write_config "$PBS_TMP/limits.conf"
+pbs_ctl grant 192.0.2.90 carol >/dev/null
+pbs_ctl grant 192.0.2.91 carol >/dev/null
+pbs_ctl grant 192.0.2.92 dave >/dev/null
+pbs_redis_cli SET popbsmtp:clock "$((HOUR * 1000 - 1))" >/dev/null
+start_policy "$PBS_TMP/limits.conf"
+out="$(rcpt 192.0.2.90 L1) $(rcpt 192.0.2.90 L1 recipient=two@remote.example) $(rcpt 192.0.2.91 L2)"
+pbs_check_eq "limits: carol's 3 relay recipients in an hour, over two leases and two messages: OK each" \
+	"action=OK action=OK action=OK" "$out"
+pbs_check_eq "limits: the 4th is deferred, 450 4.7.1 (temporary: delayed, not lost)" \
+	"action=450 4.7.1 Relay limit reached for this login, try again later" "$(rcpt 192.0.2.90 L3)"
+pbs_check_match "limits: logged with the reason, the user and the lease" \
+	'relay deferred: client=192\.0\.2\.90 rcpt=<user@remote\.example> reason=rate-limit user=carol lease=192\.0\.2\.90 ' \
+	"$(cat "$LOG")"
+pbs_check_eq "limits: another user is not affected" "action=OK" "$(rcpt 192.0.2.92 L4)"
+pbs_check_eq "limits: SMTP AUTH is never limited (nor counted)" "action=OK 3" \
+	"$(rcpt 192.0.2.90 L5 sasl_username=carol) $(pbs_redis_cli GET "popbsmtp:limit:user:$((HOUR / 3600 - 1)):carol")"
+pbs_check_eq "limits: the 2nd refusal in a day (suspend_after = 2) is refused too" \
+	"action=450 4.7.1 Relay limit reached for this login, try again later" "$(rcpt 192.0.2.91 L6)"
+pbs_check_match "limits: ... and suspends carol, in one line an alert can match" \
+	'suspended: user=carol reason=rate-limit limit=user-limit after=2 for=600 client=192\.0\.2\.91' \
+	"$(cat "$LOG")"
+pbs_check_eq "limits: carol's suspension has its ttl" 1 \
+	"$(t=$(pbs_redis_cli TTL popbsmtp:suspended:carol); [ "$t" -gt 590 ] && [ "$t" -le 600 ] && echo 1)"
+pbs_redis_cli SET popbsmtp:clock "$((HOUR * 1000))" >/dev/null
+pbs_check_eq "limits: the next hour, carol's leases still relay nothing: suspended (550 5.7.1)" \
+	"action=550 5.7.1 Relay suspended for this login" "$(rcpt 192.0.2.90 L7)"
+pbs_check_match "limits: ... logged as such" 'relay denied: client=192\.0\.2\.90 .*reason=user-suspended user=carol' \
+	"$(cat "$LOG")"
+pbs_ctl unsuspend carol >/dev/null
+pbs_check_eq "limits: unsuspended, in the next hour carol relays again" "action=OK" "$(rcpt 192.0.2.90 L8)"
+stop_policy
+pbs_check_eq "limits: counted: 2 deferred for rate-limit, 1 automatic suspension, 1 refused suspended" \
+	"2 1 1" "$(stat '|deferred|rate-limit') $(stat '|suspended|rate-limit') $(stat '|refused|user-suspended')"
+
+# ---- lease.sender: MAIL FROM bound to the lease's user name ----
+pbs_ctl grant 192.0.2.95 erin@client.example >/dev/null
+PBS_CONF_LEASE_EXTRA='sender = "address";' pbs_write_config "$PBS_TMP/sender.conf"
+start_policy "$PBS_TMP/sender.conf"
+pbs_check_eq "sender = address: MAIL FROM the user name: OK" "action=OK" \
+	"$(rcpt 192.0.2.95 S1 sender=Erin@Client.Example)"
+for from in other@client.example "" 'erin%evil.example@client.example' '@evil.example:erin@client.example' \
+	'"erin"@client.example' 'erin@client.example@evil.example'; do
+	pbs_check_eq "sender = address: MAIL FROM '$from' refused, 550 5.7.1 naming the rule" \
+		"action=550 5.7.1 Sender must be the address this client logged in as" \
+		"$(rcpt 192.0.2.95 S2 sender="$from")"
+done
+pbs_check_eq "sender = address: SMTP AUTH is not bound" "action=OK" \
+	"$(rcpt 192.0.2.95 S3 sender=x@elsewhere.example sasl_username=erin)"
+stop_policy
+PBS_CONF_LEASE_EXTRA='sender = "domain";' pbs_write_config "$PBS_TMP/sender.conf"
+start_policy "$PBS_TMP/sender.conf"
+pbs_check_eq "sender = domain: another address of the domain: OK" "action=OK" \
+	"$(rcpt 192.0.2.95 D1 sender=frank@client.example)"
+pbs_check_eq "sender = domain: a sub-domain is another domain" \
+	"action=550 5.7.1 Sender must be in the domain of the address this client logged in as" \
+	"$(rcpt 192.0.2.95 D2 sender=frank@sub.client.example)"
+stop_policy
 
 # lease.never: refused without asking Redis, even with a lease
 pbs_ctl grant 198.51.100.7 eve >/dev/null 2>&1

@@ -1145,6 +1145,155 @@ static void test_remove_if_user(void **state)
 }
 
 /* Redis unreachable: a login, a refresh and a revoke fail, quickly, with the reason. */
+/* Unix time in ms, what Redis TIME gives. */
+static long long wall_ms(void)
+{
+	return (long long)time(NULL) * 1000;
+}
+
+/* Set the store's clock (what the relay script's hours are read from) to MS. */
+static void set_clock(pbs_store *s, long long ms)
+{
+	char text[24];
+
+	snprintf(text, sizeof text, "%lld", ms);
+	freeReplyObject(cmd(s, "SET", "popbsmtp:clock", text, (const char *)NULL));
+}
+
+/* Relay limits: per user across leases, per lease across users, counted at the store's
+ * clock hour; a recipient over a limit is not counted; the hour's edge resets both. */
+static void test_relay_limits(void **state)
+{
+	const struct pbs_limits_config limits = {3, 4, 0, 86400};
+	pbs_store *s = admin_store();
+	struct pbs_relay_check c;
+	char key[96];
+	pbs_lease alice;
+	long long hour;
+	redisReply *r;
+	int i;
+
+	(void)state;
+	/* The last ms of an hour two hours from now: the store's time is the clock's while
+	 * Redis TIME is behind it. */
+	hour = (wall_ms() / 3600000 + 2) * 3600000;
+	make_lease(&alice, "alice", "imap");
+	login(s, &alice);
+	set_clock(s, hour - 1);
+	for (i = 1; i <= 3; i++) {
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+		assert_string_equal(c.lease.user, "alice");
+		assert_int_equal(c.count, i);
+	}
+	/* The fourth: alice's hour is full, whichever of her leases she uses. */
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_string_equal(c.limit, "user-limit");
+	assert_int_equal(c.count, 3);
+	assert_false(c.suspended_now);
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.8", "1|1|imap|alice", "EX", "600",
+			    (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	/* Refused recipients are not counted; the counter goes with its hour. */
+	snprintf(key, sizeof key, "popbsmtp:limit:user:%lld:alice", hour / 3600000 - 1);
+	r = cmd(s, "GET", key, (const char *)NULL);
+	assert_string_equal(r->str, "3");
+	freeReplyObject(r);
+	assert_true(cmd_int(s, "TTL", key, NULL) > 7000);
+	/* The address now bob's: his first relay there is the lease's fourth, its last. */
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.7", "1|1|imap|bob", "EX", "600",
+			    (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+	assert_string_equal(c.lease.user, "bob");
+	assert_int_equal(c.count, 1);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_string_equal(c.limit, "lease-limit");
+	assert_int_equal(c.count, 4);
+	/* The first ms of the next hour starts afresh, for users and leases. */
+	set_clock(s, hour);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+	assert_int_equal(c.count, 1);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &limits, &c), PBS_LEASE_LIVE);
+	assert_string_equal(c.lease.user, "alice");
+	assert_int_equal(c.count, 1);
+	pbs_store_free(s);
+}
+
+/* What the relay script makes of odd store content: no lease, a value that is none, a
+ * counter that is no number (over: when in doubt, no relay), a suspended user. */
+static void test_relay_odd_content(void **state)
+{
+	const struct pbs_limits_config limits = {10, 0, 0, 86400};
+	pbs_store *s = admin_store();
+	struct pbs_relay_check c;
+	char key[96];
+	long long hour;
+
+	(void)state;
+	hour = (wall_ms() / 3600000 + 2) * 3600000;
+	set_clock(s, hour);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_NONE);
+	assert_string_equal(pbs_store_error(s), "");
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.7", "2|x", (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_NONE);
+	assert_non_null(strstr(pbs_store_error(s), "holds no valid lease"));
+	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
+	freeReplyObject(cmd(s, "HSET", "popbsmtp:lease:192.0.2.7", "a", "b", (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_NONE);
+	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.7", "1|1|imap|a:b@x", "EX", "60",
+			    (const char *)NULL));
+	snprintf(key, sizeof key, "popbsmtp:limit:user:%lld:a:b@x", hour / 3600000);
+	freeReplyObject(cmd(s, "SET", key, "many", (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	freeReplyObject(cmd(s, "SET", key, "2", (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+	assert_int_equal(c.count, 3);
+	/* A suspension, any value, stops the user's every lease. */
+	freeReplyObject(cmd(s, "SET", "popbsmtp:suspended:a:b@x", "x", (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_SUSPENDED);
+	assert_string_equal(c.lease.user, "a:b@x");
+	pbs_store_free(s);
+}
+
+/* limits.suspend_after: the K-th refusal by a limit in a store day suspends the user,
+ * once, for suspend_for. */
+static void test_relay_suspends(void **state)
+{
+	const struct pbs_limits_config limits = {1, 0, 2, 600};
+	pbs_store *s = admin_store();
+	struct pbs_relay_check c;
+	pbs_lease alice;
+	long long since, ttl;
+	char reason[PBS_REASON_MAX + 1];
+	redisReply *r;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	login(s, &alice);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_false(c.suspended_now);
+	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:suspended:alice", NULL), 0);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_true(c.suspended_now);
+	ttl = cmd_int(s, "TTL", "popbsmtp:suspended:alice", NULL);
+	assert_true(ttl > 590 && ttl <= 600);
+	r = cmd(s, "GET", "popbsmtp:suspended:alice", (const char *)NULL);
+	assert_int_equal(pbs_lease_suspension_decode(r->str, r->len, &since, reason), 0);
+	assert_string_equal(reason, "user-limit: 2 refusals by a relay limit in a day");
+	freeReplyObject(r);
+	/* From now on her leases relay nothing, and her logins are refused. */
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_SUSPENDED);
+	assert_int_equal(pbs_store_login(s, "192.0.2.9", &alice, 600, 0, 0, NULL, NULL, &since),
+			 PBS_GRANT_SUSPENDED);
+	/* The refusals of a suspended user's lease count no more: an administrator's
+	 * suspension is never replaced by a shorter one. */
+	assert_int_equal(pbs_store_suspend(s, "alice", 0, "ticket 7"), 0);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_SUSPENDED);
+	assert_int_equal(cmd_int(s, "TTL", "popbsmtp:suspended:alice", NULL), -1);
+	pbs_store_free(s);
+}
+
 static void test_refresh_refused(void **state)
 {
 	struct pbs_redis_config c = make_cfg(env_port("PBS_DEAD_PORT"), 200);
@@ -1197,6 +1346,9 @@ int main(void)
 	    cmocka_unit_test_setup(test_suspend, flush_all),
 	    cmocka_unit_test_setup(test_shared, flush_all),
 	    cmocka_unit_test(test_refresh_refused),
+	    cmocka_unit_test_setup(test_relay_limits, flush_all),
+	    cmocka_unit_test_setup(test_relay_odd_content, flush_all),
+	    cmocka_unit_test_setup(test_relay_suspends, flush_all),
 	};
 
 	/* As in every popbsmtp program: a write to a dropped connection is an error, not death. */

@@ -1209,6 +1209,60 @@ static void test_report_accumulates(void **state)
 #define PATH108 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 /* The policy daemon's group: its defaults, and policy.listen in the milter's notation. */
+/* limits and lease.sender: defaults, values, and what cannot act refused with its line. */
+static void test_limits_group(void **state)
+{
+	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
+	char path[PATH_MAX], want[PATH_MAX + 128];
+	pbs_config *cfg;
+
+	(void)state;
+	write_file("limits.conf", "lease: { ttl = 600; };\n", 0644, path, sizeof path);
+	cfg = load_ok(path, &r);
+	assert_int_equal(cfg->limits.user_recipients_per_hour, 300);
+	assert_int_equal(cfg->limits.lease_recipients_per_hour, 600);
+	assert_int_equal(cfg->limits.suspend_after, 0);
+	assert_int_equal(cfg->limits.suspend_for, 86400);
+	assert_int_equal(cfg->lease.sender, PBS_SENDER_ANY);
+	assert_true(pbs_config_limits_on(&cfg->limits));
+	pbs_config_free(cfg);
+	write_file("limits.conf",
+	           "limits: { user_recipients_per_hour = 0; lease_recipients_per_hour = 0; };\n"
+	           "lease: { sender = \"address\"; };\n",
+	           0644, path, sizeof path);
+	cfg = load_ok(path, &r);
+	assert_false(pbs_config_limits_on(&cfg->limits));
+	assert_int_equal(cfg->lease.sender, PBS_SENDER_ADDRESS);
+	pbs_config_free(cfg);
+	write_file("limits.conf",
+	           "limits: { user_recipients_per_hour = 20; lease_recipients_per_hour = 0;\n"
+	           "  suspend_after = 3; suspend_for = 600; };\n",
+	           0644, path, sizeof path);
+	cfg = load_ok(path, &r);
+	assert_int_equal(cfg->limits.suspend_after, 3);
+	assert_int_equal(cfg->limits.suspend_for, 600);
+	pbs_config_free(cfg);
+	/* A suspension by a limit with no limit on could never happen: refused, at its line. */
+	write_file("limits.conf",
+	           "limits: {\n  user_recipients_per_hour = 0;\n  lease_recipients_per_hour = 0;\n"
+	           "  suspend_after = 3;\n};\n",
+	           0644, path, sizeof path);
+	assert_null(pbs_config_load(path, &r));
+	snprintf(want, sizeof want, "%s:4: limits.suspend_after: ", path);
+	assert_int_equal(r.errors.count, 1);
+	assert_true(strncmp(r.errors.items[0], want, strlen(want)) == 0);
+	pbs_config_report_free(&r);
+	write_file("limits.conf", "lease: { sender = \"user\"; };\n", 0644, path, sizeof path);
+	assert_null(pbs_config_load(path, &r));
+	assert_int_equal(r.errors.count, 1);
+	assert_non_null(strstr(r.errors.items[0], "lease.sender"));
+	pbs_config_report_free(&r);
+	write_file("limits.conf", "limits: { suspend_for = 0; };\n", 0644, path, sizeof path);
+	assert_null(pbs_config_load(path, &r));
+	assert_int_equal(r.errors.count, 1);
+	pbs_config_report_free(&r);
+}
+
 static void test_policy_group(void **state)
 {
 	pbs_config_report r = {{NULL, 0}, {NULL, 0}};
@@ -1291,7 +1345,7 @@ static void test_key_names(void **state)
 		group[dot - names[i]] = '\0';
 		assert_true(strcmp(group, "redis") == 0 || strcmp(group, "lease") == 0 ||
 		            strcmp(group, "milter") == 0 || strcmp(group, "policy") == 0 ||
-		            strcmp(group, "usage") == 0);
+		            strcmp(group, "usage") == 0 || strcmp(group, "limits") == 0);
 		for (j = 0; j < i; j++)
 			if (strcmp(names[i], names[j]) == 0)
 				fail_msg("%s is listed twice", names[i]);
@@ -1354,6 +1408,7 @@ int main(void)
 	    cmocka_unit_test(test_report_accumulates),
 	    cmocka_unit_test(test_key_names),
 	    cmocka_unit_test(test_policy_group),
+	    cmocka_unit_test(test_limits_group),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, make_tmpdir, remove_tmpdir);

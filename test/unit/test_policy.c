@@ -43,6 +43,11 @@ static const char *verdict_name(enum pbs_verdict v)
 #define TEMP PBS_ON_ERROR_TEMPFAIL
 #define REJ PBS_ON_ERROR_REJECT
 #define ACC PBS_ON_ERROR_ACCEPT
+#define SUSP PBS_LEASE_SUSPENDED
+#define OVER PBS_LEASE_OVER_LIMIT
+#define ANY PBS_SENDER_ANY
+#define DOM PBS_SENDER_DOMAIN
+#define ADDR PBS_SENDER_ADDRESS
 
 /* An MTA for the failure messages. */
 static const char *mta_name(enum pbs_mta mta)
@@ -51,42 +56,88 @@ static const char *mta_name(enum pbs_mta mta)
 }
 
 struct decide_row {
-	struct pbs_policy_facts facts; /* trusted, authenticated, relay, never, lease, on_error */
+	/* trusted, authenticated, relay, never, lease, on_error, counted, sender rule, lease's
+	 * user, sender */
+	struct pbs_policy_facts facts;
 	enum pbs_verdict verdict;
 	const char *reason;
 };
 
 static const struct decide_row decide_rows[] = {
     /* trusted networks may relay, whatever else is true */
-    {{T, F, T, F, UNK, TEMP}, PBS_VERDICT_ALLOW, "trusted"},
-    {{T, F, T, T, NONE, REJ}, PBS_VERDICT_ALLOW, "trusted"},
-    {{T, T, T, F, SERR, TEMP}, PBS_VERDICT_ALLOW, "trusted"},
-    {{T, F, F, F, UNK, TEMP}, PBS_VERDICT_ALLOW, "trusted"},
+    {{T, F, T, F, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "trusted"},
+    {{T, F, T, T, NONE, REJ, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "trusted"},
+    {{T, T, T, F, SERR, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "trusted"},
+    {{T, F, F, F, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "trusted"},
     /* SMTP AUTH may relay, even from a never-lease network or without a lease */
-    {{F, T, T, F, UNK, TEMP}, PBS_VERDICT_ALLOW, "auth"},
-    {{F, T, T, T, NONE, REJ}, PBS_VERDICT_ALLOW, "auth"},
-    {{F, T, T, F, SERR, REJ}, PBS_VERDICT_ALLOW, "auth"},
-    {{F, T, F, F, UNK, TEMP}, PBS_VERDICT_ALLOW, "auth"},
+    {{F, T, T, F, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "auth"},
+    {{F, T, T, T, NONE, REJ, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "auth"},
+    {{F, T, T, F, SERR, REJ, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "auth"},
+    {{F, T, F, F, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "auth"},
     /* mail for this site needs no lease, and no lookup */
-    {{F, F, F, F, UNK, TEMP}, PBS_VERDICT_ALLOW, "local"},
-    {{F, F, F, T, UNK, TEMP}, PBS_VERDICT_ALLOW, "local"},
-    {{F, F, F, F, NONE, REJ}, PBS_VERDICT_ALLOW, "local"},
-    {{F, F, F, F, SERR, REJ}, PBS_VERDICT_ALLOW, "local"},
+    {{F, F, F, F, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "local"},
+    {{F, F, F, T, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "local"},
+    {{F, F, F, F, NONE, REJ, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "local"},
+    {{F, F, F, F, SERR, REJ, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "local"},
     /* lease.never: refused before any lookup, and a lease does not help */
-    {{F, F, T, T, UNK, TEMP}, PBS_VERDICT_REJECT, "never-lease"},
-    {{F, F, T, T, LIVE, TEMP}, PBS_VERDICT_REJECT, "never-lease"},
-    {{F, F, T, T, SERR, ACC}, PBS_VERDICT_REJECT, "never-lease"},
+    {{F, F, T, T, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_REJECT, "never-lease"},
+    {{F, F, T, T, LIVE, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_REJECT, "never-lease"},
+    {{F, F, T, T, SERR, ACC, F, ANY, NULL, NULL}, PBS_VERDICT_REJECT, "never-lease"},
     /* relaying: the lease decides */
-    {{F, F, T, F, UNK, TEMP}, PBS_VERDICT_NEED_LEASE, "lookup-needed"},
-    {{F, F, T, F, UNK, ACC}, PBS_VERDICT_NEED_LEASE, "lookup-needed"},
-    {{F, F, T, F, LIVE, TEMP}, PBS_VERDICT_ALLOW, "lease"},
-    {{F, F, T, F, LIVE, REJ}, PBS_VERDICT_ALLOW, "lease"},
-    {{F, F, T, F, NONE, TEMP}, PBS_VERDICT_REJECT, "no-lease"},
-    {{F, F, T, F, NONE, ACC}, PBS_VERDICT_REJECT, "no-lease"},
+    {{F, F, T, F, UNK, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_NEED_LEASE, "lookup-needed"},
+    {{F, F, T, F, UNK, ACC, F, ANY, NULL, NULL}, PBS_VERDICT_NEED_LEASE, "lookup-needed"},
+    {{F, F, T, F, LIVE, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "lease"},
+    {{F, F, T, F, LIVE, REJ, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "lease"},
+    {{F, F, T, F, NONE, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_REJECT, "no-lease"},
+    {{F, F, T, F, NONE, ACC, F, ANY, NULL, NULL}, PBS_VERDICT_REJECT, "no-lease"},
     /* the store failed: milter.on_store_error decides */
-    {{F, F, T, F, SERR, TEMP}, PBS_VERDICT_TEMPFAIL, "store-error"},
-    {{F, F, T, F, SERR, REJ}, PBS_VERDICT_REJECT, "store-error"},
-    {{F, F, T, F, SERR, ACC}, PBS_VERDICT_ALLOW, "store-error"},
+    {{F, F, T, F, SERR, TEMP, F, ANY, NULL, NULL}, PBS_VERDICT_TEMPFAIL, "store-error"},
+    {{F, F, T, F, SERR, REJ, F, ANY, NULL, NULL}, PBS_VERDICT_REJECT, "store-error"},
+    {{F, F, T, F, SERR, ACC, F, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "store-error"},
+    /* a suspended user's lease relays nothing; a relay limit defers (even with accept) */
+    {{F, F, T, F, SUSP, ACC, T, ANY, NULL, NULL}, PBS_VERDICT_REJECT, "user-suspended"},
+    {{F, F, T, F, OVER, ACC, T, ANY, NULL, NULL}, PBS_VERDICT_TEMPFAIL, "rate-limit"},
+    {{F, F, F, F, OVER, TEMP, T, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "local"},
+    {{F, T, T, F, OVER, TEMP, T, ANY, NULL, NULL}, PBS_VERDICT_ALLOW, "auth"},
+    {{F, F, T, F, LIVE, TEMP, T, ANY, "printer", NULL}, PBS_VERDICT_ALLOW, "lease"},
+    /* lease.sender = address: MAIL FROM is the lease's user, compared without case */
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", "<a@x.org>"}, PBS_VERDICT_ALLOW, "lease"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", "A@X.Org"}, PBS_VERDICT_ALLOW, "lease"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", "<b@x.org>"}, PBS_VERDICT_REJECT,
+     "sender-address"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", "<a@x.org.evil>"}, PBS_VERDICT_REJECT,
+     "sender-address"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", "<>"}, PBS_VERDICT_REJECT, "sender-address"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", ""}, PBS_VERDICT_REJECT, "sender-address"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", NULL}, PBS_VERDICT_REJECT, "sender-address"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a", "<a>"}, PBS_VERDICT_REJECT, "sender-address"},
+    /* hostile forms fail closed: routes, quotes, '%', '!', several '@', literals */
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", "<@evil.net:a@x.org>"}, PBS_VERDICT_REJECT,
+     "sender-address"},
+    {{F, F, T, F, LIVE, TEMP, F, ADDR, "a@x.org", "<\"a\"@x.org>"}, PBS_VERDICT_REJECT,
+     "sender-address"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<b%evil.net@x.org>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<evil.net!b@x.org>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<b@evil.net@x.org>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<b@[192.0.2.1]>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<b@x.org.>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    /* lease.sender = domain: any sender of the user name's domain, no other */
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<b@x.org>"}, PBS_VERDICT_ALLOW, "lease"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "b@X.ORG"}, PBS_VERDICT_ALLOW, "lease"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<b@sub.x.org>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "a@x.org", "<b@xx.org>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    {{F, F, T, F, LIVE, TEMP, F, DOM, "alice", "<b@x.org>"}, PBS_VERDICT_REJECT,
+     "sender-domain"},
+    /* the rule binds only relay by lease */
+    {{F, T, T, F, UNK, TEMP, F, ADDR, NULL, "<b@y.org>"}, PBS_VERDICT_ALLOW, "auth"},
+    {{F, F, F, F, UNK, TEMP, F, ADDR, NULL, "<b@y.org>"}, PBS_VERDICT_ALLOW, "local"},
 };
 
 static void test_decide_table(void **state)
@@ -113,18 +164,19 @@ static void test_decide_table(void **state)
 /* Every combination of facts, against rules that must hold whatever the order. */
 static void test_decide_invariants(void **state)
 {
-	static const enum pbs_lease_state leases[] = {UNK, LIVE, NONE, SERR};
+	static const enum pbs_lease_state leases[] = {UNK, LIVE, NONE, SERR, SUSP, OVER};
 	static const enum pbs_on_store_error errs[] = {TEMP, REJ, ACC};
 	unsigned bits;
 	size_t l, e, combos = 0;
 
 	(void)state;
-	for (bits = 0; bits < 16; bits++) {
-		for (l = 0; l < 4; l++) {
+	for (bits = 0; bits < 32; bits++) {
+		for (l = 0; l < 6; l++) {
 			for (e = 0; e < 3; e++) {
 				struct pbs_policy_facts f = {(bits & 1) != 0, (bits & 2) != 0,
 				                             (bits & 4) != 0, (bits & 8) != 0,
-				                             leases[l],       errs[e]};
+				                             leases[l],       errs[e],
+				                             (bits & 16) != 0, ANY, NULL, NULL};
 				const char *reason = NULL;
 				enum pbs_verdict v = pbs_policy_decide(&f, &reason);
 				bool excused = f.trusted || f.authenticated || !f.relay;
@@ -154,36 +206,44 @@ static void test_decide_invariants(void **state)
 				if (f.lease != UNK)
 					ROW_CHECK(v != PBS_VERDICT_NEED_LEASE,
 					          "combination %u/%zu/%zu: asks again", bits, l, e);
-				/* TEMPFAIL only for store trouble, when so configured */
+				/* TEMPFAIL only for store trouble, when so configured, or
+				 * a relay limit */
 				if (v == PBS_VERDICT_TEMPFAIL)
-					ROW_CHECK(f.lease == SERR && f.on_store_error == TEMP,
+					ROW_CHECK((f.lease == SERR && f.on_store_error == TEMP) ||
+					              f.lease == OVER,
 					          "combination %u/%zu/%zu: unexplained tempfail",
 					          bits, l, e);
 			}
 		}
 	}
-	assert_int_equal(combos, 192);
+	assert_int_equal(combos, 576);
 	table_done("decide invariants");
 }
 
 /* ACCEPT for the whole message only when every later recipient would be allowed too. */
 static void test_covers_message(void **state)
 {
-	static const enum pbs_lease_state leases[] = {UNK, LIVE, NONE, SERR};
+	static const enum pbs_lease_state leases[] = {UNK, LIVE, NONE, SERR, SUSP, OVER};
 	static const enum pbs_on_store_error errs[] = {TEMP, REJ, ACC};
 	static const struct {
 		struct pbs_policy_facts facts;
 		bool covers;
 	} rows[] = {
-	    {{T, F, F, F, UNK, TEMP}, true},   /* trusted, even at a local first recipient */
-	    {{F, T, T, F, UNK, TEMP}, true},   /* AUTH, shown on a relay recipient */
-	    {{F, T, F, F, UNK, TEMP}, false},  /* AUTH at a local recipient: no relay seen yet */
-	    {{F, F, T, F, LIVE, TEMP}, true},  /* a live lease on a relay recipient */
-	    {{F, F, F, F, UNK, TEMP}, false},  /* local recipient, no entitlement */
-	    {{F, F, F, F, LIVE, TEMP}, false}, /* local recipient, lease already known */
-	    {{F, F, T, F, SERR, ACC}, false},  /* on_store_error = accept: per recipient */
-	    {{F, F, T, T, LIVE, TEMP}, false}, /* lease.never: refused */
-	    {{F, F, T, F, NONE, TEMP}, false},
+	    {{T, F, F, F, UNK, TEMP, F, ANY, NULL, NULL}, true},   /* trusted, even at a local first recipient */
+	    {{F, T, T, F, UNK, TEMP, F, ANY, NULL, NULL}, true},   /* AUTH, shown on a relay recipient */
+	    {{F, T, F, F, UNK, TEMP, F, ANY, NULL, NULL}, false},  /* AUTH at a local recipient: no relay seen yet */
+	    {{F, F, T, F, LIVE, TEMP, F, ANY, NULL, NULL}, true},  /* a live lease on a relay recipient */
+	    {{F, F, F, F, UNK, TEMP, F, ANY, NULL, NULL}, false},  /* local recipient, no entitlement */
+	    {{F, F, F, F, LIVE, TEMP, F, ANY, NULL, NULL}, false}, /* local recipient, lease already known */
+	    {{F, F, T, F, SERR, ACC, F, ANY, NULL, NULL}, false},  /* on_store_error = accept: per recipient */
+	    {{F, F, T, T, LIVE, TEMP, F, ANY, NULL, NULL}, false}, /* lease.never: refused */
+	    {{F, F, T, F, NONE, TEMP, F, ANY, NULL, NULL}, false},
+	    /* limits on: every relay recipient by lease is counted, so each one is asked */
+	    {{F, F, T, F, LIVE, TEMP, T, ANY, NULL, NULL}, false},
+	    {{F, T, T, F, UNK, TEMP, T, ANY, NULL, NULL}, true}, /* AUTH is never limited */
+	    {{T, F, F, F, UNK, TEMP, T, ANY, NULL, NULL}, true},
+	    {{F, F, T, F, OVER, TEMP, T, ANY, NULL, NULL}, false},
+	    {{F, F, T, F, SUSP, TEMP, T, ANY, NULL, NULL}, false},
 	};
 	unsigned bits;
 	size_t i, l, e, l2, checked = 0;
@@ -199,17 +259,18 @@ static void test_covers_message(void **state)
 	}
 	/* Safety: whatever the later recipients are (local or relay), and whatever a lookup
 	 * not made yet would find, they are allowed once the message is covered. */
-	for (bits = 0; bits < 16; bits++)
-		for (l = 0; l < 4; l++)
+	for (bits = 0; bits < 32; bits++)
+		for (l = 0; l < 6; l++)
 			for (e = 0; e < 3; e++) {
 				struct pbs_policy_facts f = {(bits & 1) != 0, (bits & 2) != 0,
 				                             (bits & 4) != 0, (bits & 8) != 0,
-				                             leases[l],       errs[e]};
+				                             leases[l],       errs[e],
+				                             (bits & 16) != 0, ANY, NULL, NULL};
 				const char *reason;
 
 				if (!pbs_policy_covers_message(&f, pbs_policy_decide(&f, &reason)))
 					continue;
-				for (l2 = 0; l2 < 4; l2++) {
+				for (l2 = 0; l2 < 6; l2++) {
 					struct pbs_policy_facts later = f;
 
 					if (f.lease != UNK && leases[l2] != f.lease)
@@ -234,20 +295,28 @@ static void test_reply(void **state)
 	static const struct {
 		enum pbs_policy_gate gate;
 		enum pbs_verdict verdict;
+		const char *reason;
 		const char *reply;
 	} rows[] = {
-	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_ALLOW, NULL},
-	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_REJECT, "550 5.7.1"},
-	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_TEMPFAIL, "451 4.3.0"},
-	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_ALLOW, NULL},
-	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_REJECT, "554 5.7.1 Relay access denied"},
-	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_TEMPFAIL, "451 4.3.0"},
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_ALLOW, "lease", NULL},
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_REJECT, "no-lease", "550 5.7.1"},
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_TEMPFAIL, "store-error", "451 4.3.0"},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_ALLOW, "lease", NULL},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_REJECT, "no-lease",
+	     "554 5.7.1 Relay access denied"},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_TEMPFAIL, "store-error", "451 4.3.0"},
+	    /* popbsmtp's own replies, the same through every gate */
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_TEMPFAIL, "rate-limit", "450 4.7.1"},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_TEMPFAIL, "rate-limit", "450 4.7.1"},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_REJECT, "user-suspended", "550 5.7.1"},
+	    {PBS_POLICY_GATE_POLICY, PBS_VERDICT_REJECT, "sender-address", "550 5.7.1"},
+	    {PBS_POLICY_GATE_MILTER, PBS_VERDICT_REJECT, "sender-domain", "550 5.7.1"},
 	};
 	size_t i;
 
 	(void)state;
 	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-		const char *got = pbs_policy_reply(rows[i].gate, rows[i].verdict);
+		const char *got = pbs_policy_reply(rows[i].gate, rows[i].verdict, rows[i].reason);
 
 		if (rows[i].reply == NULL)
 			assert_null(got);

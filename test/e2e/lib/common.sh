@@ -258,7 +258,11 @@ pbs_doc_block() {
 
 # pbs_write_config FILE [extra libconfig text…] — a popbsmtp.conf pointing at REDIS_PORT.
 # Extra arguments are appended as whole groups ("milter: { … };"). Environment knobs:
-# PBS_CONF_REDIS_PORT, PBS_CONF_TIMEOUT_MS, PBS_CONF_TTL, PBS_CONF_LEASE_EXTRA (inside lease{}).
+# PBS_CONF_REDIS_PORT, PBS_CONF_TIMEOUT_MS, PBS_CONF_TTL, PBS_CONF_LEASE_EXTRA (inside lease{}),
+# PBS_CONF_LIMITS (inside limits{}). Relay limits are off unless PBS_CONF_LIMITS says
+# otherwise: the tests of everything else see a lease relay accepted for the whole message
+# at its first relay recipient, as limits off gives; the limits have tests of their own
+# (e2e.limits, integration.policy), which set them.
 pbs_write_config() {
 	local file=$1
 	shift
@@ -266,6 +270,8 @@ pbs_write_config() {
 		printf 'redis: { host = "127.0.0.1"; port = %s; timeout_ms = %s; };\n' \
 			"${PBS_CONF_REDIS_PORT:-$REDIS_PORT}" "${PBS_CONF_TIMEOUT_MS:-250}"
 		printf 'lease: { ttl = %s; %s };\n' "${PBS_CONF_TTL:-1800}" "${PBS_CONF_LEASE_EXTRA:-}"
+		printf 'limits: { %s };\n' \
+			"${PBS_CONF_LIMITS:-user_recipients_per_hour = 0; lease_recipients_per_hour = 0;}"
 		for extra in "$@"; do printf '%s\n' "$extra"; done
 	} >"$file"
 	chmod 644 "$file"
