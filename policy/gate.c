@@ -34,6 +34,7 @@
 #include "popbsmtp/usage.h"
 
 #define ACTION_OK "action=OK\n\n"
+#define ACTION_OK_COUNTED "action=OK counted\n\n"
 #define ACTION_DUNNO "action=DUNNO\n\n"
 #define ACTION_DEFER \
 	"action=451 4.3.0 Relay authorization temporarily unavailable, try again later\n\n"
@@ -279,17 +280,23 @@ static bool lease_shown(enum pbs_lease_state lease)
 	       lease == PBS_LEASE_OVER_LIMIT;
 }
 
-/* The answer for VERDICT and REASON: OK; popbsmtp's own reply for a relay limit, a
- * suspension or lease.sender (in S, which keeps it until the next request); the 451 of a
- * store in trouble; DUNNO for every other refusal, which Postfix's
- * reject_unauth_destination then refuses with its native reply. */
-static const char *answer_of(struct pbs_gate_session *s, enum pbs_verdict verdict,
+/* The answer for VERDICT and REASON: OK ("OK counted" to Exim's acl_popbsmtp when the
+ * recipient was counted, so that it asks again for the next one instead of accepting the
+ * rest of the message); popbsmtp's own reply for a relay limit, a suspension or
+ * lease.sender (in S, which keeps it until the next request); the 451 of a store in
+ * trouble; DUNNO for every other refusal, which Postfix's reject_unauth_destination then
+ * refuses with its native reply. */
+static const char *answer_of(struct pbs_gate_session *s, const struct pbs_request *req,
+			     const struct pbs_policy_facts *facts, enum pbs_verdict verdict,
 			     const char *reason)
 {
 	const char *code, *text;
 
 	if (verdict == PBS_VERDICT_ALLOW)
-		return ACTION_OK;
+		return strcmp(req->popbsmtp_gate, "exim") == 0 &&
+			       !pbs_policy_covers_message(facts, verdict)
+			   ? ACTION_OK_COUNTED
+			   : ACTION_OK;
 	if (pbs_policy_own_reply(reason, &code, &text)) {
 		snprintf(s->reply, sizeof s->reply, "action=%s %s\n\n", code, text);
 		return s->reply;
@@ -346,5 +353,5 @@ const char *pbs_gate_answer(struct pbs_gate *g, struct pbs_gate_session *s,
 							: "denied",
 		      client, rcpt, reason, lease_shown(facts.lease) ? s->lease_user : NULL,
 		      s->subject, qid);
-	return answer_of(s, verdict, reason);
+	return answer_of(s, req, &facts, verdict, reason);
 }

@@ -96,6 +96,35 @@ pbs_ctl revoke 127.0.0.6 >/dev/null
 pbs_check_match "a revoked lease: refused" "$GATE_REFUSAL" "$(pbs_smtp_rcpt_reply 127.0.0.6 $REMOTE)"
 pbs_check_short_lease 127.0.0.9 $REMOTE
 
+# ---- relay limits and lease.sender through acl_popbsmtp ----
+# restart_daemon LIMITS [LEASE] — the story's daemon again, PBS_CONF's limits group LIMITS
+# and LEASE added to its lease group.
+restart_daemon() {
+	kill -TERM "$DAEMON_PID" && wait "$DAEMON_PID"
+	sed -i -e "s/^limits: .*/limits: { $1 };/" -e "s/^lease: { \(ttl = [0-9]*;\).*/lease: { \1 ${2:-} };/" "$PBS_CONF"
+	pbs_story_daemon
+}
+restart_daemon 'user_recipients_per_hour = 2; lease_recipients_per_hour = 0;'
+pbs_ctl grant 127.0.0.20 frank >/dev/null
+pbs_smtp 127.0.0.20 l1@remote.example l2@remote.example l3@remote.example >/dev/null
+pbs_check_eq "limits on: of 3 relay recipients of one message, 2 accepted, each one asked (OK counted)" \
+	"250 250 450" "$(pbs_smtp_transcript | awk '$1 ~ /^RCPT:/ { printf "%s%s", s, $2; s = " " }')"
+pbs_check_match "... the 3rd deferred with the daemon's own words" \
+	'^450 4\.7\.1 Relay limit reached for this login, try again later' "$(pbs_rcpt_reply l3@remote.example)"
+pbs_check_match "... Exim logs it" 'temporarily rejected RCPT <l3@remote\.example>: popbsmtp: relay limit reached' \
+	"$(cat "$EXIM_LOG")"
+pbs_check_match "... and local mail is not limited" '^250 ' "$(pbs_smtp_rcpt_reply 127.0.0.20 $LOCAL)"
+restart_daemon 'user_recipients_per_hour = 0; lease_recipients_per_hour = 0;' 'sender = "address";'
+pbs_ctl grant 127.0.0.21 sender@client.example >/dev/null
+pbs_check_match "sender = address: MAIL FROM the lease's user name relays" '^250 ' \
+	"$(pbs_smtp_rcpt_reply 127.0.0.21 $REMOTE)"
+pbs_ctl grant 127.0.0.21 other@client.example >/dev/null
+pbs_check_match "... another user's lease: refused, Exim's own 550" "$GATE_REFUSAL" \
+	"$(pbs_smtp_rcpt_reply 127.0.0.21 $REMOTE)"
+pbs_check_match "... the reason in popbsmtp's log" \
+	'relay denied: client=127\.0\.0\.21 .*reason=sender-address user=other@client\.example' "$(cat "$DAEMON_LOG")"
+restart_daemon 'user_recipients_per_hour = 0; lease_recipients_per_hour = 0;'
+
 # ---- popbsmtp cannot answer: 451, never a relay ----
 pbs_stop_redis
 pbs_smtp 127.0.0.5 down1@remote.example >/dev/null
