@@ -16,6 +16,7 @@
 #include "popbsmtp/config.h"
 #include "popbsmtp/lease.h"
 #include "popbsmtp/log.h"
+#include "popbsmtp/policy.h"
 #include "popbsmtp/store.h"
 #include "popbsmtp/usage.h"
 #include "popbsmtp/version.h"
@@ -147,7 +148,11 @@ static int grant(const pbs_config *cfg, const char *ip, const char *user, const 
 			safe_ip, safe_user);
 		return -1;
 	}
-	if ((problem = pbs_lease_make(&lease, user, service, (long long)time(NULL))) != NULL) {
+	/* Under lease.sender = address or domain a user name that is no address could never
+	 * relay: say so at the login, where it can be fixed, rather than at every message. */
+	if ((problem = pbs_lease_make(&lease, user, service, (long long)time(NULL))) != NULL ||
+	    (problem = pbs_policy_sender_problem((enum pbs_sender_rule)cfg->lease.sender, user)) !=
+		NULL) {
 		pbs_log(LOG_WARNING, "no lease granted: %s (user '%s', ip %s)", problem, safe_user,
 			safe_ip);
 		return -1;

@@ -30,6 +30,7 @@
 #include "popbsmtp/config.h"
 #include "popbsmtp/lease.h"
 #include "popbsmtp/log.h"
+#include "popbsmtp/policy.h"
 #include "popbsmtp/store.h"
 #include "popbsmtp/usage.h"
 #include "popbsmtp/version.h"
@@ -268,6 +269,10 @@ static bool popbsmtp_prepare(struct popbsmtp_user *pu, const pbs_config *cfg, co
 	problem = pbs_lease_make(&pu->lease, user->username, service,
 				 user->session_restored ? (long long)user->session_create_time
 							: (long long)ioloop_time);
+	/* lease.sender = address or domain: a user name that is no address could never relay. */
+	if (problem == NULL)
+		problem = pbs_policy_sender_problem((enum pbs_sender_rule)cfg->lease.sender,
+						    user->username);
 	if (problem != NULL) {
 		e_error(user->event, "popbsmtp: no lease granted: %s (user '%s')", problem,
 			pbs_log_safe(user->username, safe));

@@ -122,4 +122,16 @@ for state in clean:-:- inherited:HUP,USR2,PIPE:USR1,ALRM; do
 	done
 done
 
+# lease.sender = address: a user name that is no address could never relay; the login is
+# told so, gets no lease, and still runs. An address gets its lease.
+PBS_CONF_LEASE_EXTRA='sender = "address";' PBS_CONF_TIMEOUT_MS=$T pbs_write_config "$PBS_TMP/sender.conf"
+out=$(env -i IP=192.0.2.45 USER=alice "$hook" -c "$PBS_TMP/sender.conf" /bin/echo ran 2>&1)
+pbs_check_match "lease.sender = address, user alice: the login runs" '^ran$' "$out"
+pbs_check_match "... and is told why it gets no lease" \
+	"no lease granted: lease.sender = address needs user names that are plain addresses \\(user 'alice'" "$out"
+pbs_check_eq "... none is written" 0 "$(pbs_redis_cli EXISTS popbsmtp:lease:192.0.2.45)"
+env -i IP=192.0.2.45 USER=alice@example.org "$hook" -c "$PBS_TMP/sender.conf" /bin/true 2>/dev/null
+pbs_check_match "... user alice@example.org: the lease is written" '^1\|[0-9]+\|\|alice@example\.org$' \
+	"$(pbs_redis_cli GET popbsmtp:lease:192.0.2.45)"
+
 pbs_done
