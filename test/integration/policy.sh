@@ -329,6 +329,15 @@ pbs_check_eq "ACL user: its counts are written at EOF" "1 1" \
 pbs_check_nomatch "ACL user: no NOPERM" 'NOPERM' "$(cat "$LOG")"
 
 # ---- relay limits (limits.*): counted in Redis per hour of the store's clock ----
+# docs/abuse.md's configuration blocks, as written: each one, beside a redis group, is a
+# file the gates take.
+for intro in 'In popbsmtp.conf (these are the defaults):' '### Automatic suspension' \
+	'## Sender binding' 'To bound it, in popbsmtp.conf:'; do
+	block=$(pbs_doc_block "$PBS_DOCS/abuse.md" "$intro")
+	printf 'redis: { port = %s; };\n%s\n' "$REDIS_PORT" "$block" >"$PBS_TMP/doc.conf"
+	pbs_check_match "docs/abuse.md's block after '$intro' (${block:0:40}…) is taken" 'configuration OK' \
+		"$("$POLICY" -t -c "$PBS_TMP/doc.conf" 2>&1)"
+done
 # The store's clock set to the last ms of an hour two hours from now: every count below
 # falls in that hour (Redis TIME is behind it), and its next ms starts the next hour.
 HOUR=$((($(date +%s) / 3600 + 2) * 3600))
@@ -371,7 +380,10 @@ pbs_check_eq "limits: counted: 2 deferred for rate-limit, 1 automatic suspension
 
 # ---- lease.sender: MAIL FROM bound to the lease's user name ----
 pbs_ctl grant 192.0.2.95 erin@client.example >/dev/null
-PBS_CONF_LEASE_EXTRA='sender = "address";' pbs_write_config "$PBS_TMP/sender.conf"
+# The lease group's setting of docs/abuse.md's block, as written.
+PBS_CONF_LEASE_EXTRA=$(pbs_doc_block "$PBS_DOCS/abuse.md" '## Sender binding' | sed -n 's/^lease: { \(.*\) };$/\1/p')
+pbs_check_eq "docs/abuse.md's sender binding block" 'sender = "address";' "$PBS_CONF_LEASE_EXTRA"
+PBS_CONF_LEASE_EXTRA=$PBS_CONF_LEASE_EXTRA pbs_write_config "$PBS_TMP/sender.conf"
 start_policy "$PBS_TMP/sender.conf"
 pbs_check_eq "sender = address: MAIL FROM the user name: OK" "action=OK" \
 	"$(rcpt 192.0.2.95 S1 sender=Erin@Client.Example)"
