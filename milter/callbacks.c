@@ -56,6 +56,7 @@ struct session {
 	 * message, or for every relay recipient when limits count them. */
 	enum pbs_lease_state lease;
 	char lease_msg[64];
+	char counted_msg[64]; /* the message whose relay by lease was counted */
 	char lease_user[PBS_LOG_SAFE_MAX];
 	pbs_lease lease_found; /* when a lease was found (LIVE, SUSPENDED, OVER_LIMIT) */
 	char subject[PBS_ADDR_STRLEN];
@@ -247,13 +248,21 @@ static const char *resolved_rcpt(SMFICTX *ctx, const pbs_config *cfg)
 	return addr;
 }
 
-/* Count the decision; a relay by lease also counts as one message of the lease's user. */
-static void count_decision(const struct session *s, enum pbs_verdict verdict, const char *reason)
+/* Count the decision; a relay by lease also counts as one message of the lease's user.
+ * With the limits on every relay recipient by lease is decided here, but the message
+ * (its queue id QID) counts once, as when ACCEPT spares the rest of it. */
+static void count_decision(struct session *s, enum pbs_verdict verdict, const char *reason,
+			   const char *qid)
 {
 	int event = pbs_usagekey_decision(verdict, reason);
 
 	if (event < 0)
 		return;
+	if (event == PBS_EV_ALLOWED_LEASE && qid != NULL) {
+		if (strncmp(qid, s->counted_msg, sizeof s->counted_msg - 1) == 0)
+			return;
+		snprintf(s->counted_msg, sizeof s->counted_msg, "%s", qid);
+	}
 	pbs_usage_count(pbs_flush_usage(), (enum pbs_usage_event)event);
 	if (event == PBS_EV_ALLOWED_LEASE)
 		pbs_usage_relay(pbs_flush_usage(), s->lease_found.user, s->addr_text, time(NULL));
@@ -327,7 +336,7 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 			note_sender_needs_restart();
 		verdict = pbs_policy_decide(&facts, &reason);
 	}
-	count_decision(s, verdict, reason);
+	count_decision(s, verdict, reason, smfi_getsymval(ctx, "i"));
 	switch (verdict) {
 	case PBS_VERDICT_ALLOW:
 		if (facts.relay && !facts.trusted)
