@@ -424,7 +424,11 @@ int ctl_cmd_metrics(struct ctl *c, int argc, char **argv)
 	if (rc == CTL_OK) {
 		print_family(&cs, "popbsmtp_relay_decisions_total",
 			     "Relay decisions of the popbsmtp gates, by verdict and reason.", false,
-			     PBS_EV_ALLOWED_LEASE, PBS_EV_DEFERRED_STORE_ERROR);
+			     PBS_EV_ALLOWED_LEASE, PBS_EV_REFUSED_SENDER_DOMAIN);
+		print_family(&cs, "popbsmtp_suspensions_total",
+			     "Users a gate suspended for refusals by a relay limit "
+			     "(limits.suspend_after).",
+			     false, PBS_EV_SUSPENDED_RATE_LIMIT, PBS_EV_SUSPENDED_RATE_LIMIT);
 		print_family(&cs, "popbsmtp_lease_grants_total",
 			     "Leases written at login (result granted), or not (refused, failed).",
 			     true, PBS_EV_GRANTED, PBS_EV_GRANT_FAILED_STORE);
