@@ -377,6 +377,11 @@ pbs_check_eq "limits: unsuspended, in the next hour carol relays again" "action=
 stop_policy
 pbs_check_eq "limits: counted: 2 deferred for rate-limit, 1 automatic suspension, 1 refused suspended" \
 	"2 1 1" "$(stat '|deferred|rate-limit') $(stat '|suspended|rate-limit') $(stat '|refused|user-suspended')"
+out=$(pbs_ctl metrics)
+pbs_check_match "limits: metrics has the deferrals by a limit" \
+	'popbsmtp_relay_decisions_total\{host="[^"]*",gate="policy",verdict="deferred",reason="rate-limit"\} 2' "$out"
+pbs_check_match "limits: ... and the automatic suspension" \
+	'popbsmtp_suspensions_total\{host="[^"]*",gate="policy",verdict="suspended",reason="rate-limit"\} 1' "$out"
 
 # ---- lease.sender: MAIL FROM bound to the lease's user name ----
 pbs_ctl grant 192.0.2.95 erin@client.example >/dev/null
@@ -424,6 +429,15 @@ pbs_check_match "... the next recipient of that message at once, from the cache"
 pbs_check_match "... and the next message too" '^action=451 ' "$(rcpt 192.0.2.7 h2)"
 stop_policy
 pbs_check_eq "the process stayed up, and exits 0 at EOF" 0 "$STOPPED"
+# Counting is asking Redis: with the limits on, a black-holed Redis defers the same way,
+# for every relay recipient (none is relayed uncounted).
+PBS_CONF_LIMITS='user_recipients_per_hour = 5;' PBS_CONF_REDIS_PORT=$BLACKHOLE_PORT \
+	PBS_CONF_TIMEOUT_MS=200 pbs_write_config "$PBS_TMP/hole-limits.conf"
+start_policy "$PBS_TMP/hole-limits.conf"
+pbs_check_match "limits on, black-holed Redis: deferred" '^action=451 ' "$(rcpt 192.0.2.7 hl1)"
+pbs_check_match "... the next recipient of that message too" '^action=451 ' \
+	"$(rcpt 192.0.2.7 hl1 recipient=second@remote.example)"
+stop_policy
 
 # on_store_error = reject: DUNNO (Postfix refuses); never OK
 pbs_stop_redis
