@@ -123,13 +123,21 @@ int ctl_cmd_check(struct ctl *c, int argc, char **argv)
 		printf(",\"users\":");
 		if (ctl_print_users(c, subject) != CTL_OK)
 			printf("null");
+		if (rc == CTL_OK && pbs_config_limits_on(&c->cfg->limits)) {
+			printf(",\"relayed_this_hour\":");
+			if (ctl_print_relayed(c, subject, l.lease.user) != CTL_OK)
+				printf("null");
+		}
 		printf("}\n");
 		return rc;
 	}
-	if (rc == CTL_OK)
+	if (rc == CTL_OK) {
 		ctl_print_lease(c, &l);
-	else
+		/* A failure to tell is said on stderr; the lease was shown. */
+		(void)ctl_print_relayed(c, subject, l.lease.user);
+	} else {
 		printf("no lease covers %s (%s)\n", words[0], subject);
+	}
 	/* Who logged in there lately (docs/abuse.md): a failure to tell is said on stderr. */
 	(void)ctl_print_users(c, subject);
 	return rc;

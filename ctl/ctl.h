@@ -101,6 +101,11 @@ int ctl_count_shared(const struct ctl *c, long long *shared);
 int ctl_print_users(const struct ctl *c, const char *subject);
 /* CTL_OK when USER is suspended, CTL_NO when not, CTL_STORE when Redis cannot tell. */
 int ctl_suspended(const struct ctl *c, const char *user);
+
+/* With a relay limit on, print what the limits counted this hour for the lease of SUBJECT
+ * and its USER ("relayed by lease this hour: alice 12 of 300, this lease 40 of 600"; in
+ * JSON an object). Prints nothing with the limits off. CTL_OK or CTL_STORE. */
+int ctl_print_relayed(const struct ctl *c, const char *subject, const char *user);
 int ctl_cmd_unsuspend(struct ctl *c, int argc, char **argv);
 
 /* The fleet's decision counts for the last hour and day, per host and in total: text rows,

@@ -63,6 +63,14 @@ int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KE
 	return lease_key_of(prefix, "users:", subject, out);
 }
 
+int pbs_lease_limit_key(const char *prefix, const char *kind, long long hour, const char *name,
+			char out[PBS_KEY_MAX])
+{
+	int n = snprintf(out, PBS_KEY_MAX, "%slimit:%s:%lld:%s", prefix, kind, hour, name);
+
+	return (n < 0 || n >= PBS_KEY_MAX) ? -1 : 0;
+}
+
 int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX])
 {
 	return lease_key_of(prefix, "suspended:", user, out);

@@ -71,6 +71,12 @@ int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KE
  * lease and no session of USER keeps one. Returns 0 or -1. */
 int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
+/* "<prefix>limit:<kind>:<hour>:<name>", a relay limit's counter (kind "user" or "lease",
+ * HOUR the store's time in ms / 3600000, NAME the user or the subject), as the relay
+ * script counts. Returns 0 or -1 if too long. */
+int pbs_lease_limit_key(const char *prefix, const char *kind, long long hour, const char *name,
+			char out[PBS_KEY_MAX]);
+
 #define PBS_REASON_MAX 200 /* longest reason a suspension records */
 
 /* NULL when REASON may be recorded with a suspension (printable, short), else why not. */

@@ -352,6 +352,10 @@ start_policy "$PBS_TMP/limits.conf"
 out="$(rcpt 192.0.2.90 L1) $(rcpt 192.0.2.90 L1 recipient=two@remote.example) $(rcpt 192.0.2.91 L2)"
 pbs_check_eq "limits: carol's 3 relay recipients in an hour, over two leases and two messages: OK each" \
 	"action=OK action=OK action=OK" "$out"
+pbs_check_match "limits: popbsmtpctl check shows what this hour counted" \
+	'^relayed by lease this hour: carol 3 of 3, this lease 2 of 5$' "$(PBS_CONF=$PBS_TMP/limits.conf pbs_ctl check 192.0.2.90)"
+pbs_check_match "limits: ... in JSON too" '"relayed_this_hour":\{"user":3,"user_limit":3,"lease":2,"lease_limit":5\}' \
+	"$(PBS_CONF=$PBS_TMP/limits.conf pbs_ctl --json check 192.0.2.90)"
 pbs_check_eq "limits: the 4th is deferred, 450 4.7.1 (temporary: delayed, not lost)" \
 	"action=450 4.7.1 Relay limit reached for this login, try again later" "$(rcpt 192.0.2.90 L3)"
 pbs_check_match "limits: logged with the reason, the user and the lease" \
