@@ -4,8 +4,9 @@
  * recipient, the lease), asks the policy, and maps the verdict to SMFIS_* and a reply.
  *
  * The MTA waits for the milter at every step it is told about, so popbsmtp asks for as
- * few as it can: CONNECT without a reply (nothing is refused there), RCPT, and nothing
- * else. SMFIS_ACCEPT ends filtering for the rest of the message, so it is answered only
+ * few as it can: CONNECT and MAIL without a reply (nothing is refused there; MAIL starts
+ * a message: its lease is asked afresh, its sender kept for lease.sender), RCPT, and
+ * nothing else. SMFIS_ACCEPT ends filtering for the rest of the message, so it is answered only
  * when every later recipient would be allowed anyway (pbs_policy_covers_message); any
  * other allowed recipient gets SMFIS_CONTINUE — after a local first recipient, ACCEPT
  * would let a relay recipient through unchecked.
@@ -38,9 +39,6 @@
 
 /* usage.trace_header as the milter started with it (the steps are registered once). */
 static bool trace_header;
-/* lease.sender other than "any" at start: MAIL is asked for (with no reply), for its
- * address as the client gave it. */
-static bool sender_binding;
 
 /* Per-connection state, kept through smfi_setpriv (callbacks of one connection may run
  * on different worker threads). */
@@ -52,15 +50,14 @@ struct session {
 	bool trusted;
 	bool never_lease;
 	enum pbs_mta mta;
-	/* The lease as last checked, for the message LEASE_MSG (its queue id): asked once per
+	/* The lease as last checked in this message (MAIL starts it afresh): asked once per
 	 * message, or for every relay recipient when limits count them. */
 	enum pbs_lease_state lease;
-	char lease_msg[64];
-	char counted_msg[64]; /* the message whose relay by lease was counted */
+	bool lease_counted; /* this message's relay by lease is in the usage counts */
 	char lease_user[PBS_LOG_SAFE_MAX];
 	pbs_lease lease_found; /* when a lease was found (LIVE, SUSPENDED, OVER_LIMIT) */
 	char subject[PBS_ADDR_STRLEN];
-	char sender[PBS_SENDER_MAX]; /* MAIL FROM as given (sender_binding); "" none */
+	char sender[PBS_SENDER_MAX]; /* this message's MAIL FROM as given; "" none */
 	/* Per message, trace header on only; reset at its end or abort. */
 	bool msg_covered;  /* a recipient covered the message: what ACCEPT would have done */
 	bool msg_leased;   /* ... and it was the lease: the header is added at the end */
@@ -118,24 +115,13 @@ static sfsistat on_connect(SMFICTX *ctx, char *hostname, struct sockaddr *hostad
 	return SMFIS_NOREPLY;
 }
 
-/* True when MAIL's {auth_authen} is set. The MTA sends MAIL's macros even though MAIL
- * itself is negotiated away, and each MAIL replaces them: a transaction after AUTH sees it. */
+/* True when MAIL's {auth_authen} is set. The MTA sends MAIL's macros with MAIL, and each
+ * MAIL replaces them: a transaction after AUTH sees it. */
 static bool authenticated(SMFICTX *ctx)
 {
 	const char *authen = smfi_getsymval(ctx, "{auth_authen}");
 
 	return authen != NULL && authen[0] != '\0';
-}
-
-/* Say once per process that lease.sender was turned on by a reload: MAIL is asked for only
- * when the milter starts with it, so until a restart every relay by lease is refused. */
-static void note_sender_needs_restart(void)
-{
-	static int said;
-
-	if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED) == 0)
-		pbs_log(LOG_ERR, "lease.sender was set by a reload: restart popbsmtp-milter (MAIL "
-			"is asked for only from the start); until then relay by lease is refused");
 }
 
 /* Say that a relay refusal by a limit just suspended the lease's user. */
@@ -146,21 +132,17 @@ static void note_suspended(const struct session *s, const struct pbs_relay_check
 	pbs_usage_count(pbs_flush_usage(), PBS_EV_SUSPENDED_RATE_LIMIT);
 }
 
-/* The lease state for a relay recipient of message QID: with limits on, checked and
- * counted for every one; else asked once per message, so that a revoke or a suspension
- * takes effect at the connection's next message. Postfix and Sendmail name each message
- * (the "i" macro at MAIL); for an MTA that does not, once per connection. */
-static void look_up_lease(struct session *s, const char *qid)
+/* The lease state for a relay recipient: with limits on, checked and counted for every
+ * one; else asked once per message (on_envfrom starts each afresh), so that a revoke or a
+ * suspension takes effect at the connection's next message. */
+static void look_up_lease(struct session *s)
 {
 	const pbs_config *cfg = s->rt->cfg;
-	const char *msg = qid != NULL ? qid : "";
 	struct pbs_relay_check check;
 	char why[512];
 
-	if (!pbs_config_limits_on(&cfg->limits) && s->lease != PBS_LEASE_UNKNOWN &&
-	    strncmp(msg, s->lease_msg, sizeof s->lease_msg - 1) == 0)
+	if (!pbs_config_limits_on(&cfg->limits) && s->lease != PBS_LEASE_UNKNOWN)
 		return;
-	snprintf(s->lease_msg, sizeof s->lease_msg, "%s", msg);
 	if (!s->has_addr) {
 		s->lease = PBS_LEASE_NONE;
 		return;
@@ -250,18 +232,17 @@ static const char *resolved_rcpt(SMFICTX *ctx, const pbs_config *cfg)
 
 /* Count the decision; a relay by lease also counts as one message of the lease's user.
  * With the limits on every relay recipient by lease is decided here, but the message
- * (its queue id QID) counts once, as when ACCEPT spares the rest of it. */
-static void count_decision(struct session *s, enum pbs_verdict verdict, const char *reason,
-			   const char *qid)
+ * counts once, as when ACCEPT spares the rest of it. */
+static void count_decision(struct session *s, enum pbs_verdict verdict, const char *reason)
 {
 	int event = pbs_usagekey_decision(verdict, reason);
 
 	if (event < 0)
 		return;
-	if (event == PBS_EV_ALLOWED_LEASE && qid != NULL) {
-		if (strncmp(qid, s->counted_msg, sizeof s->counted_msg - 1) == 0)
+	if (event == PBS_EV_ALLOWED_LEASE) {
+		if (s->lease_counted)
 			return;
-		snprintf(s->counted_msg, sizeof s->counted_msg, "%s", qid);
+		s->lease_counted = true;
 	}
 	pbs_usage_count(pbs_flush_usage(), (enum pbs_usage_event)event);
 	if (event == PBS_EV_ALLOWED_LEASE)
@@ -326,17 +307,15 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	facts.counted = pbs_config_limits_on(&cfg->limits);
 	facts.sender_rule = (enum pbs_sender_rule)cfg->lease.sender;
 	facts.lease_user = NULL;
-	facts.sender = sender_binding && s->sender[0] != '\0' ? s->sender : NULL;
+	facts.sender = s->sender[0] != '\0' ? s->sender : NULL;
 	verdict = pbs_policy_decide(&facts, &reason);
 	if (verdict == PBS_VERDICT_NEED_LEASE) {
-		look_up_lease(s, smfi_getsymval(ctx, "i"));
+		look_up_lease(s);
 		facts.lease = s->lease;
 		facts.lease_user = s->lease_found.user;
-		if (facts.sender_rule != PBS_SENDER_ANY && !sender_binding)
-			note_sender_needs_restart();
 		verdict = pbs_policy_decide(&facts, &reason);
 	}
-	count_decision(s, verdict, reason, smfi_getsymval(ctx, "i"));
+	count_decision(s, verdict, reason);
 	switch (verdict) {
 	case PBS_VERDICT_ALLOW:
 		if (facts.relay && !facts.trusted)
@@ -354,14 +333,19 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	}
 }
 
-/* MAIL, with no reply (sender_binding only): its address as the client gave it. */
+/* MAIL, with no reply: a message begins. Its lease is asked afresh (a revoke or a
+ * suspension since the last one counts), and its address is kept as the client gave it
+ * (lease.sender). */
 static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 {
 	struct session *s = smfi_getpriv(ctx);
 
-	if (s != NULL)
-		snprintf(s->sender, sizeof s->sender, "%s",
-			 argv != NULL && argv[0] != NULL ? argv[0] : "");
+	if (s == NULL)
+		return SMFIS_NOREPLY;
+	s->lease = PBS_LEASE_UNKNOWN;
+	s->lease_counted = false;
+	snprintf(s->sender, sizeof s->sender, "%s",
+		 argv != NULL && argv[0] != NULL ? argv[0] : "");
 	return SMFIS_NOREPLY;
 }
 
@@ -442,10 +426,10 @@ static sfsistat on_close(SMFICTX *ctx)
 	return SMFIS_CONTINUE;
 }
 
-/* Every step but CONNECT and RCPT is skipped, and CONNECT needs no reply; with the trace
- * header on, the headers are seen too, also without a reply. Never
+/* Every step but CONNECT, MAIL and RCPT is skipped, and CONNECT and MAIL need no reply;
+ * with the trace header on, the headers are seen too, also without a reply. Never
  * SMFIP_NR_RCPT: libmilter would then drop a REJECT. Where the MTA cannot skip the
- * CONNECT reply, libmilter sends CONTINUE for it. */
+ * CONNECT or MAIL reply, libmilter sends CONTINUE for it. */
 static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned long mta_steps,
 			     unsigned long mta_f2, unsigned long mta_f3, unsigned long *actions,
 			     unsigned long *steps, unsigned long *f2, unsigned long *f3)
@@ -457,11 +441,9 @@ static sfsistat on_negotiate(SMFICTX *ctx, unsigned long mta_actions, unsigned l
 	(void)mta_f3;
 	/* A relay gate changes nothing in the message, unless it is the trace header. */
 	*actions = trace_header ? SMFIF_ADDHDRS | SMFIF_CHGHDRS : 0;
-	*steps = SMFIP_NR_CONN | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NODATA | SMFIP_NOEOH |
+	*steps = SMFIP_NR_CONN | SMFIP_NOHELO | SMFIP_NR_MAIL | SMFIP_NODATA | SMFIP_NOEOH |
 		 SMFIP_NOBODY | SMFIP_NOUNKNOWN;
 	*steps |= trace_header ? SMFIP_NR_HDR : SMFIP_NOHDRS;
-	if (sender_binding)
-		*steps = (*steps & ~(unsigned long)SMFIP_NOMAIL) | SMFIP_NR_MAIL;
 	*f2 = 0;
 	*f3 = 0;
 	return SMFIS_CONTINUE;
@@ -477,13 +459,11 @@ struct smfiDesc pbs_callbacks_desc(const pbs_config *cfg)
 		.xxfi_envrcpt = on_envrcpt,
 		.xxfi_close = on_close,
 		.xxfi_negotiate = on_negotiate,
-		/* helo, eoh, body, unknown, data: NULL, never called; envfrom below. */
+		.xxfi_envfrom = on_envfrom,
+		/* helo, eoh, body, unknown, data: NULL, never called. */
 	};
 
 	trace_header = cfg->usage.trace_header != 0;
-	sender_binding = cfg->lease.sender != PBS_SENDER_ANY;
-	if (sender_binding)
-		desc.xxfi_envfrom = on_envfrom;
 	if (trace_header) {
 		desc.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS;
 		desc.xxfi_header = on_header;
