@@ -147,8 +147,11 @@ static void note_suspended(const struct session *s, const struct pbs_relay_check
 
 /* The lease state for a relay recipient of message QID: with limits on, checked and
  * counted for every one; else asked once per message, so that a revoke or a suspension
- * takes effect at the connection's next message. Postfix and Sendmail name each message
- * (the "i" macro at MAIL); for an MTA that does not, once per connection. */
+ * takes effect at the connection's next message. Sendmail names each message at MAIL
+ * (the "i" macro), Postfix only from its first accepted recipient on: a message not named
+ * yet cannot be told from the one before, so a live lease is asked again for it (else a
+ * revoke would never reach a Postfix connection's next message); a refusal, which asking
+ * again could only lift, stands for the connection. */
 static void look_up_lease(struct session *s, const char *qid)
 {
 	const pbs_config *cfg = s->rt->cfg;
@@ -157,7 +160,8 @@ static void look_up_lease(struct session *s, const char *qid)
 	char why[512];
 
 	if (!pbs_config_limits_on(&cfg->limits) && s->lease != PBS_LEASE_UNKNOWN &&
-	    strncmp(msg, s->lease_msg, sizeof s->lease_msg - 1) == 0)
+	    strncmp(msg, s->lease_msg, sizeof s->lease_msg - 1) == 0 &&
+	    (msg[0] != '\0' || s->lease != PBS_LEASE_LIVE))
 		return;
 	snprintf(s->lease_msg, sizeof s->lease_msg, "%s", msg);
 	if (!s->has_addr) {
