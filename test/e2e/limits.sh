@@ -180,6 +180,8 @@ for gate in sm pp pm; do
 	via "$gate" 127.0.0.22 "h$n@remote.example"
 	pbs_check_match "fleet: her 4th relay recipient is deferred through ${NAME[$gate]}" "$LIMIT_RE" \
 		"$(pbs_rcpt_reply)"
+	pbs_check_eq "fleet: ... the reply naming the recipient once" 1 \
+		"$(pbs_rcpt_reply | grep -o "<h$n@remote\.example>" | wc -l)"
 	pbs_check_match "fleet: ... logged by the gate of ${NAME[$gate]}" \
 		"relay deferred: client=127\.0\.0\.22 rcpt=<h$n@remote\.example> reason=rate-limit user=heidi lease=127\.0\.0\.22 " \
 		"$(cat "${LOG[$gate]}")"
