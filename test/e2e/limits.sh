@@ -178,7 +178,7 @@ pbs_check_match "fleet: ... and her 3rd through Postfix+policy" '^250 ' "$(pbs_r
 n=4
 for gate in sm pp pm; do
 	via "$gate" 127.0.0.22 "h$n@remote.example"
-	pbs_check_match "fleet: her 4th relay recipient is deferred through ${NAME[$gate]}" "$LIMIT_RE" \
+	pbs_check_match "fleet: one more relay recipient of hers is deferred, wherever it goes: through ${NAME[$gate]}" "$LIMIT_RE" \
 		"$(pbs_rcpt_reply)"
 	pbs_check_eq "fleet: ... the reply naming the recipient once" 1 \
 		"$(pbs_rcpt_reply | grep -o "<h$n@remote\.example>" | wc -l)"
