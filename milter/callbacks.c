@@ -271,14 +271,17 @@ static sfsistat refuse(SMFICTX *ctx, const struct session *s, const char *rcpt,
 		       const char *reason, const char *code, const char *text)
 {
 	char reply[512], rcode[4], xcode[16];
+	bool sendmail_names;
 
 	pbs_policy_own_reply(reason, &code, &text);
 	/* "NNN X.Y.Z": the two parts smfi_setreply takes. */
 	snprintf(rcode, sizeof rcode, "%.3s", code);
 	snprintf(xcode, sizeof xcode, "%s", code + 4);
-	/* Sendmail itself puts "<rcpt>... " in front of a 5xx from a milter. */
-	reply_text(s->mta == PBS_MTA_SENDMAIL && code[0] == '5' ? NULL : rcpt, text, reply,
-		   sizeof reply);
+	/* Sendmail itself puts "<rcpt>... " in front of a reply at RCPT coded 450 or 550
+	 * (seen on 8.17; not 451): the recipient is named once. */
+	sendmail_names = s->mta == PBS_MTA_SENDMAIL &&
+			 (strncmp(code, "450", 3) == 0 || strncmp(code, "550", 3) == 0);
+	reply_text(sendmail_names ? NULL : rcpt, text, reply, sizeof reply);
 	smfi_setreply(ctx, rcode, xcode, reply);
 	return code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
 }

@@ -51,12 +51,14 @@ pbs_main_cf_settings() {
 # spawn(8) runs as the service popbsmtp-policy (arguments without spaces); SASL_SOCKET is a
 # Dovecot auth socket path or "" (no AUTH); NAME=VALUE pairs go into main.cf last (e.g. milter_connect_macros=…). Needs pbs_start_smtp_sink first.
 # Sets POSTFIX_PORT, POSTFIX_DIR (instance root), POSTFIX_CONF (the -c dir), POSTFIX_LOG.
+# With PBS_POSTFIX_NAME=NAME the instance lives in $PBS_TMP/NAME (default "postfix"): instances
+# of other names keep running beside it (two MTAs sharing one Redis); keep their variables.
 pbs_start_postfix() {
 	local milter=${1-} sasl=${2-}
 	shift $(($# < 2 ? $# : 2))
 	[ "${1-}" = -- ] && shift
 	[ -n "${SINK_PORT-}" ] || { echo "pbs_start_postfix: start the sink first" >&2; return 1; }
-	POSTFIX_DIR="$PBS_TMP/postfix"
+	POSTFIX_DIR="$PBS_TMP/${PBS_POSTFIX_NAME:-postfix}"
 	POSTFIX_CONF="$POSTFIX_DIR/etc"
 	POSTFIX_LOG="$POSTFIX_DIR/maillog"
 	POSTFIX_PORT=$(pbs_free_port)
