@@ -328,7 +328,10 @@ const char pbs_lease_script_suspend[] = LEASE_LUA_COMMON
 	"else redis.call('SET', KEYS[1], value) end\n"
 	"return now\n";
 
-/* A relay recipient's lease, checked and counted in one step (limits on). The counters are
+/* A relay recipient's lease, checked and counted in one step (limits on). Under lease.sender
+ * a lease whose user MAIL FROM does not agree with (as pbs_policy_sender_owner gives it:
+ * the address, or its domain, in lower case) is answered "sender" and nothing is counted:
+ * a NAT neighbour refused for the sender cannot use up the user's hour. The counters are
  * per clock hour of the store's time (read, never advanced: a gate's count orders nothing),
  * "<prefix>limit:user:<hour>:<user>" and "<prefix>limit:lease:<hour>:<subject>", the hour
  * first so that no user name can make one key look like another's. A recipient over a
@@ -357,6 +360,10 @@ const char pbs_lease_script_relay[] = LEASE_LUA_COMMON
 	"if redis.call('EXISTS', p .. 'suspended:' .. user) == 1 then\n"
 	"  return {'suspended', value, 0, 0, 0}\n"
 	"end\n"
+	"local rule, want = ARGV[9], ARGV[10]\n"
+	"local mine = string.lower(user)\n"
+	"if rule == 'domain' then mine = string.match(mine, '^[^@]+@([^@]+)$') end\n"
+	"if rule ~= 'any' and mine ~= want then return {'sender', value, 0, 0, 0} end\n"
 	"local now = math.max(redis_ms(), last_time(ARGV[3]))\n"
 	"local hour = string.format('%.0f', math.floor(now / 3600000))\n"
 	"local ukey = p .. 'limit:user:' .. hour .. ':' .. user\n"

@@ -5,6 +5,7 @@
  */
 #include "popbsmtp/policy.h"
 
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -305,6 +306,28 @@ static const char *bare_address(const char *addr, size_t *len)
 		return addr + 1;
 	}
 	return addr;
+}
+
+void pbs_policy_sender_owner(enum pbs_sender_rule rule, const char *sender,
+			     char owner[PBS_SENDER_MAX])
+{
+	const char *domain, *from;
+	size_t len, i;
+
+	owner[0] = '\0';
+	if (rule == PBS_SENDER_ANY || sender == NULL ||
+	    (domain = plain_address_domain(sender)) == NULL)
+		return;
+	if (rule == PBS_SENDER_DOMAIN) {
+		from = domain;
+		len = domain_length(domain);
+	} else {
+		from = bare_address(sender, &len);
+	}
+	/* plain_address_domain() took at most 320 bytes. */
+	for (i = 0; i < len; i++)
+		owner[i] = (char)tolower((unsigned char)from[i]);
+	owner[len] = '\0';
 }
 
 const char *pbs_policy_sender_problem(enum pbs_sender_rule rule, const char *user)

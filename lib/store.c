@@ -1018,6 +1018,7 @@ static enum pbs_lease_state relay_result(pbs_store *s, const char *key, const re
 		const char *word;
 		enum pbs_lease_state state;
 	} answers[] = {{"relay", PBS_LEASE_LIVE},
+		       {"sender", PBS_LEASE_LIVE},
 		       {"suspended", PBS_LEASE_SUSPENDED},
 		       {"user-limit", PBS_LEASE_OVER_LIMIT},
 		       {"lease-limit", PBS_LEASE_OVER_LIMIT},
@@ -1057,12 +1058,16 @@ unexpected:
 
 enum pbs_lease_state pbs_store_relay(pbs_store *s, const char *subject,
 				     const struct pbs_limits_config *limits,
+				     const struct pbs_relay_sender *sender,
 				     struct pbs_relay_check *check)
 {
+	static const char *const rules[] = {[PBS_SENDER_ANY] = "any",
+					    [PBS_SENDER_DOMAIN] = "domain",
+					    [PBS_SENDER_ADDRESS] = "address"};
 	struct store_keys k;
 	char ulimit[16], llimit[16], after[16], secs[16];
-	const char *argv[8] = {k.lease, s->cfg.prefix, k.clock, subject,
-			       ulimit,  llimit,        after,   secs};
+	const char *argv[10] = {k.lease, s->cfg.prefix, k.clock, subject, ulimit,
+				llimit,  after,	       secs,	rules[sender->rule], sender->owner};
 	enum pbs_lease_state state;
 	redisReply *r;
 
@@ -1084,7 +1089,7 @@ enum pbs_lease_state pbs_store_relay(pbs_store *s, const char *subject,
 	snprintf(llimit, sizeof llimit, "%d", limits->lease_recipients_per_hour);
 	snprintf(after, sizeof after, "%d", limits->suspend_after);
 	snprintf(secs, sizeof secs, "%d", limits->suspend_for);
-	if ((r = store_eval(s, "relay", pbs_lease_script_relay, 0, 8, argv)) == NULL)
+	if ((r = store_eval(s, "relay", pbs_lease_script_relay, 0, 10, argv)) == NULL)
 		return PBS_LEASE_STORE_ERROR;
 	state = relay_result(s, k.lease, r, check);
 	freeReplyObject(r);

@@ -139,7 +139,8 @@ static void look_up_lease(struct session *s)
 {
 	const pbs_config *cfg = s->rt->cfg;
 	struct pbs_relay_check check;
-	char why[512];
+	char why[512], owner[PBS_SENDER_MAX];
+	struct pbs_relay_sender sender = {(enum pbs_sender_rule)cfg->lease.sender, owner};
 
 	if (!pbs_config_limits_on(&cfg->limits) && s->lease != PBS_LEASE_UNKNOWN)
 		return;
@@ -149,7 +150,9 @@ static void look_up_lease(struct session *s)
 	}
 	pbs_lease_subject(&s->addr, (unsigned)cfg->lease.ipv4_prefix,
 			  (unsigned)cfg->lease.ipv6_prefix, s->subject);
-	s->lease = pbs_pool_relay(s->rt->pool, s->subject, &cfg->limits, &check, why, sizeof why);
+	pbs_policy_sender_owner(sender.rule, s->sender[0] != '\0' ? s->sender : NULL, owner);
+	s->lease = pbs_pool_relay(s->rt->pool, s->subject, &cfg->limits, &sender, &check, why,
+				  sizeof why);
 	switch (s->lease) {
 	case PBS_LEASE_NONE:
 		if (why[0] != '\0')

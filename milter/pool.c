@@ -122,6 +122,7 @@ static void pool_give(struct pbs_pool *p, pbs_store *s, bool connection_lost)
 
 enum pbs_lease_state pbs_pool_relay(struct pbs_pool *p, const char *subject,
 				    const struct pbs_limits_config *limits,
+				    const struct pbs_relay_sender *sender,
 				    struct pbs_relay_check *check, char *why, size_t len)
 {
 	pbs_store *s = pool_take(p, why, len);
@@ -131,13 +132,13 @@ enum pbs_lease_state pbs_pool_relay(struct pbs_pool *p, const char *subject,
 	if (s == NULL)
 		return PBS_LEASE_STORE_ERROR;
 	reused = pbs_store_connected(s);
-	result = pbs_store_relay(s, subject, limits, check);
+	result = pbs_store_relay(s, subject, limits, sender, check);
 	/* An idle pooled connection may have been closed by a Redis restart or failover:
 	 * that says nothing about Redis now, so try once more on a fresh connection. The
 	 * script never ran then (the connection was found closed), so nothing is counted
 	 * twice. */
 	if (result == PBS_LEASE_STORE_ERROR && reused && !pbs_store_connected(s))
-		result = pbs_store_relay(s, subject, limits, check);
+		result = pbs_store_relay(s, subject, limits, sender, check);
 	if (result != PBS_LEASE_LIVE)
 		snprintf(why, len, "%s", pbs_store_error(s));
 	pool_give(p, s, result == PBS_LEASE_STORE_ERROR && !pbs_store_connected(s));

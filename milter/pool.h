@@ -25,6 +25,7 @@ void pbs_pool_free(struct pbs_pool *pool);
  * empty, or says which value was ignored. */
 enum pbs_lease_state pbs_pool_relay(struct pbs_pool *pool, const char *subject,
 				    const struct pbs_limits_config *limits,
+				    const struct pbs_relay_sender *sender,
 				    struct pbs_relay_check *check, char *why, size_t errlen);
 
 /* Check Redis answers (PING); 0 or -1 with WHY filled. */

@@ -125,10 +125,14 @@ static void note_suspended(struct pbs_gate *g, const struct pbs_gate_session *s,
  * client, or one GET. A store error is cached too: a message with many recipients then
  * waits for a dead Redis once, not once per recipient. */
 static enum pbs_lease_state lease_for(struct pbs_gate *g, struct pbs_gate_session *s,
-				      const char *instance, const char *subject, const char *client)
+				      const struct pbs_request *req, const char *subject,
+				      const char *client)
 {
+	const char *instance = req->instance;
 	struct pbs_relay_check check;
 	bool counted = pbs_config_limits_on(&g->cfg->limits);
+	char owner[PBS_SENDER_MAX];
+	struct pbs_relay_sender sender = {(enum pbs_sender_rule)g->cfg->lease.sender, owner};
 
 	if ((!counted || s->lease == PBS_LEASE_STORE_ERROR) && instance[0] != '\0' &&
 	    strcmp(instance, s->instance) == 0 && strcmp(subject, s->subject) == 0)
@@ -136,7 +140,9 @@ static enum pbs_lease_state lease_for(struct pbs_gate *g, struct pbs_gate_sessio
 	s->lease_user[0] = '\0';
 	strcpy(s->instance, instance);
 	strcpy(s->subject, subject);
-	s->lease = pbs_store_relay(g->store, subject, &g->cfg->limits, &check);
+	pbs_policy_sender_owner(sender.rule, pbs_request_has(req, "sender") ? req->sender : NULL,
+				owner);
+	s->lease = pbs_store_relay(g->store, subject, &g->cfg->limits, &sender, &check);
 	switch (s->lease) {
 	case PBS_LEASE_NONE:
 		if (pbs_store_error(g->store)[0] != '\0')
@@ -341,7 +347,7 @@ const char *pbs_gate_answer(struct pbs_gate *g, struct pbs_gate_session *s,
 	if (verdict == PBS_VERDICT_NEED_LEASE) {
 		pbs_lease_subject(&addr, (unsigned)g->cfg->lease.ipv4_prefix,
 				  (unsigned)g->cfg->lease.ipv6_prefix, subject);
-		facts.lease = lease_for(g, s, req->instance, subject, client);
+		facts.lease = lease_for(g, s, req, subject, client);
 		facts.lease_user = s->found.user;
 		verdict = pbs_policy_decide(&facts, &reason);
 	}

@@ -126,8 +126,9 @@ extern const char pbs_lease_script_remove_if_user[];
 /* KEYS: suspended key, clock. ARGV: seconds (0: until lifted), reason. Reply: now. */
 extern const char pbs_lease_script_suspend[];
 /* No KEYS (the user's keys are known only from the lease). ARGV: lease key, prefix, clock
- * key, subject, user limit, lease limit (0: off), suspend after, suspend for (s). Reply:
- * {"none"|"bad"|"suspended"|"relay"|"user-limit"|"lease-limit", the lease's value or "",
+ * key, subject, user limit, lease limit (0: off), suspend after, suspend for (s), sender
+ * rule ("any", "address", "domain"), the owner it wants (pbs_policy_sender_owner). Reply:
+ * {"none"|"bad"|"suspended"|"sender"|"relay"|"user-limit"|"lease-limit", the value or "",
  * the user's and the lease's counts with this recipient (relay) or the limits (over one),
  * 1 when this refusal suspended the user else 0}. */
 extern const char pbs_lease_script_relay[];

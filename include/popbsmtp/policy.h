@@ -59,6 +59,14 @@ enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *facts, const c
  * for a relay let through by on_store_error = accept: ACCEPT there would open the relay. */
 bool pbs_policy_covers_message(const struct pbs_policy_facts *facts, enum pbs_verdict verdict);
 
+/* What a lease's user must be for MAIL FROM SENDER to pass RULE (lease.sender), as the
+ * relay script compares it, into OWNER (PBS_SENDER_MAX bytes): the address (rule address)
+ * or its domain (rule domain), in lower case; "" when SENDER is no plain address (no
+ * user passes) or RULE is any. The script leaves a recipient this refuses uncounted;
+ * pbs_policy_decide still decides. */
+void pbs_policy_sender_owner(enum pbs_sender_rule rule, const char *sender,
+			     char owner[PBS_SENDER_MAX]);
+
 /* NULL when USER may hold a lease that relays under RULE (lease.sender), else why not:
  * "domain" and "address" need a user name that is itself a plain address. */
 const char *pbs_policy_sender_problem(enum pbs_sender_rule rule, const char *user);

@@ -113,6 +113,14 @@ int pbs_store_unsuspend(pbs_store *store, const char *user);
  * empty after NONE: "<key> holds no valid lease", for the caller to log. */
 enum pbs_lookup pbs_store_lookup(pbs_store *store, const char *subject, pbs_lease *lease);
 
+/* lease.sender for pbs_store_relay: the rule, and the owner MAIL FROM wants
+ * (pbs_policy_sender_owner). A lease whose user does not agree is LIVE but not counted:
+ * pbs_policy_decide refuses it. */
+struct pbs_relay_sender {
+	enum pbs_sender_rule rule;
+	const char *owner;
+};
+
 /* What pbs_store_relay found besides the state. */
 struct pbs_relay_check {
 	pbs_lease lease;    /* LIVE, SUSPENDED, OVER_LIMIT: the lease there */
@@ -130,6 +138,7 @@ struct pbs_relay_check {
  * that is no lease NONE (pbs_store_error then says why, as pbs_store_lookup). */
 enum pbs_lease_state pbs_store_relay(pbs_store *store, const char *subject,
 				     const struct pbs_limits_config *limits,
+				     const struct pbs_relay_sender *sender,
 				     struct pbs_relay_check *check);
 
 /* Run one command given as ARGC strings (lengths ARGVLEN, or NULL for C strings).

@@ -405,6 +405,20 @@ done
 pbs_check_eq "sender = address: SMTP AUTH is not bound" "action=OK" \
 	"$(rcpt 192.0.2.95 S3 sender=x@elsewhere.example sasl_username=erin)"
 stop_policy
+# With the limits on too: a neighbour refused for the sender uses up none of erin's hour,
+# and cannot get her suspended.
+PBS_CONF_LEASE_EXTRA=$PBS_CONF_LEASE_EXTRA \
+	PBS_CONF_LIMITS='user_recipients_per_hour = 2; suspend_after = 1; suspend_for = 600;' \
+	pbs_write_config "$PBS_TMP/sender-limits.conf"
+start_policy "$PBS_TMP/sender-limits.conf"
+out=""
+for i in 1 2 3 4; do out="$out$(rcpt 192.0.2.95 SL$i sender=mallory@client.example | cut -c1-16) "; done
+pbs_check_eq "sender = address, limits on: a wrong sender refused 550 each time, never 450" \
+	"action=550 5.7.1 action=550 5.7.1 action=550 5.7.1 action=550 5.7.1 " "$out"
+pbs_check_eq "... and erin's two recipients this hour are still hers" "action=OK action=OK" \
+	"$(rcpt 192.0.2.95 SL5 sender=erin@client.example) $(rcpt 192.0.2.95 SL6 sender=erin@client.example)"
+pbs_check_eq "... nobody suspended" 0 "$(pbs_redis_cli EXISTS popbsmtp:suspended:erin@client.example)"
+stop_policy
 PBS_CONF_LEASE_EXTRA='sender = "domain";' pbs_write_config "$PBS_TMP/sender.conf"
 start_policy "$PBS_TMP/sender.conf"
 pbs_check_eq "sender = domain: another address of the domain: OK" "action=OK" \

@@ -1145,6 +1145,9 @@ static void test_remove_if_user(void **state)
 }
 
 /* Redis unreachable: a login, a refresh and a revoke fail, quickly, with the reason. */
+/* lease.sender = any: every lease's user passes. */
+static const struct pbs_relay_sender any = {PBS_SENDER_ANY, ""};
+
 /* Unix time in ms, what Redis TIME gives. */
 static long long wall_ms(void)
 {
@@ -1181,18 +1184,18 @@ static void test_relay_limits(void **state)
 	login(s, &alice);
 	set_clock(s, hour - 1);
 	for (i = 1; i <= 3; i++) {
-		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
 		assert_string_equal(c.lease.user, "alice");
 		assert_int_equal(c.count, i);
 	}
 	/* The fourth: alice's hour is full, whichever of her leases she uses. */
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_OVER_LIMIT);
 	assert_string_equal(c.limit, "user-limit");
 	assert_int_equal(c.count, 3);
 	assert_false(c.suspended_now);
 	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.8", "1|1|imap|alice", "EX", "600",
 			    (const char *)NULL));
-	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &limits, &any, &c), PBS_LEASE_OVER_LIMIT);
 	/* Refused recipients are not counted; the counter goes with its hour. */
 	snprintf(key, sizeof key, "popbsmtp:limit:user:%lld:alice", hour / 3600000 - 1);
 	r = cmd(s, "GET", key, (const char *)NULL);
@@ -1202,17 +1205,17 @@ static void test_relay_limits(void **state)
 	/* The address now bob's: his first relay there is the lease's fourth, its last. */
 	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.7", "1|1|imap|bob", "EX", "600",
 			    (const char *)NULL));
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
 	assert_string_equal(c.lease.user, "bob");
 	assert_int_equal(c.count, 1);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_OVER_LIMIT);
 	assert_string_equal(c.limit, "lease-limit");
 	assert_int_equal(c.count, 4);
 	/* The first ms of the next hour starts afresh, for users and leases. */
 	set_clock(s, hour);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
 	assert_int_equal(c.count, 1);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &limits, &c), PBS_LEASE_LIVE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &limits, &any, &c), PBS_LEASE_LIVE);
 	assert_string_equal(c.lease.user, "alice");
 	assert_int_equal(c.count, 1);
 	pbs_store_free(s);
@@ -1231,27 +1234,66 @@ static void test_relay_odd_content(void **state)
 	(void)state;
 	hour = (wall_ms() / 3600000 + 2) * 3600000;
 	set_clock(s, hour);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_NONE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_NONE);
 	assert_string_equal(pbs_store_error(s), "");
 	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.7", "2|x", (const char *)NULL));
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_NONE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_NONE);
 	assert_non_null(strstr(pbs_store_error(s), "holds no valid lease"));
 	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
 	freeReplyObject(cmd(s, "HSET", "popbsmtp:lease:192.0.2.7", "a", "b", (const char *)NULL));
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_NONE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_NONE);
 	cmd_int(s, "DEL", "popbsmtp:lease:192.0.2.7", NULL);
 	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.7", "1|1|imap|a:b@x", "EX", "60",
 			    (const char *)NULL));
 	snprintf(key, sizeof key, "popbsmtp:limit:user:%lld:a:b@x", hour / 3600000);
 	freeReplyObject(cmd(s, "SET", key, "many", (const char *)NULL));
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_OVER_LIMIT);
 	freeReplyObject(cmd(s, "SET", key, "2", (const char *)NULL));
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
 	assert_int_equal(c.count, 3);
 	/* A suspension, any value, stops the user's every lease. */
 	freeReplyObject(cmd(s, "SET", "popbsmtp:suspended:a:b@x", "x", (const char *)NULL));
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_SUSPENDED);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_SUSPENDED);
 	assert_string_equal(c.lease.user, "a:b@x");
+	pbs_store_free(s);
+}
+
+/* lease.sender with the limits on: a lease whose user MAIL FROM does not agree with is
+ * LIVE (pbs_policy_decide refuses it) but nothing is counted, so that a neighbour refused
+ * for the sender cannot use up, or get suspended, the user's hour. */
+static void test_relay_sender(void **state)
+{
+	const struct pbs_limits_config limits = {2, 0, 1, 600};
+	const struct pbs_relay_sender erin = {PBS_SENDER_ADDRESS, "erin@client.example"},
+				      mallory = {PBS_SENDER_ADDRESS, "mallory@client.example"},
+				      unplain = {PBS_SENDER_ADDRESS, ""},
+				      domain = {PBS_SENDER_DOMAIN, "client.example"},
+				      other = {PBS_SENDER_DOMAIN, "evil.example"};
+	pbs_store *s = admin_store();
+	struct pbs_relay_check c;
+	int i;
+
+	(void)state;
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.7", "1|1|imap|Erin@Client.Example",
+			    "EX", "600", (const char *)NULL));
+	for (i = 0; i < 5; i++) {
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &mallory, &c),
+				 PBS_LEASE_LIVE);
+		assert_int_equal(c.count, 0);
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &unplain, &c),
+				 PBS_LEASE_LIVE);
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &other, &c),
+				 PBS_LEASE_LIVE);
+		assert_int_equal(c.count, 0);
+	}
+	/* Nothing counted, nobody suspended: erin's own two recipients pass, counted. */
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &erin, &c), PBS_LEASE_LIVE);
+	assert_int_equal(c.count, 1);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &domain, &c), PBS_LEASE_LIVE);
+	assert_int_equal(c.count, 2);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &erin, &c),
+			 PBS_LEASE_OVER_LIMIT);
+	assert_true(c.suspended_now);
 	pbs_store_free(s);
 }
 
@@ -1270,11 +1312,11 @@ static void test_relay_suspends(void **state)
 	(void)state;
 	make_lease(&alice, "alice", "imap");
 	login(s, &alice);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_LIVE);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_OVER_LIMIT);
 	assert_false(c.suspended_now);
 	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:suspended:alice", NULL), 0);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_OVER_LIMIT);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_OVER_LIMIT);
 	assert_true(c.suspended_now);
 	ttl = cmd_int(s, "TTL", "popbsmtp:suspended:alice", NULL);
 	assert_true(ttl > 590 && ttl <= 600);
@@ -1283,13 +1325,13 @@ static void test_relay_suspends(void **state)
 	assert_string_equal(reason, "user-limit: 2 refusals by a relay limit in a day");
 	freeReplyObject(r);
 	/* From now on her leases relay nothing, and her logins are refused. */
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_SUSPENDED);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_SUSPENDED);
 	assert_int_equal(pbs_store_login(s, "192.0.2.9", &alice, 600, 0, 0, NULL, NULL, &since),
 			 PBS_GRANT_SUSPENDED);
 	/* The refusals of a suspended user's lease count no more: an administrator's
 	 * suspension is never replaced by a shorter one. */
 	assert_int_equal(pbs_store_suspend(s, "alice", 0, "ticket 7"), 0);
-	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &c), PBS_LEASE_SUSPENDED);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_SUSPENDED);
 	assert_int_equal(cmd_int(s, "TTL", "popbsmtp:suspended:alice", NULL), -1);
 	pbs_store_free(s);
 }
@@ -1349,6 +1391,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_relay_limits, flush_all),
 	    cmocka_unit_test_setup(test_relay_odd_content, flush_all),
 	    cmocka_unit_test_setup(test_relay_suspends, flush_all),
+	    cmocka_unit_test_setup(test_relay_sender, flush_all),
 	};
 
 	/* As in every popbsmtp program: a write to a dropped connection is an error, not death. */

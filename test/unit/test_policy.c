@@ -325,6 +325,36 @@ static void test_reply(void **state)
 	}
 }
 
+/* The owner the relay script compares a lease's user with: lower case, the address or
+ * its domain; nothing for a sender that is no plain address, or for lease.sender = any. */
+static void test_sender_owner(void **state)
+{
+	static const struct {
+		enum pbs_sender_rule rule;
+		const char *sender, *owner;
+	} rows[] = {
+	    {ADDR, "<Erin@Client.Example>", "erin@client.example"},
+	    {ADDR, "erin@client.example", "erin@client.example"},
+	    {DOM, "<Frank@CLIENT.example>", "client.example"},
+	    {DOM, "frank@sub.client.example", "sub.client.example"},
+	    {ANY, "<erin@client.example>", ""},
+	    {ADDR, "<>", ""},
+	    {ADDR, "", ""},
+	    {ADDR, NULL, ""},
+	    {ADDR, "<erin%evil.example@client.example>", ""},
+	    {DOM, "<@evil.example:erin@client.example>", ""},
+	    {DOM, "<erin@[192.0.2.1]>", ""},
+	};
+	char owner[PBS_SENDER_MAX];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		pbs_policy_sender_owner(rows[i].rule, rows[i].sender, owner);
+		assert_string_equal(owner, rows[i].owner);
+	}
+}
+
 static void test_mta(void **state)
 {
 	static const struct {
@@ -591,6 +621,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_decide_table), cmocka_unit_test(test_decide_invariants),
 	    cmocka_unit_test(test_covers_message), cmocka_unit_test(test_reply),
+	    cmocka_unit_test(test_sender_owner),
 	    cmocka_unit_test(test_mta),          cmocka_unit_test(test_is_relay_table),
 	    cmocka_unit_test(test_local_domains_property),
 	};
