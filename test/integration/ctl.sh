@@ -795,9 +795,13 @@ rcli "$MAIN_PORT" EVAL 'for i = 1, 100000 do
   local f = "x" .. i .. "|g" .. i .. "|allowed|lease"
   redis.call("HSET", KEYS[1], f, "1"); redis.call("HSET", KEYS[2], f, "1") end' \
 	2 popbsmtp:stat:total "popbsmtp:stat:$bucket" >/dev/null
+# A reply of 100,000 fields is not what timeout_ms (250 ms) is for: a loaded machine (an
+# ASan build, another job) takes longer than that to send it. The bound here is popbsmtpctl's
+# own work, read with a timeout that leaves Redis the time to answer.
+PBS_CONF_REDIS_PORT=$MAIN_PORT PBS_CONF_TIMEOUT_MS=5000 pbs_write_config "$PBS_TMP/wide.conf" 'milter: { local_domains = [ "here.example" ]; };'
 for args in stats metrics; do
 	t=$(now_ms)
-	BIG=1 ctl_run "$PBS_CONF" $args
+	BIG=1 ctl_run "$PBS_TMP/wide.conf" $args
 	ms=$(($(now_ms) - t))
 	pbs_check_eq "100,000 counter fields: $args exits 0" 0 "$RC"
 	pbs_check_le "100,000 counter fields: $args in at most 20 s" 20000 "$ms"
@@ -805,7 +809,7 @@ done
 pbs_check_eq "100,000 counter fields: metrics has a series for each" 100000 \
 	"$(grep -c '^popbsmtp_relay_decisions_total{host="x[0-9]*",gate="g[0-9]*",verdict="allowed",reason="lease"} 1$' "$OUTF" 2>/dev/null || true)"
 rcli "$MAIN_PORT" SET "popbsmtp:stat:$bucket" "not a hash" >/dev/null
-ctl_run "$PBS_CONF" stats
+ctl_run "$PBS_TMP/wide.conf" stats
 pbs_check_eq "hostile counters: a bucket of another type: stats exits 0, says it" \
 	"0 popbsmtpctl: popbsmtp:stat:$bucket is not a counter hash: skipped" "$RC $ERR"
 rcli "$MAIN_PORT" DEL "popbsmtp:usage:$today" "popbsmtp:usage:$yesterday" popbsmtp:stat:total \
