@@ -19,8 +19,12 @@ chroot_debootstrap() {
 	mkdir -p "$2" || return 1
 	# Its root directory: mktemp's 0700 would shut every user but root out of the chroot.
 	chmod 755 "$2"
+	# In a private mount namespace: debootstrap mounts /proc and /sys in DIR while it runs;
+	# there they go with it, even when it is killed, and no rm -rf of DIR can reach the
+	# host's /proc through them.
 	# shellcheck disable=SC2086 # no mirror: debootstrap's default, Debian's archive
-	debootstrap --variant=minbase "$1" "$2" ${DEBOOTSTRAP_MIRROR:-} >"$2.debootstrap.log" 2>&1 ||
+	unshare --mount debootstrap --variant=minbase "$1" "$2" ${DEBOOTSTRAP_MIRROR:-} \
+		>"$2.debootstrap.log" 2>&1 ||
 		{ tail -n 20 "$2.debootstrap.log" >&2; echo "chroot: debootstrap $1 failed" >&2; return 1; }
 	rm -f "$2.debootstrap.log"
 	# invoke-rc.d asks policy-rc.d before starting a service; 101 = "not allowed": the
