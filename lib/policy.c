@@ -66,6 +66,12 @@ enum pbs_verdict pbs_policy_decide(const struct pbs_policy_facts *f, const char 
 	}
 }
 
+bool pbs_policy_lease_found(enum pbs_lease_state lease)
+{
+	return lease == PBS_LEASE_LIVE || lease == PBS_LEASE_SUSPENDED ||
+	       lease == PBS_LEASE_OVER_LIMIT;
+}
+
 bool pbs_policy_covers_message(const struct pbs_policy_facts *f, enum pbs_verdict verdict)
 {
 	if (verdict != PBS_VERDICT_ALLOW)

@@ -171,13 +171,6 @@ static void look_up_lease(struct session *s)
 	}
 }
 
-/* True when the last check found a lease (whether it may relay or not). */
-static bool lease_shown(const struct session *s)
-{
-	return s->lease == PBS_LEASE_LIVE || s->lease == PBS_LEASE_SUSPENDED ||
-	       s->lease == PBS_LEASE_OVER_LIMIT;
-}
-
 /* Append SRC to OUT at *O for smfi_setreply: printable ASCII only ('?' for the rest),
  * '%' doubled (libmilter's reply is a format), at most MAX source bytes. */
 static void reply_append(char *out, size_t *o, size_t outlen, const char *src, size_t max)
@@ -214,7 +207,7 @@ static void reply_text(const char *rcpt, const char *text, char *out, size_t out
 static void log_decision(SMFICTX *ctx, const struct session *s, const char *what,
 			 const char *rcpt, const char *reason)
 {
-	pbs_log_relay(what, s->addr_text, rcpt, reason, lease_shown(s) ? s->lease_user : NULL,
+	pbs_log_relay(what, s->addr_text, rcpt, reason, pbs_policy_lease_found(s->lease) ? s->lease_user : NULL,
 		      s->subject, smfi_getsymval(ctx, "i"));
 }
 

@@ -279,13 +279,6 @@ static bool client_of(const struct pbs_request *req, pbs_addr *addr)
 	return true;
 }
 
-/* True when the lease state says a lease was found (whether it may relay or not). */
-static bool lease_shown(enum pbs_lease_state lease)
-{
-	return lease == PBS_LEASE_LIVE || lease == PBS_LEASE_SUSPENDED ||
-	       lease == PBS_LEASE_OVER_LIMIT;
-}
-
 /* The answer for VERDICT and REASON: OK ("OK counted" to Exim's acl_popbsmtp when the
  * recipient was counted, so that it asks again for the next one instead of accepting the
  * rest of the message); popbsmtp's own reply for a relay limit, a suspension or
@@ -357,7 +350,7 @@ const char *pbs_gate_answer(struct pbs_gate *g, struct pbs_gate_session *s,
 	pbs_log_relay(verdict == PBS_VERDICT_ALLOW	    ? "allowed"
 		      : verdict == PBS_VERDICT_TEMPFAIL ? "deferred"
 							: "denied",
-		      client, rcpt, reason, lease_shown(facts.lease) ? s->lease_user : NULL,
+		      client, rcpt, reason, pbs_policy_lease_found(facts.lease) ? s->lease_user : NULL,
 		      s->subject, qid);
 	return answer_of(s, req, &facts, verdict, reason);
 }

@@ -67,6 +67,10 @@ bool pbs_policy_covers_message(const struct pbs_policy_facts *facts, enum pbs_ve
 void pbs_policy_sender_owner(enum pbs_sender_rule rule, const char *sender,
 			     char owner[PBS_SENDER_MAX]);
 
+/* True when LEASE says a lease was found, whether it may relay or not (LIVE, SUSPENDED,
+ * OVER_LIMIT): the lease's user belongs in the decision's log line. */
+bool pbs_policy_lease_found(enum pbs_lease_state lease);
+
 /* NULL when USER may hold a lease that relays under RULE (lease.sender), else why not:
  * "domain" and "address" need a user name that is itself a plain address. */
 const char *pbs_policy_sender_problem(enum pbs_sender_rule rule, const char *user);
