@@ -553,6 +553,23 @@ sample() { # sample PID FILE
 	done
 }
 result() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# The milter has one thread per open session, and a session's thread outlives its client's
+# close by its teardown (the close callback, libmilter's own, AddressSanitizer's). With 500
+# clients and 500 sessions sharing two cores, a teardown can wait hundreds of ms for a CPU
+# while its client has opened the next session: up to about twice the concurrency is
+# normal (768 was seen on a loaded CI host under ASan). A leak or a thread per session or
+# recipient shows as the 2000 sessions or 4000 recipients, far above this bound, and as
+# threads that do not go back to the idle count (threads_after).
+THREADS_BOUND=1000
+threads_after() { # threads_after PID IDLE — the thread count once the teardowns are done
+	local n i
+	for i in $(seq 1 100); do
+		n=$(status_of "$1" Threads)
+		[ "$n" -le $(($2 + 2)) ] && break
+		sleep 0.1
+	done
+	echo "$n"
+}
 # load_sampled FILE ARGS… — 2000 sessions of milter-load (500 at once, 2 relay recipients
 # each, ARGS for the client addresses) against the bh500 milter, sampling its threads and
 # RSS into FILE meanwhile. Sets out (milter-load's output), load_rc and load_ms.
@@ -572,8 +589,8 @@ load_sampled() {
 RSS0=$(status_of "$MP" VmRSS)
 THR0=$(status_of "$MP" Threads)
 load_sampled "$PBS_TMP/samples" -a 10.1.0.1 -A 2000
+THR1=$(threads_after "$MP" "$THR0")
 RSS1=$(status_of "$MP" VmRSS)
-THR1=$(status_of "$MP" Threads)
 THRMAX=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$PBS_TMP/samples")
 RSSMAX=$(awk '$2 > m { m = $2 } END { print m + 0 }' "$PBS_TMP/samples")
 note "black hole x500: $(printf '%s' "$out" | cut -c1-400)"
@@ -586,7 +603,7 @@ pbs_check_eq "black hole x500: no relay continue, accept, 5xx or other" "0 0 0 0
 max_us=$(result "$out" max_us)
 pbs_check_le "black hole x500: slowest RCPT answer under the MTA's 10 s command timeout (ms)" 10000 $((${max_us%%.*} / 1000))
 pbs_check_eq "black hole x500: 500 sessions really were in flight at once" 500 "$(result "$out" max_inflight)"
-pbs_check_le "black hole x500: milter threads stay bounded (max Threads:)" 599 "$THRMAX"
+pbs_check_le "black hole x500: milter threads stay bounded (max Threads:)" $THREADS_BOUND "$THRMAX"
 pbs_check_le "black hole x500: threads back to the idle count afterwards" $((THR0 + 2)) "$THR1"
 # An AddressSanitizer build keeps a large per-thread shadow and quarantine: RSS says
 # nothing about leaks there (LeakSanitizer checks those at exit instead).
@@ -624,8 +641,10 @@ pbs_check_eq "Redis back x500: after each accept the MTA sent no second relay re
 	"$(result "$out" relay_accept)" "$(result "$out" relay_notsent)"
 pbs_check_le "Redis back x500: most leased sessions accepted (at least half)" "$(result "$out" relay_accept)" 1000
 busy=$(grep -c 'lease lookup for 10\.9\.0\.5 failed: all 16 Redis connections busy' "$PBS_TMP/milter-bh500.log")
-pbs_check_le "Redis back x500: milter threads stay bounded" 599 \
+pbs_check_le "Redis back x500: milter threads stay bounded" $THREADS_BOUND \
 	"$(awk '$1 > m { m = $1 } END { print m + 0 }' "$PBS_TMP/samples2")"
+pbs_check_le "Redis back x500: threads back to the idle count afterwards" $((THR0 + 2)) \
+	"$(threads_after "$MP" "$THR0")"
 if ldd "$PBS_BIN/milter/popbsmtp-milter" | grep -q libasan; then
 	echo "# Redis back x500: RSS growth not judged under AddressSanitizer"
 else
