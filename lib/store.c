@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "popbsmtp/log.h"
+#include "popbsmtp/sha1.h"
 
 struct pbs_store {
 	struct pbs_redis_config cfg; /* own copies of the strings */
@@ -37,6 +38,12 @@ struct pbs_store {
 	long long verified_ms;       /* when a sentinel last confirmed it */
 	struct addrinfo *resolved;   /* redis.host, resolved once (see dial_tcp) */
 	long long limit_ms;          /* pbs_store_bound: no step goes past it; 0: none */
+	struct store_script {        /* each script's name for EVALSHA, worked out once */
+		const char *text;
+		char sha[PBS_SHA1_HEX_MAX];
+	} scripts[8];
+	int nscripts;
+	bool eval_only; /* this connection's ACL refuses EVALSHA: scripts go whole */
 };
 
 /* Sentinel-managed connections are re-checked this often: after a planned switchover
@@ -311,6 +318,7 @@ void pbs_store_disconnect(pbs_store *s)
 		redisFree(s->ctx);
 		s->ctx = NULL;
 	}
+	s->eval_only = false; /* an ACL put right counts from the next connection */
 }
 
 void pbs_store_free(pbs_store *s)
@@ -624,10 +632,10 @@ int pbs_store_connect(pbs_store *s)
 	return s->cfg.sentinel_nodes.count > 0 ? store_check_master(s) : 0;
 }
 
-/* One command, its failures named WHAT in the handle's error. Returns the reply (an error
- * reply too) or NULL on a connection error. */
-static redisReply *store_command_named(pbs_store *s, const char *what, int argc,
-				       const char **argv, const size_t *argvlen)
+/* One command, a connection error named WHAT in the handle's error. Returns the reply (an
+ * error reply too, left to the caller) or NULL on a connection error. */
+static redisReply *store_send(pbs_store *s, const char *what, int argc, const char **argv,
+			      const size_t *argvlen)
 {
 	redisReply *r;
 
@@ -638,7 +646,17 @@ static redisReply *store_command_named(pbs_store *s, const char *what, int argc,
 		store_io_fail(s, what);
 		return NULL;
 	}
-	if (r->type == REDIS_REPLY_ERROR)
+	return r;
+}
+
+/* One command, its failures named WHAT in the handle's error. Returns the reply (an error
+ * reply too) or NULL on a connection error. */
+static redisReply *store_command_named(pbs_store *s, const char *what, int argc,
+				       const char **argv, const size_t *argvlen)
+{
+	redisReply *r = store_send(s, what, argc, argv, argvlen);
+
+	if (r != NULL && r->type == REDIS_REPLY_ERROR)
 		store_reply_fail(s, what, r);
 	return r;
 }
@@ -721,12 +739,45 @@ enum pbs_lookup pbs_store_lookup(pbs_store *s, const char *subject, pbs_lease *l
 	return result;
 }
 
+/* SCRIPT's name for EVALSHA (its SHA-1, as Redis names it), or NULL when the handle has no
+ * room left to remember one (the script then goes whole). */
+static const char *store_script_sha(pbs_store *s, const char *script)
+{
+	int i;
+
+	for (i = 0; i < s->nscripts; i++)
+		if (s->scripts[i].text == script)
+			return s->scripts[i].sha;
+	if (s->nscripts == (int)(sizeof s->scripts / sizeof s->scripts[0]))
+		return NULL;
+	s->scripts[i].text = script;
+	pbs_sha1_hex(script, strlen(script), s->scripts[i].sha);
+	s->nscripts++;
+	return s->scripts[i].sha;
+}
+
+/* Whether the server refused EVALSHA itself, before any of the script ran: Redis' "NOPERM
+ * this user has no permissions to run the 'evalsha' command", Valkey's "NOPERM User … has
+ * no permissions to run the 'evalsha' command". A NOPERM from inside a script names the
+ * command the script called, and must not lead to a second run. */
+static bool evalsha_refused(const redisReply *r)
+{
+	return strncmp(r->str, "NOPERM", 6) == 0 && strstr(r->str, "'evalsha' command") != NULL;
+}
+
 /* Run SCRIPT with NKEYS of the ARGC strings in ARGV as its KEYS, the rest as ARGV. An error
- * reply fails (the store's error says why). Returns the reply or NULL. */
+ * reply fails (the store's error says why). Returns the reply or NULL. By name (EVALSHA)
+ * first: a script is kilobytes and a gate runs one per relay recipient. A server that
+ * does not know the name yet (restarted, failed over, SCRIPT FLUSH: NOSCRIPT) gets it
+ * whole by EVAL, which also teaches it the name; an ACL without +evalsha (a line from
+ * before it was needed) too, for the rest of the connection, with one warning. Neither
+ * error ran any of the script, so nothing runs twice. */
 static redisReply *store_eval(pbs_store *s, const char *what, const char *script, int nkeys,
 			      int argc, const char **argv)
 {
+	static int warned;
 	const char *words[64];
+	const char *sha = s->eval_only ? NULL : store_script_sha(s, script);
 	char nk[8];
 	redisReply *r;
 	int i;
@@ -736,13 +787,29 @@ static redisReply *store_eval(pbs_store *s, const char *what, const char *script
 		return NULL;
 	}
 	snprintf(nk, sizeof nk, "%d", nkeys);
-	words[0] = "EVAL";
-	words[1] = script;
+	words[0] = sha != NULL ? "EVALSHA" : "EVAL";
+	words[1] = sha != NULL ? sha : script;
 	words[2] = nk;
 	for (i = 0; i < argc; i++)
 		words[3 + i] = argv[i];
-	r = store_command_named(s, what, argc + 3, words, NULL);
+	r = store_send(s, what, argc + 3, words, NULL);
+	if (r != NULL && r->type == REDIS_REPLY_ERROR && sha != NULL &&
+	    (strncmp(r->str, "NOSCRIPT", 8) == 0 || evalsha_refused(r))) {
+		if (evalsha_refused(r)) {
+			s->eval_only = true;
+			if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED) == 0)
+				pbs_log(LOG_WARNING,
+					"Redis at %s: this user may not run EVALSHA, so every script "
+					"is sent whole; add +evalsha to its ACL line (docs/ha.md)",
+					s->where);
+		}
+		freeReplyObject(r);
+		words[0] = "EVAL";
+		words[1] = script;
+		r = store_send(s, what, argc + 3, words, NULL);
+	}
 	if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+		store_reply_fail(s, what, r);
 		freeReplyObject(r);
 		return NULL;
 	}

@@ -1088,9 +1088,9 @@ def parse(buf):
     return words, at
 
 def lease_removed(words):
-    """The lease key a script call removes: EVAL script 3 record clock LEASE ttl (revoke
-    ADDR) or EVAL script 1 LEASE user (revoke --user's removal)."""
-    if len(words) < 5 or words[0].upper() != b"EVAL":
+    """The lease key a script call removes: EVAL(SHA) script 3 record clock LEASE ttl
+    (revoke ADDR) or EVAL(SHA) script 1 LEASE user (revoke --user's removal)."""
+    if len(words) < 5 or words[0].upper() not in (b"EVAL", b"EVALSHA"):
         return None
     keys = words[3:3 + int(words[2])]
     return next((k for k in keys if k.startswith(b"popbsmtp:lease:")), None)

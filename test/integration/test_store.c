@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "popbsmtp/sha1.h"
 #include "popbsmtp/store.h"
 
 static char host[] = "127.0.0.1";
@@ -1144,7 +1145,6 @@ static void test_remove_if_user(void **state)
 	pbs_store_free(s);
 }
 
-/* Redis unreachable: a login, a refresh and a revoke fail, quickly, with the reason. */
 /* lease.sender = any: every lease's user passes. */
 static const struct pbs_relay_sender any = {PBS_SENDER_ANY, ""};
 
@@ -1336,6 +1336,7 @@ static void test_relay_suspends(void **state)
 	pbs_store_free(s);
 }
 
+/* Redis unreachable: a login, a refresh and a revoke fail, quickly, with the reason. */
 static void test_refresh_refused(void **state)
 {
 	struct pbs_redis_config c = make_cfg(env_port("PBS_DEAD_PORT"), 200);
@@ -1354,6 +1355,116 @@ static void test_refresh_refused(void **state)
 	assert_int_equal(pbs_store_revoke(s, NULL, "alice", 60, &removed), -1);
 	assert_contains(pbs_store_error(s), "Connection refused");
 	pbs_store_free(s);
+}
+
+/* How often Redis ran COMMAND (INFO commandstats: "cmdstat_eval:calls=N,…"), 0 if never. */
+static long long calls_of(pbs_store *s, const char *command)
+{
+	redisReply *r = cmd(s, "INFO", "commandstats", (const char *)NULL);
+	char field[48];
+	const char *at;
+	long long n = 0;
+
+	snprintf(field, sizeof field, "\ncmdstat_%s:calls=", command);
+	if ((at = strstr(r->str, field)) != NULL)
+		n = atoll(at + strlen(field));
+	freeReplyObject(r);
+	return n;
+}
+
+static char evalsha_user[] = "gate";
+static char evalsha_password[] = "gate-pw";
+
+/* A store as the ACL user "gate" with RIGHTS (after the keys every gate needs). */
+static pbs_store *gate_store(pbs_store *admin, const char *rights)
+{
+	struct pbs_redis_config c = make_cfg(env_port("PBS_REDIS_PORT"), 5000);
+	const char *argv[32] = {"ACL", "SETUSER", "gate", "reset", "on", ">gate-pw", "~popbsmtp:*"};
+	char copy[256], *word, *save = NULL;
+	int argc = 7;
+	redisReply *r;
+
+	snprintf(copy, sizeof copy, "%s", rights);
+	for (word = strtok_r(copy, " ", &save); word != NULL && argc < 32;
+	     word = strtok_r(NULL, " ", &save))
+		argv[argc++] = word;
+	r = pbs_store_command(admin, argc, argv, NULL);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+	c.username = evalsha_user;
+	c.password = evalsha_password;
+	return open_store(&c);
+}
+
+/* Scripts go by name (EVALSHA), whole (EVAL) only when the server does not know the name
+ * or the ACL refuses EVALSHA, and never run twice: the relay counter moves by exactly one
+ * per recipient on every path. The names are Redis' own (SCRIPT LOAD). */
+static void test_scripts_by_name(void **state)
+{
+	const char *const scripts[] = {pbs_lease_script_clock,	 pbs_lease_script_grant,
+				       pbs_lease_script_refresh, pbs_lease_script_revoke,
+				       pbs_lease_script_remove_if_user, pbs_lease_script_suspend,
+				       pbs_lease_script_relay};
+	const struct pbs_limits_config limits = {1000, 0, 0, 86400};
+	pbs_store *admin = admin_store(), *gate;
+	struct pbs_relay_check c;
+	char sha[PBS_SHA1_HEX_MAX];
+	pbs_lease alice;
+	long long eval0;
+	redisReply *r;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof scripts / sizeof scripts[0]; i++) {
+		r = cmd(admin, "SCRIPT", "LOAD", scripts[i], (const char *)NULL);
+		pbs_sha1_hex(scripts[i], strlen(scripts[i]), sha);
+		assert_string_equal(r->str, sha);
+		freeReplyObject(r);
+	}
+	make_lease(&alice, "alice", "imap");
+	login(admin, &alice);
+	set_clock(admin, (wall_ms() / 3600000 + 2) * 3600000); /* one hour throughout */
+	freeReplyObject(cmd(admin, "SCRIPT", "FLUSH", (const char *)NULL));
+	/* The docs' rights: the first relay teaches the server the script, the rest go by name. */
+	gate = gate_store(admin, "+eval +evalsha +time +get +exists +incr +expire");
+	eval0 = calls_of(admin, "eval");
+	for (i = 1; i <= 3; i++) {
+		assert_int_equal(pbs_store_relay(gate, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+		assert_int_equal(c.count, (long long)i);
+	}
+	assert_int_equal(calls_of(admin, "eval") - eval0, 1);
+	/* Forgotten in between (a restart, a failover): whole once more, counted once. */
+	freeReplyObject(cmd(admin, "SCRIPT", "FLUSH", (const char *)NULL));
+	assert_int_equal(pbs_store_relay(gate, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+	assert_int_equal(c.count, 4);
+	assert_int_equal(calls_of(admin, "eval") - eval0, 2);
+	pbs_store_free(gate);
+	/* An ACL line from before +evalsha: every script whole, each counted once. */
+	gate = gate_store(admin, "+eval +time +get +exists +incr +expire");
+	for (i = 5; i <= 7; i++) {
+		assert_int_equal(pbs_store_relay(gate, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+		assert_int_equal(c.count, (long long)i);
+	}
+	assert_int_equal(calls_of(admin, "eval") - eval0, 5);
+	pbs_store_free(gate);
+	/* NOPERM from inside the script (no +incr) is the script's failure: not run again. */
+	gate = gate_store(admin, "+eval +evalsha +time +get +exists +expire");
+	assert_int_equal(pbs_store_relay(gate, "192.0.2.7", &limits, &any, &c),
+			 PBS_LEASE_STORE_ERROR);
+	assert_contains(pbs_store_error(gate), "relay refused");
+	assert_int_equal(calls_of(admin, "eval") - eval0, 5);
+	pbs_store_free(gate);
+	assert_int_equal(pbs_store_relay(admin, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+	assert_int_equal(c.count, 8);
+	/* Neither EVALSHA nor EVAL: refused, as before (fail closed). */
+	gate = gate_store(admin, "+time +get +exists +incr +expire");
+	assert_int_equal(pbs_store_relay(gate, "192.0.2.7", &limits, &any, &c),
+			 PBS_LEASE_STORE_ERROR);
+	assert_contains(pbs_store_error(gate), "NOPERM");
+	pbs_store_free(gate);
+	freeReplyObject(cmd(admin, "ACL", "DELUSER", "gate", (const char *)NULL));
+	pbs_store_free(admin);
 }
 
 int main(void)
@@ -1392,6 +1503,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_relay_odd_content, flush_all),
 	    cmocka_unit_test_setup(test_relay_suspends, flush_all),
 	    cmocka_unit_test_setup(test_relay_sender, flush_all),
+	    cmocka_unit_test_setup(test_scripts_by_name, flush_all),
 	};
 
 	/* As in every popbsmtp program: a write to a dropped connection is an error, not death. */
