@@ -37,8 +37,8 @@ pbs_exim_prepare || exit 1
 pbs_exim_doc_conf "$SOCK" "$ACL_FILE" "POPBSMTP_TIMEOUT = 2s" >"$EXIM_DIR/exim.conf"
 MACRO=$EXIM_DOC_MACRO
 pbs_check_eq "docs/exim.md gives the POPBSMTP_SOCKET line" "POPBSMTP_SOCKET = $SOCK" "$MACRO"
-pbs_check_match "docs/exim.md's ACL section calls acl_popbsmtp before the relay refusal" \
-	'accept +acl = acl_popbsmtp +require +message = relay not permitted' "$(tr -s '\n' ' ' <<<"$EXIM_DOC_ACLS")"
+pbs_check_match "docs/exim.md's ACL section calls acl_popbsmtp and its refusals before the relay refusal" \
+	'accept +acl = acl_popbsmtp +deny +condition = \$\{if def:acl_m_popbsmtp_refusal\} +message = \$acl_m_popbsmtp_refusal +require +message = relay not permitted' "$(tr -s '\n' ' ' <<<"$EXIM_DOC_ACLS")"
 out=$(pbs_exim -C "$EXIM_DIR/exim.conf" -bV 2>&1)
 pbs_check_match "Exim (4.96 on Debian 12, 4.98 on 13) takes the configuration" '^Exim version 4\.9[0-9][. ]' "$out"
 pbs_start_exim "$EXIM_DIR/exim.conf" || exit 1
@@ -119,10 +119,25 @@ pbs_ctl grant 127.0.0.21 sender@client.example >/dev/null
 pbs_check_match "sender = address: MAIL FROM the lease's user name relays" '^250 ' \
 	"$(pbs_smtp_rcpt_reply 127.0.0.21 $REMOTE)"
 pbs_ctl grant 127.0.0.21 other@client.example >/dev/null
-pbs_check_match "... another user's lease: refused, Exim's own 550" "$GATE_REFUSAL" \
+pbs_check_match "... another user's lease: refused in popbsmtp's words (docs/exim.md's deny)" \
+	'^550 5\.7\.1 Sender must be the address this client logged in as' \
 	"$(pbs_smtp_rcpt_reply 127.0.0.21 $REMOTE)"
 pbs_check_match "... the reason in popbsmtp's log" \
 	'relay denied: client=127\.0\.0\.21 .*reason=sender-address user=other@client\.example' "$(cat "$DAEMON_LOG")"
+pbs_smtp 127.0.0.21 $REMOTE $LOCAL >/dev/null
+pbs_check_eq "... and a local recipient after it in the same message is accepted (no stale refusal)" \
+	"550 250" "$(pbs_smtp_transcript | awk '$1 ~ /^RCPT:/ { printf "%s%s", s, $2; s = " " }')"
+pbs_check_match "... a client without a lease still gets Exim's own 550" "$GATE_REFUSAL" \
+	"$(pbs_smtp_rcpt_reply 127.0.0.23 $REMOTE)"
+# A suspension that finds the lease still there (as an automatic one does, mid-session):
+# with a limit on, popbsmtp's own 550 in its words.
+restart_daemon 'user_recipients_per_hour = 100; lease_recipients_per_hour = 0;'
+pbs_ctl grant 127.0.0.24 grace >/dev/null
+pbs_redis_cli SET popbsmtp:suspended:grace "1|1|rate-limit: test" >/dev/null
+pbs_check_match "a suspended user's lease: refused in popbsmtp's words" \
+	'^550 5\.7\.1 Relay suspended for this login' "$(pbs_smtp_rcpt_reply 127.0.0.24 $REMOTE)"
+pbs_redis_cli DEL popbsmtp:suspended:grace >/dev/null
+pbs_check_match "... lifted: the lease relays again" '^250 ' "$(pbs_smtp_rcpt_reply 127.0.0.24 $REMOTE)"
 restart_daemon 'user_recipients_per_hour = 0; lease_recipients_per_hour = 0;'
 
 # ---- popbsmtp cannot answer: 451, never a relay ----
