@@ -47,7 +47,7 @@ static void list_one(const struct ctl *c, const struct ctl_lease *l, void *arg)
 {
 	struct list_state *st = arg;
 
-	if (st->user != NULL && strcmp(l->lease.user, st->user) != 0)
+	if (st->user != NULL && !pbs_lease_same_user(l->lease.user, st->user))
 		return;
 	if (c->json && st->count > 0)
 		putchar(',');
@@ -206,7 +206,7 @@ static void revoke_one(const struct ctl *c, const struct ctl_lease *l, void *arg
 	struct revoke_state *st = arg;
 	int removed;
 
-	if (st->rc == CTL_STORE || strcmp(l->lease.user, st->user) != 0)
+	if (st->rc == CTL_STORE || !pbs_lease_same_user(l->lease.user, st->user))
 		return;
 	if ((removed = pbs_store_remove_if_user(c->store, l->subject, st->user)) < 0) {
 		st->rc = ctl_fail(CTL_STORE, "%s", pbs_store_error(c->store));

@@ -53,9 +53,39 @@ int pbs_lease_revoked_key(const char *prefix, const char *subject, char out[PBS_
 	return lease_key_of(prefix, "revoked:", subject, out);
 }
 
+/* C with an ASCII capital in lower case, as Lua's string.lower() in Redis (the C locale). */
+static char ascii_lower(char c)
+{
+	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+/* "<prefix><kind><user>" with USER's ASCII letters in lower case, as the scripts' own
+ * string.lower() gives them (Redis runs Lua in the C locale): one person's keys whatever
+ * case a login spelt the name in, where the password database ignores case. */
+static int lease_user_key_of(const char *prefix, const char *kind, const char *user,
+			     char out[PBS_KEY_MAX])
+{
+	size_t at = strlen(prefix) + strlen(kind);
+	char *p;
+
+	if (lease_key_of(prefix, kind, user, out) != 0)
+		return -1;
+	for (p = out + at; *p != '\0'; p++)
+		*p = ascii_lower(*p);
+	return 0;
+}
+
+bool pbs_lease_same_user(const char *a, const char *b)
+{
+	for (; ascii_lower(*a) == ascii_lower(*b); a++, b++)
+		if (*a == '\0')
+			return true;
+	return false;
+}
+
 int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX])
 {
-	return lease_key_of(prefix, "revoked-user:", user, out);
+	return lease_user_key_of(prefix, "revoked-user:", user, out);
 }
 
 int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX])
@@ -66,14 +96,18 @@ int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KE
 int pbs_lease_limit_key(const char *prefix, const char *kind, long long hour, const char *name,
 			char out[PBS_KEY_MAX])
 {
-	int n = snprintf(out, PBS_KEY_MAX, "%slimit:%s:%lld:%s", prefix, kind, hour, name);
+	char head[PBS_KEY_MAX];
+	int n = snprintf(head, sizeof head, "limit:%s:%lld:", kind, hour);
 
-	return (n < 0 || n >= PBS_KEY_MAX) ? -1 : 0;
+	if (n < 0 || n >= (int)sizeof head)
+		return -1;
+	return strcmp(kind, "user") == 0 ? lease_user_key_of(prefix, head, name, out)
+					 : lease_key_of(prefix, head, name, out);
 }
 
 int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX])
 {
-	return lease_key_of(prefix, "suspended:", user, out);
+	return lease_user_key_of(prefix, "suspended:", user, out);
 }
 
 const char *pbs_lease_reason_problem(const char *reason)
@@ -317,7 +351,8 @@ const char pbs_lease_script_revoke[] = LEASE_LUA_COMMON
 	"return {removed, now}\n";
 
 const char pbs_lease_script_remove_if_user[] = LEASE_LUA_COMMON
-	"if owner(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end\n"
+	"local user = owner(redis.call('GET', KEYS[1]))\n"
+	"if not user or string.lower(user) ~= string.lower(ARGV[1]) then return 0 end\n"
 	"return redis.call('DEL', KEYS[1])\n";
 
 /* The suspension's record, at the store's clock, for as long as asked (or until lifted). */
@@ -344,7 +379,10 @@ const char pbs_lease_script_relay[] = LEASE_LUA_COMMON
 	"local function count(key)\n"
 	"  local v = redis.pcall('GET', key)\n"
 	"  if not v then return 0 end\n"
-	"  return type(v) == 'string' and tonumber(v) or math.huge\n"
+	"  if type(v) ~= 'string' or not string.match(v, '^%d+$') or #v > 15 then\n"
+	"    return math.huge\n"
+	"  end\n"
+	"  return tonumber(v)\n"
 	"end\n"
 	"local function bump(key, ttl)\n"
 	"  local n = redis.call('INCR', key)\n"
@@ -356,17 +394,17 @@ const char pbs_lease_script_relay[] = LEASE_LUA_COMMON
 	"if not value then return {'none', '', 0, 0, 0} end\n"
 	"local user = owner(value)\n"
 	"if not user then return {'bad', value, 0, 0, 0} end\n"
-	"local p = ARGV[2]\n"
-	"if redis.call('EXISTS', p .. 'suspended:' .. user) == 1 then\n"
+	"local p, who = ARGV[2], string.lower(user)\n"
+	"if redis.call('EXISTS', p .. 'suspended:' .. who) == 1 then\n"
 	"  return {'suspended', value, 0, 0, 0}\n"
 	"end\n"
 	"local rule, want = ARGV[9], ARGV[10]\n"
-	"local mine = string.lower(user)\n"
+	"local mine = who\n"
 	"if rule == 'domain' then mine = string.match(mine, '^[^@]+@([^@]+)$') end\n"
 	"if rule ~= 'any' and mine ~= want then return {'sender', value, 0, 0, 0} end\n"
 	"local now = math.max(redis_ms(), last_time(ARGV[3]))\n"
 	"local hour = string.format('%.0f', math.floor(now / 3600000))\n"
-	"local ukey = p .. 'limit:user:' .. hour .. ':' .. user\n"
+	"local ukey = p .. 'limit:user:' .. hour .. ':' .. who\n"
 	"local lkey = p .. 'limit:lease:' .. hour .. ':' .. ARGV[4]\n"
 	"local ulimit, llimit = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
 	"local users, leases = count(ukey), count(lkey)\n"
@@ -375,11 +413,13 @@ const char pbs_lease_script_relay[] = LEASE_LUA_COMMON
 	"elseif llimit > 0 and leases >= llimit then over = 'lease-limit' end\n"
 	"if over then\n"
 	"  local after = tonumber(ARGV[7])\n"
-	"  if after <= 0 then return {over, value, ulimit, llimit, 0} end\n"
+	"  if after <= 0 or over ~= 'user-limit' then return {over, value, ulimit, llimit, 0} end\n"
 	"  local day = string.format('%.0f', math.floor(now / 86400000))\n"
-	"  local n = bump(p .. 'limit:refused:' .. day .. ':' .. user, 172800)\n"
-	"  if n ~= after then return {over, value, ulimit, llimit, 0} end\n"
-	"  redis.call('SET', p .. 'suspended:' .. user, '1|' .. string.format('%.0f', now) ..\n"
+	"  local refused = p .. 'limit:refused:' .. day .. ':' .. who\n"
+	"  local n = bump(refused, 172800)\n"
+	"  if n < after then return {over, value, ulimit, llimit, 0} end\n"
+	"  redis.call('SET', refused, '0', 'KEEPTTL')\n"
+	"  redis.call('SET', p .. 'suspended:' .. who, '1|' .. string.format('%.0f', now) ..\n"
 	"    '|' .. over .. ': ' .. after .. ' refusals by a relay limit in a day', 'EX', ARGV[8])\n"
 	"  return {over, value, ulimit, llimit, 1}\n"
 	"end\n"

@@ -615,8 +615,21 @@ static void store_recheck_master(pbs_store *s)
 		pbs_store_disconnect(s);
 }
 
+/* Whether the server closed the idle connection C (or sent what nobody asked for): its
+ * socket is readable between commands. A command sent on it would fail only after it was
+ * written, when nobody can tell whether the server ran it; so such a connection is
+ * replaced before anything is sent on it, and nothing is ever sent twice. */
+static bool ctx_went_away(const redisContext *c)
+{
+	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) != 0;
+}
+
 int pbs_store_connect(pbs_store *s)
 {
+	if (s->ctx != NULL && ctx_went_away(s->ctx))
+		pbs_store_disconnect(s);
 	if (s->ctx != NULL && s->cfg.sentinel_nodes.count > 0 &&
 	    store_now_ms() - s->verified_ms >= SENTINEL_RECHECK_MS)
 		store_recheck_master(s);

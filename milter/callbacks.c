@@ -332,6 +332,15 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
 	}
 }
 
+/* The message state back to its start (end of message, RSET, a failed DATA, and
+ * every MAIL: nothing of a message outlives it, whatever the MTA told us before). */
+static void message_reset(struct session *s)
+{
+	s->msg_covered = false;
+	s->msg_leased = false;
+	s->incoming = 0;
+}
+
 /* MAIL, with no reply: a message begins. Its lease is asked afresh (a revoke or a
  * suspension since the last one counts), and its address is kept as the client gave it
  * (lease.sender). */
@@ -341,6 +350,7 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
 
 	if (s == NULL)
 		return SMFIS_NOREPLY;
+	message_reset(s);
 	s->lease = PBS_LEASE_UNKNOWN;
 	s->lease_counted = false;
 	snprintf(s->sender, sizeof s->sender, "%s",
@@ -360,14 +370,6 @@ static sfsistat on_header(SMFICTX *ctx, char *name, char *value)
 	if (s != NULL && name != NULL && strcasecmp(name, PBS_USAGE_TRACE_HEADER) == 0)
 		s->incoming++;
 	return SMFIS_NOREPLY;
-}
-
-/* The message state back to its start (end of message, RSET, a failed DATA). */
-static void message_reset(struct session *s)
-{
-	s->msg_covered = false;
-	s->msg_leased = false;
-	s->incoming = 0;
 }
 
 /* Trace header on: delete every X-PopBeforeSMTP the client wrote, then name the lease's

@@ -127,18 +127,13 @@ enum pbs_lease_state pbs_pool_relay(struct pbs_pool *p, const char *subject,
 {
 	pbs_store *s = pool_take(p, why, len);
 	enum pbs_lease_state result;
-	bool reused;
 
 	if (s == NULL)
 		return PBS_LEASE_STORE_ERROR;
-	reused = pbs_store_connected(s);
+	/* No second try on failure: a reply that came too late may be of a script that ran
+	 * and counted. An idle connection a Redis restart closed is found and replaced before
+	 * anything is sent on it (pbs_store_connect). */
 	result = pbs_store_relay(s, subject, limits, sender, check);
-	/* An idle pooled connection may have been closed by a Redis restart or failover:
-	 * that says nothing about Redis now, so try once more on a fresh connection. The
-	 * script never ran then (the connection was found closed), so nothing is counted
-	 * twice. */
-	if (result == PBS_LEASE_STORE_ERROR && reused && !pbs_store_connected(s))
-		result = pbs_store_relay(s, subject, limits, sender, check);
 	if (result != PBS_LEASE_LIVE)
 		snprintf(why, len, "%s", pbs_store_error(s));
 	pool_give(p, s, result == PBS_LEASE_STORE_ERROR && !pbs_store_connected(s));

@@ -60,19 +60,26 @@ int pbs_lease_decode(const char *value, size_t len, pbs_lease *lease);
  * bytes). Returns 0, -1 if too long. */
 int pbs_lease_revoked_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]);
 
-/* "<prefix>revoked-user:<user>", the record of a revoke by user. Returns 0 or -1. */
+/* Whether A and B name the same user: equal but for the case of ASCII letters. Every
+ * per-user key folds them (revocation by user, suspension, relay limits), and so do the
+ * scripts, so that a password database that ignores case cannot give one person several
+ * names to escape a suspension or a limit by. */
+bool pbs_lease_same_user(const char *a, const char *b);
+
+/* "<prefix>revoked-user:<user>" (the user in lower case, as for every per-user key), the
+ * record of a revoke by user. Returns 0 or -1. */
 int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
 /* "<prefix>users:<subject>", the users seen logging in at SUBJECT within the lease's ttl
  * (a sorted set, each user's last login by the store's clock). Returns 0 or -1. */
 int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]);
 
-/* "<prefix>suspended:<user>", a suspension: while it exists no login of USER writes a
+/* "<prefix>suspended:<user>" (in lower case), a suspension: while it exists no login of USER writes a
  * lease and no session of USER keeps one. Returns 0 or -1. */
 int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
 /* "<prefix>limit:<kind>:<hour>:<name>", a relay limit's counter (kind "user" or "lease",
- * HOUR the store's time in ms / 3600000, NAME the user or the subject), as the relay
+ * HOUR the store's time in ms / 3600000, NAME the user, in lower case, or the subject), as the relay
  * script counts. Returns 0 or -1 if too long. */
 int pbs_lease_limit_key(const char *prefix, const char *kind, long long hour, const char *name,
 			char out[PBS_KEY_MAX]);

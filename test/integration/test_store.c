@@ -1357,6 +1357,129 @@ static void test_refresh_refused(void **state)
 	pbs_store_free(s);
 }
 
+/* Each suspend_after refusals by the user limit suspend again (the count starts afresh at
+ * each suspension): a suspension that ended or was lifted is not the day's last. Refusals
+ * by the lease limit, which the address's other users may have filled, suspend nobody. */
+static void test_relay_suspends_again(void **state)
+{
+	const struct pbs_limits_config limits = {1, 0, 2, 600};
+	const struct pbs_limits_config lease_only = {100, 1, 1, 600};
+	pbs_store *s = admin_store();
+	struct pbs_relay_check c;
+	pbs_lease alice;
+	int round;
+
+	(void)state;
+	make_lease(&alice, "alice", "imap");
+	login(s, &alice);
+	set_clock(s, (wall_ms() / 3600000 + 2) * 3600000);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+	for (round = 0; round < 2; round++) {
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c),
+				 PBS_LEASE_OVER_LIMIT);
+		assert_false(c.suspended_now);
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c),
+				 PBS_LEASE_OVER_LIMIT);
+		assert_true(c.suspended_now);
+		assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c),
+				 PBS_LEASE_SUSPENDED);
+		/* It ends (or is lifted): the next suspend_after refusals suspend again. */
+		assert_int_equal(cmd_int(s, "DEL", "popbsmtp:suspended:alice", NULL), 1);
+	}
+	/* bob fills the lease limit of 192.0.2.8, then the address is alice's. */
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.8", "1|1|imap|bob", "EX", "600",
+			    (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &lease_only, &any, &c), PBS_LEASE_LIVE);
+	freeReplyObject(cmd(s, "SET", "popbsmtp:lease:192.0.2.8", "1|1|imap|alice", "EX", "600",
+			    (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &lease_only, &any, &c),
+			 PBS_LEASE_OVER_LIMIT);
+	assert_string_equal(c.limit, "lease-limit");
+	assert_false(c.suspended_now);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.8", &lease_only, &any, &c),
+			 PBS_LEASE_OVER_LIMIT);
+	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:suspended:alice", NULL), 0);
+	pbs_store_free(s);
+}
+
+/* A counter is a count only when it is digits: anything else another writer left there
+ * ("nan", a negative, an exponent, spaces, hex) is over, and nothing is counted, neither
+ * that counter nor the other. */
+static void test_relay_odd_counters(void **state)
+{
+	static const char *const odd[] = {"nan", "-100", "1e3", " 5", "5 ", "0x10", "inf", ""};
+	const struct pbs_limits_config limits = {1000, 1000, 0, 86400};
+	pbs_store *s = admin_store();
+	struct pbs_relay_check c;
+	char ukey[96], lkey[96];
+	long long hour;
+	redisReply *r;
+	size_t i;
+	int which;
+
+	(void)state;
+	hour = (wall_ms() / 3600000 + 2) * 3600000;
+	set_clock(s, hour);
+	freeReplyObject(cmd(s, "SET", KEY, "1|1|imap|alice", "EX", "600", (const char *)NULL));
+	snprintf(ukey, sizeof ukey, "popbsmtp:limit:user:%lld:alice", hour / 3600000);
+	snprintf(lkey, sizeof lkey, "popbsmtp:limit:lease:%lld:192.0.2.7", hour / 3600000);
+	for (which = 0; which < 2; which++) {
+		const char *bad = which == 0 ? ukey : lkey, *other = which == 0 ? lkey : ukey;
+
+		for (i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+			freeReplyObject(cmd(s, "SET", bad, odd[i], (const char *)NULL));
+			freeReplyObject(cmd(s, "SET", other, "7", (const char *)NULL));
+			assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c),
+					 PBS_LEASE_OVER_LIMIT);
+			r = cmd(s, "MGET", bad, other, (const char *)NULL);
+			assert_string_equal(r->element[0]->str, odd[i]);
+			assert_string_equal(r->element[1]->str, "7");
+			freeReplyObject(r);
+		}
+	}
+	pbs_store_free(s);
+}
+
+/* One person, whatever case a login spelt the name in (a password database that ignores
+ * case): one suspension, one hourly count, one revoke --user. */
+static void test_user_case(void **state)
+{
+	const struct pbs_limits_config limits = {2, 0, 0, 86400};
+	pbs_store *s = admin_store();
+	struct pbs_relay_check c;
+	pbs_lease shouting;
+	long long at;
+	bool removed;
+
+	(void)state;
+	set_clock(s, (wall_ms() / 3600000 + 2) * 3600000);
+	assert_true(pbs_lease_same_user("Alice@Example.ORG", "alice@example.org"));
+	freeReplyObject(cmd(s, "SET", KEY, "1|1|imap|ALICE@Example.ORG", "EX", "600",
+			    (const char *)NULL));
+	assert_int_equal(pbs_store_suspend(s, "alice@example.org", 0, "ticket 9"), 0);
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_SUSPENDED);
+	make_lease(&shouting, "ALICE@example.org", "imap");
+	assert_int_equal(pbs_store_login(s, "192.0.2.9", &shouting, 600, 0, 0, NULL, NULL, &at),
+			 PBS_GRANT_SUSPENDED);
+	assert_int_equal(pbs_store_unsuspend(s, "Alice@example.org"), 1);
+	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:suspended:alice@example.org", NULL), 0);
+	/* Two spellings share the hour's count. */
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+	freeReplyObject(cmd(s, "SET", KEY, "1|1|imap|alice@example.org", "EX", "600",
+			    (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_LIVE);
+	assert_int_equal(c.count, 2);
+	freeReplyObject(cmd(s, "SET", KEY, "1|1|imap|aLiCe@example.org", "EX", "600",
+			    (const char *)NULL));
+	assert_int_equal(pbs_store_relay(s, "192.0.2.7", &limits, &any, &c), PBS_LEASE_OVER_LIMIT);
+	/* revoke --user: the record and the removal fold the name too. */
+	assert_int_equal(pbs_store_revoke(s, NULL, "ALICE@EXAMPLE.ORG", 600, &removed), 0);
+	assert_int_equal(cmd_int(s, "EXISTS", "popbsmtp:revoked-user:alice@example.org", NULL), 1);
+	assert_int_equal(pbs_store_remove_if_user(s, "192.0.2.7", "Alice@Example.org"), 1);
+	assert_int_equal(cmd_int(s, "EXISTS", KEY, NULL), 0);
+	pbs_store_free(s);
+}
+
 /* How often Redis ran COMMAND (INFO commandstats: "cmdstat_eval:calls=N,…"), 0 if never. */
 static long long calls_of(pbs_store *s, const char *command)
 {
@@ -1504,6 +1627,9 @@ int main(void)
 	    cmocka_unit_test_setup(test_relay_suspends, flush_all),
 	    cmocka_unit_test_setup(test_relay_sender, flush_all),
 	    cmocka_unit_test_setup(test_scripts_by_name, flush_all),
+	    cmocka_unit_test_setup(test_relay_suspends_again, flush_all),
+	    cmocka_unit_test_setup(test_relay_odd_counters, flush_all),
+	    cmocka_unit_test_setup(test_user_case, flush_all),
 	};
 
 	/* As in every popbsmtp program: a write to a dropped connection is an error, not death. */

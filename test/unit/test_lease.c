@@ -474,6 +474,29 @@ static void test_suspension(void **state)
 	free(long_reason);
 }
 
+/* One person's keys whatever case a login spelt the name in: ASCII letters folded (as Lua's
+ * string.lower() in Redis), every other byte as it is; prefixes and subjects untouched. */
+static void test_user_case(void **state)
+{
+	char key[PBS_KEY_MAX];
+
+	(void)state;
+	assert_true(pbs_lease_same_user("Alice@Example.ORG", "alice@example.org"));
+	assert_true(pbs_lease_same_user("", ""));
+	assert_false(pbs_lease_same_user("alice", "alicex"));
+	assert_false(pbs_lease_same_user("alicex", "alice"));
+	assert_false(pbs_lease_same_user("\xc3\x84nne", "\xc3\xa4nne")); /* Ä, ä: not ASCII */
+	assert_false(pbs_lease_same_user("a[", "A{")); /* '[' is not a capital of '{' */
+	assert_int_equal(pbs_lease_suspended_key("PBS:", "Alice@Example.ORG", key), 0);
+	assert_string_equal(key, "PBS:suspended:alice@example.org");
+	assert_int_equal(pbs_lease_revoked_user_key("PBS:", "BOB\xc3\x84", key), 0);
+	assert_string_equal(key, "PBS:revoked-user:bob\xc3\x84");
+	assert_int_equal(pbs_lease_limit_key("PBS:", "user", 7, "ALICE", key), 0);
+	assert_string_equal(key, "PBS:limit:user:7:alice");
+	assert_int_equal(pbs_lease_limit_key("PBS:", "lease", 7, "2001:DB8::/64", key), 0);
+	assert_string_equal(key, "PBS:limit:lease:7:2001:DB8::/64");
+}
+
 /* Records outlive the leases they revoke: a day at least, twice the ttl when longer. */
 static void test_revocation_ttl(void **state)
 {
@@ -501,6 +524,7 @@ int main(void)
 	    cmocka_unit_test(test_revoked_keys),
 	    cmocka_unit_test(test_revocation_ttl),
 	    cmocka_unit_test(test_suspension),
+	    cmocka_unit_test(test_user_case),
 	};
 
 	return cmocka_run_group_tests_name("lease", tests, NULL, NULL);
