@@ -612,6 +612,37 @@ pbs_stop_redis main
 relay_after_restart "Redis restarted while idle: relay accepted again" \
 	"Redis restarted while idle: relaying again soon (bound 3 s for a loaded host) (ms)"
 echo "# Redis restarted while idle: $((TRIES - 1)) session(s) deferred before the first relay"
+pbs_check_eq "Redis restarted while idle: not one session deferred (a closed idle connection is replaced before use)" \
+	1 "$TRIES"
+
+# A reply that comes too late is never answered by sending the script again: Redis may
+# have run it, and counted the recipient. Relay limits on (timeout_ms 250): a script of
+# the test holds Redis for 3 s (under its 5 s busy threshold) while a relay recipient is
+# asked. The milter defers it; once Redis is free it runs the late relay script once.
+PBS_CONF_LIMITS='user_recipients_per_hour = 1000; lease_recipients_per_hour = 0;' \
+	pbs_write_config "$PBS_TMP/limits.conf" "$(milter_group "$PBS_TMP/limits.sock" "" "")"
+start_instance limits "$PBS_TMP/limits.conf" "$PBS_TMP/limits.sock" || exit 1
+pbs_ctl grant 192.0.2.12 carol >/dev/null
+session "${PF[@]}" connect:192.0.2.12 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$FAR"
+expect "limits on: a relay recipient by lease continues (counted, so no ACCEPT)" noreply noreply continue
+pbs_redis_cli EVAL 'local function us() local t = redis.call("TIME") return t[1] * 1000000 + t[2] end
+	local stop = us() + 3000000
+	repeat until us() >= stop
+	return 1' 0 >/dev/null &
+busy=$!
+# Until Redis stops answering: the script runs.
+for i in $(seq 1 100); do
+	timeout 0.1 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" PING >/dev/null 2>&1 || break
+	sleep 0.02
+done
+session "${PF[@]}" connect:192.0.2.12 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$FAR"
+expect "limits on, Redis busy beyond timeout_ms: deferred" noreply noreply "$(defer "$FAR")"
+wait "$busy"
+carol=$(pbs_redis_cli --scan --pattern 'popbsmtp:limit:user:*:carol' | head -n 1)
+pbs_check_eq "... and carol's count is the first recipient and the late script, never a second send" \
+	2 "$(pbs_redis_cli GET "$carol")"
+stop_instances limits
+use_instance main
 
 # ---- Redis black-holed (timeout_ms 200) ----
 use_instance blackhole
