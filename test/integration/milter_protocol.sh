@@ -618,7 +618,9 @@ pbs_check_eq "Redis restarted while idle: not one session deferred (a closed idl
 # A reply that comes too late is never answered by sending the script again: Redis may
 # have run it, and counted the recipient. Relay limits on (timeout_ms 250): a script of
 # the test holds Redis for 3 s (under its 5 s busy threshold) while a relay recipient is
-# asked. The milter defers it; once Redis is free it runs the late relay script once.
+# asked. The milter defers it; once Redis is free, Redis 7 still runs the late script of
+# the connection the milter closed (count 2), Redis 8 drops it (count 1); the previous
+# pool sent it a second time on a fresh connection (count 3 on Redis 7).
 PBS_CONF_LIMITS='user_recipients_per_hour = 1000; lease_recipients_per_hour = 0;' \
 	pbs_write_config "$PBS_TMP/limits.conf" "$(milter_group "$PBS_TMP/limits.sock" "" "")"
 start_instance limits "$PBS_TMP/limits.conf" "$PBS_TMP/limits.sock" || exit 1
@@ -639,8 +641,10 @@ session "${PF[@]}" connect:192.0.2.12 'mail:<a@b.example>' "${SMTP[@]}" "rcpt:$F
 expect "limits on, Redis busy beyond timeout_ms: deferred" noreply noreply "$(defer "$FAR")"
 wait "$busy"
 carol=$(pbs_redis_cli --scan --pattern 'popbsmtp:limit:user:*:carol' | head -n 1)
-pbs_check_eq "... and carol's count is the first recipient and the late script, never a second send" \
-	2 "$(pbs_redis_cli GET "$carol")"
+carol=$(pbs_redis_cli GET "$carol")
+pbs_check_le "... carol's count: the first recipient and at most the late script, never a second send" \
+	2 "$carol"
+pbs_check_le "... and the first recipient is counted" "$carol" 1
 stop_instances limits
 use_instance main
 
