@@ -48,7 +48,8 @@ done
 T=250                                   # redis.timeout_ms of every config here
 SLOW=${PBS_SLOW:-1}
 # The milter's worst case per answer: wait for a pooled connection (T), connect (T), the
-# reply (T), one retry on a fresh connection (2 T); plus slack for a loaded 2-core host.
+# reply (T); 2 T more, once for a retry on a fresh connection (gone: nothing is sent
+# twice), kept as margin; plus slack for a loaded 2-core host.
 MILTER_BOUND=$(((5 * T + 1000) * SLOW))
 HOOK_BOUND=$(((3 * T + 1000) * SLOW))   # the hook's hard deadline is 3 x timeout_ms
 CTL_BOUND=$(((2 * T + 1000) * SLOW))    # connect + one reply
