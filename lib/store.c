@@ -812,8 +812,9 @@ static redisReply *store_eval(pbs_store *s, const char *what, const char *script
 			s->eval_only = true;
 			if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED) == 0)
 				pbs_log(LOG_WARNING,
-					"Redis at %s: this user may not run EVALSHA, so every script "
-					"is sent whole; add +evalsha to its ACL line (docs/ha.md)",
+					"Redis at %s: this user may not run EVALSHA, so every "
+					"script is sent whole; add +evalsha to its ACL line "
+					"(docs/ha.md)",
 					s->where);
 		}
 		freeReplyObject(r);
@@ -1146,8 +1147,8 @@ enum pbs_lease_state pbs_store_relay(pbs_store *s, const char *subject,
 					    [PBS_SENDER_ADDRESS] = "address"};
 	struct store_keys k;
 	char ulimit[16], llimit[16], after[16], secs[16];
-	const char *argv[10] = {k.lease, s->cfg.prefix, k.clock, subject, ulimit,
-				llimit,  after,	       secs,	rules[sender->rule], sender->owner};
+	const char *argv[10] = {k.lease, s->cfg.prefix, k.clock, subject, ulimit, llimit,
+				after, secs, rules[sender->rule], sender->owner};
 	enum pbs_lease_state state;
 	redisReply *r;
 

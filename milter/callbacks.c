@@ -207,8 +207,9 @@ static void reply_text(const char *rcpt, const char *text, char *out, size_t out
 static void log_decision(SMFICTX *ctx, const struct session *s, const char *what,
 			 const char *rcpt, const char *reason)
 {
-	pbs_log_relay(what, s->addr_text, rcpt, reason, pbs_policy_lease_found(s->lease) ? s->lease_user : NULL,
-		      s->subject, smfi_getsymval(ctx, "i"));
+	pbs_log_relay(what, s->addr_text, rcpt, reason,
+		      pbs_policy_lease_found(s->lease) ? s->lease_user : NULL, s->subject,
+		      smfi_getsymval(ctx, "i"));
 }
 
 /* The address the MTA resolved the recipient to ({rcpt_addr}), which milter.local_domains

@@ -350,7 +350,7 @@ const char *pbs_gate_answer(struct pbs_gate *g, struct pbs_gate_session *s,
 	pbs_log_relay(verdict == PBS_VERDICT_ALLOW	    ? "allowed"
 		      : verdict == PBS_VERDICT_TEMPFAIL ? "deferred"
 							: "denied",
-		      client, rcpt, reason, pbs_policy_lease_found(facts.lease) ? s->lease_user : NULL,
-		      s->subject, qid);
+		      client, rcpt, reason,
+		      pbs_policy_lease_found(facts.lease) ? s->lease_user : NULL, s->subject, qid);
 	return answer_of(s, req, &facts, verdict, reason);
 }

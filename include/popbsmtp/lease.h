@@ -74,13 +74,13 @@ int pbs_lease_revoked_user_key(const char *prefix, const char *user, char out[PB
  * (a sorted set, each user's last login by the store's clock). Returns 0 or -1. */
 int pbs_lease_users_key(const char *prefix, const char *subject, char out[PBS_KEY_MAX]);
 
-/* "<prefix>suspended:<user>" (in lower case), a suspension: while it exists no login of USER writes a
- * lease and no session of USER keeps one. Returns 0 or -1. */
+/* "<prefix>suspended:<user>" (in lower case), a suspension: while it exists no login of
+ * USER writes a lease and no session of USER keeps one. Returns 0 or -1. */
 int pbs_lease_suspended_key(const char *prefix, const char *user, char out[PBS_KEY_MAX]);
 
 /* "<prefix>limit:<kind>:<hour>:<name>", a relay limit's counter (kind "user" or "lease",
- * HOUR the store's time in ms / 3600000, NAME the user, in lower case, or the subject), as the relay
- * script counts. Returns 0 or -1 if too long. */
+ * HOUR the store's time in ms / 3600000, NAME the user, in lower case, or the subject), as
+ * the relay script counts. Returns 0 or -1 if too long. */
 int pbs_lease_limit_key(const char *prefix, const char *kind, long long hour, const char *name,
 			char out[PBS_KEY_MAX]);
 
